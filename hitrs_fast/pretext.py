@@ -1,0 +1,220 @@
+"""The four Hi-TRS pretext tasks and :class:`HiTRSForPretraining`.
+
+- frame level: masked joint prediction (SmoothL1 on x10 coordinates, or L1);
+- clip level: frame-order verification (a moving clip vs the same clip with two frames
+  >= 2 apart swapped);
+- video level: clip-order verification (context clips vs two clips >= 2 apart swapped);
+- video level: next-clip InfoNCE (V-TRS CLS of the context predicts the stop-gradient
+  C-TRS CLS of the held-out last clip; negatives are the other samples of the global
+  batch, gathered from every rank).
+
+All four consume the same F-TRS output of the masked input. Losses are normalised by
+global counts, so with data-parallel gradient averaging the result does not depend on
+the number of ranks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn import functional as F
+
+from hitrs_fast.config import HiTRSConfig
+from hitrs_fast.models import HiTRS, validate_skeletons, zero_beyond_lengths
+from hitrs_fast.sampling import mask_joints, sample_clip_swap, sample_frame_swap, sample_motion_clip
+from hitrs_fast.windowing import clip_frame_indices, num_clips, pad_frames
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def global_sum(value: torch.Tensor) -> torch.Tensor:
+    """Sum over data-parallel ranks (identity in a single process). No gradient flows."""
+    value = value.detach().clone()
+    if _distributed():
+        dist.all_reduce(value)
+    return value
+
+
+def global_mean_loss(local_sum: torch.Tensor, local_count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss whose rank-averaged gradient is the gradient of the global mean.
+
+    Data-parallel training averages gradients over ``world`` ranks, so each rank
+    returns ``world * local_sum / global_count``. Returns ``(loss, global_count)``; the
+    loss is 0 (with a graph) when nothing is counted anywhere.
+    """
+    world = dist.get_world_size() if _distributed() else 1
+    count = global_sum(local_count.to(local_sum.dtype))
+    return local_sum * world / count.clamp_min(1), count
+
+
+def gather_targets(targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """All-gathers stop-gradient targets ``[B, d]`` from every rank.
+
+    Returns ``([world * B, d], offset)`` where ``offset = rank * B`` is where this rank's
+    positives sit. Requires equal per-rank batch sizes.
+    """
+    if not _distributed():
+        return targets, 0
+    parts = [torch.empty_like(targets) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, targets.contiguous())
+    return torch.cat(parts), dist.get_rank() * targets.shape[0]
+
+
+def _batch_inputs(batch: Any, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if isinstance(batch, dict):
+        return batch["x"], batch.get("lengths", lengths)
+    if hasattr(batch, "x") and not isinstance(batch, torch.Tensor):
+        return batch.x, getattr(batch, "lengths", lengths)
+    return batch, lengths
+
+
+class HiTRSForPretraining(nn.Module):
+    """Hi-TRS encoder plus the pretext heads.
+
+    Args:
+        config: :class:`HiTRSConfig`; its ``use_*_tasks`` switches and ``weight_*``
+            fields select and weight the tasks.
+        backend: see :class:`HiTRS`.
+
+    ``forward(batch, lengths=None, *, generator=None) -> dict``: ``batch`` is single-body
+    skeletons ``[B, T, V, C]`` or ``[B, 1, T, V, C]`` (or a dict / object with ``x`` and
+    ``lengths``). Returns ``loss`` (weighted sum, differentiable) and, detached,
+    ``pose_loss``, ``clip_order_loss``, ``video_order_loss``, ``nce_loss``,
+    ``clip_order_acc``, ``video_order_acc``, ``nce_acc`` for the enabled tasks.
+    """
+
+    def __init__(self, config: HiTRSConfig | None = None, backend: str = "auto") -> None:
+        super().__init__()
+        self.config = config = config or HiTRSConfig()
+        if not (config.use_frame_tasks or config.use_clip_tasks or config.use_video_tasks):
+            raise ValueError("HiTRSConfig: at least one of use_frame_tasks / use_clip_tasks / use_video_tasks")
+        self.encoder = HiTRS(config, backend)
+        self.pose_head = nn.Linear(config.frame_dim, config.in_channels)
+        self.clip_order_head = nn.Linear(config.clip_dim, 2)
+        self.video_order_head = nn.Linear(config.video_dim, 2)
+        self.next_clip_head = nn.Linear(config.video_dim, config.clip_dim)
+
+    def forward(self, batch: Any, lengths: torch.Tensor | None = None, *,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        x, lengths = _batch_inputs(batch, lengths)
+        if isinstance(x, torch.Tensor) and x.dim() == 4:
+            x = x[:, None]
+        if isinstance(x, torch.Tensor) and x.dim() == 5 and x.shape[1] != 1:
+            raise ValueError(f"x: pre-training takes single bodies [B, 1, T, V, C], got M={x.shape[1]} "
+                             "(use bodies='single' in the loader)")
+        lengths = validate_skeletons(x, lengths, cfg, min_length=cfg.min_pretrain_frames)
+        t_max = int(lengths.max())
+        x = zero_beyond_lengths(x[:, 0, :t_max], lengths)  # [B, T, V, C]
+        b, device = x.shape[0], x.device
+
+        masked = mask_joints(x, lengths, cfg, generator) if cfg.use_frame_tasks else None
+        frames = self.encoder.encode_padded_frames(pad_frames(masked.masked_x if masked else x, cfg), lengths)
+
+        out: dict[str, torch.Tensor] = {}
+        total = frames.new_zeros(())
+        if cfg.use_frame_tasks:
+            loss, out["pose_loss"] = self._pose_loss(frames, x, masked.selected)
+            total = total + cfg.weight_pose * loss
+
+        clip_batch = []  # clips for the one merged C-TRS call, [n, F, V, d]
+        if cfg.use_clip_tasks:
+            start, clip_valid = sample_motion_clip(x, lengths, cfg, generator)
+            offsets = torch.arange(cfg.clip_len, device=device) * cfg.clip_dilation
+            order = sample_frame_swap(b, cfg, device, generator)
+            positive = start[:, None] + offsets  # [B, F]
+            negative = positive.gather(1, order)
+            rows = torch.arange(b, device=device)[:, None]
+            clip_batch += [frames[rows, positive], frames[rows, negative]]
+
+        if cfg.use_video_tasks:
+            w = num_clips(lengths, cfg)
+            context = w - 1
+            width = int(context.max())
+            idx = clip_frame_indices(width + 1, cfg, device)  # [W, F]
+            real = torch.arange(width, device=device)[None, :] < context[:, None]
+            clip_batch.append(frames[:, idx[:width]][real])  # [n_real, F, V, d]
+
+        cls = self.encoder.encode_clips(torch.cat(clip_batch)) if clip_batch else None
+        if cfg.use_clip_tasks:
+            loss, out["clip_order_loss"], out["clip_order_acc"] = self._clip_order_loss(cls[: 2 * b], clip_valid)
+            total = total + cfg.weight_clip_order * loss
+        if cfg.use_video_tasks:
+            emb = cls[-int(real.sum()):]
+            context_emb = emb.new_zeros(b, width, emb.shape[-1]).index_put((real,), emb)
+            perm = sample_clip_swap(context, width, generator)
+            permuted = context_emb.gather(1, perm[..., None].expand_as(context_emb))
+            video = self.encoder.encode_video(torch.cat([context_emb, permuted]), context.repeat(2))
+            loss, out["video_order_loss"], out["video_order_acc"] = self._video_order_loss(video)
+            total = total + cfg.weight_video_order * loss
+
+            # Stop-gradient target: the held-out last clip, no graph built.
+            with torch.no_grad():
+                target_frames = frames[torch.arange(b, device=device)[:, None], idx[context]]
+                target = self.encoder.encode_clips(target_frames)
+            loss, out["nce_loss"], out["nce_acc"] = self._nce_loss(self.next_clip_head(video[:b]), target)
+            total = total + cfg.weight_nce * loss
+
+        out["loss"] = total
+        return out
+
+    def _pose_loss(self, frames: torch.Tensor, x: torch.Tensor, selected: torch.Tensor):
+        """Masked joint regression over the selected entries (global mean)."""
+        pad = self.config.clip_pad
+        tokens = frames[:, pad:pad + x.shape[1]][selected]  # [K, d]
+        pred, target = self.pose_head(tokens).float(), x[selected].float()  # [K, C]
+        if self.config.pose_loss == "smooth_l1_x10":
+            local = F.smooth_l1_loss(10 * pred, 10 * target, beta=1.0, reduction="sum")
+            count = torch.tensor(pred.numel(), device=x.device)  # mean over joints x coordinates
+        else:
+            local = (pred - target).abs().sum()
+            count = torch.tensor(pred.shape[0], device=x.device)  # L1 summed over xyz, mean over joints
+        loss, global_count = global_mean_loss(local, count)
+        return loss, (global_sum(local) / global_count.clamp_min(1)).detach()
+
+    def _clip_order_loss(self, cls: torch.Tensor, valid: torch.Tensor):
+        """Original (label 1) vs frame-swapped (label 0) clips; samples without a moving clip are left out."""
+        b = valid.shape[0]
+        logits = self.clip_order_head(cls).float()  # [2B, 2]
+        labels = torch.cat([torch.ones(b, dtype=torch.long, device=cls.device),
+                            torch.zeros(b, dtype=torch.long, device=cls.device)])
+        weight = valid.repeat(2).to(logits.dtype)
+        per = F.cross_entropy(logits, labels, reduction="none")
+        loss, count = global_mean_loss((per * weight).sum(), weight.sum())
+        correct = global_sum(((logits.argmax(1) == labels).to(logits.dtype) * weight).sum())
+        return loss, (global_sum((per * weight).sum()) / count.clamp_min(1)).detach(), correct / count.clamp_min(1)
+
+    def _video_order_loss(self, video: torch.Tensor):
+        """Context in order (label 1) vs two clips swapped (label 0); plain mean cross-entropy."""
+        b = video.shape[0] // 2
+        logits = self.video_order_head(video).float()
+        labels = torch.cat([torch.ones(b, dtype=torch.long, device=video.device),
+                            torch.zeros(b, dtype=torch.long, device=video.device)])
+        loss = F.cross_entropy(logits, labels)
+        acc = (logits.argmax(1) == labels).float().mean()
+        return loss, _rank_mean(loss), _rank_mean(acc)
+
+    def _nce_loss(self, prediction: torch.Tensor, target: torch.Tensor):
+        """InfoNCE of predictions against the (global) batch of stop-gradient targets."""
+        pred = F.normalize(prediction.float(), dim=-1)
+        tgt = F.normalize(target.float(), dim=-1)
+        if self.config.nce_negatives == "global":
+            tgt, offset = gather_targets(tgt)
+        else:
+            offset = 0
+        logits = pred @ tgt.t() / self.config.nce_temperature  # [B, B_global]
+        labels = torch.arange(pred.shape[0], device=pred.device) + offset
+        loss = F.cross_entropy(logits, labels)
+        acc = (logits.argmax(1) == labels).float().mean()
+        return loss, _rank_mean(loss), _rank_mean(acc)
+
+
+def _rank_mean(value: torch.Tensor) -> torch.Tensor:
+    """Mean over ranks of a per-rank mean (equal batch sizes), detached."""
+    world = dist.get_world_size() if _distributed() else 1
+    return global_sum(value) / world

@@ -1,0 +1,195 @@
+import pytest
+import torch
+
+from hitrs_fast import HiTRSConfig, HiTRSForPretraining
+from hitrs_fast.sampling import (
+    REPLACED,
+    SWAPPED,
+    UNCHANGED,
+    frame_motion,
+    frame_swap_pairs,
+    mask_joints,
+    sample_clip_swap,
+    sample_frame_swap,
+    sample_motion_clip,
+)
+
+TINY = HiTRSConfig.preset("tiny", dropout=0.0)
+
+
+def motion_batch(b=6, t=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(b, 1, 25, 3, generator=g)
+    phase = torch.linspace(0, 6.28, t)[None, :, None, None]
+    freq = torch.rand(b, 1, 25, 1, generator=g) + 0.5
+    x = base + 0.3 * torch.sin(freq * phase + base)
+    lengths = torch.randint(19, t + 1, (b,), generator=g)
+    lengths[0] = t
+    return x, lengths
+
+
+def test_mask_rate_and_shares():
+    x = torch.randn(64, 100, 25, 3)
+    lengths = torch.full((64,), 100)
+    lengths[:8] = 30
+    m = mask_joints(x, lengths, HiTRSConfig(), torch.Generator().manual_seed(1))
+    real = (torch.arange(100)[None] < lengths[:, None])[..., None].expand(-1, -1, 25)
+    assert not m.selected[~real].any(), "padding frames were selected"
+    rate = m.selected.sum() / real.sum()
+    assert abs(rate - 0.15) < 0.01
+    n = m.selected.sum()
+    for kind, share in ((REPLACED, 0.8), (SWAPPED, 0.1), (UNCHANGED, 0.1)):
+        assert abs((m.kind == kind).sum() / n - share) < 0.02
+    rep = m.kind == REPLACED
+    assert torch.equal(m.masked_x[rep], torch.ones_like(m.masked_x[rep]))
+    keep = ~m.selected | (m.kind == UNCHANGED)
+    assert torch.equal(m.masked_x[keep], x[keep])
+
+
+def test_swap_replacement_comes_from_another_joint_and_frame():
+    b, t = 4, 20
+    # Each coordinate encodes (frame, joint) so the donor can be decoded.
+    frame = torch.arange(t)[None, :, None].expand(b, t, 25).float()
+    joint = torch.arange(25)[None, None, :].expand(b, t, 25).float()
+    x = torch.stack([frame, joint, torch.zeros_like(frame)], -1)
+    lengths = torch.tensor([20, 10, 2, 15])
+    m = mask_joints(x, lengths, HiTRSConfig(mask_ratio=0.9), torch.Generator().manual_seed(3))
+    sw = m.kind == SWAPPED
+    assert sw.any()
+    donor = m.masked_x[sw]
+    assert (donor[:, 0] != frame[sw]).all() and (donor[:, 1] != joint[sw]).all()
+    bidx = torch.arange(b)[:, None, None].expand(b, t, 25)[sw]
+    assert (donor[:, 0] < lengths[bidx]).all(), "donor frame outside the sample"
+
+
+def test_uniform_random_replacement_in_range():
+    x = torch.rand(4, 30, 25, 3) * 2 + 1
+    m = mask_joints(x, torch.full((4,), 30), HiTRSConfig(mask_replacement="uniform_random"))
+    rep = m.masked_x[m.kind == REPLACED]
+    assert rep.min() >= 1 and rep.max() <= 3 and not torch.equal(rep, torch.ones_like(rep))
+
+
+def test_frame_swap_pairs_and_distance():
+    pairs = frame_swap_pairs(7)
+    assert len(pairs) == 15 and ((pairs[:, 1] - pairs[:, 0]) >= 2).all()
+    order = sample_frame_swap(4000, HiTRSConfig(), "cpu", torch.Generator().manual_seed(0))
+    moved = order != torch.arange(7)
+    assert (moved.sum(1) == 2).all()
+    pos = moved.nonzero()[:, 1].view(-1, 2)
+    assert ((pos[:, 1] - pos[:, 0]) >= 2).all()
+    counts = torch.bincount(pos[:, 0] * 7 + pos[:, 1], minlength=49)
+    used = counts[counts > 0]
+    assert len(used) == 15 and used.min() > 4000 / 15 * 0.7
+
+
+def test_clip_swap():
+    n = torch.tensor([2, 3, 5, 9, 2])
+    perm = sample_clip_swap(n, 9, torch.Generator().manual_seed(0))
+    for row, k in zip(perm, n.tolist()):
+        moved = (row != torch.arange(9)).nonzero().flatten()
+        assert len(moved) == 2 and moved.max() < k
+        if k > 2:
+            assert moved[1] - moved[0] >= 2
+        assert sorted(row.tolist()) == list(range(9))
+    with pytest.raises(ValueError, match=">= 2 context clips"):
+        sample_clip_swap(torch.tensor([1]), 3)
+
+
+def test_motion_clip_selection():
+    x = torch.zeros(3, 40, 25, 3)
+    x[0, 20:23] = torch.arange(3.0)[:, None, None]  # moves only around frames 21-22
+    x[2] = torch.randn(40, 25, 3)
+    lengths = torch.tensor([40, 40, 30])
+    start, valid = sample_motion_clip(x, lengths, HiTRSConfig(), torch.Generator().manual_seed(0))
+    assert valid.tolist() == [True, False, True]
+    # A clip centred on c spans raw frames c-6..c+6: it must contain a moving frame of sample 0.
+    assert 21 - 6 <= int(start[0]) <= 22 + 6
+    assert int(start[2]) < 30
+    m = frame_motion(x, lengths)
+    assert m[0, 0] == 0 and m[2, 30:].abs().sum() == 0
+
+
+def test_losses_finite_and_accuracies():
+    model = HiTRSForPretraining(TINY)
+    x, lengths = motion_batch()
+    out = model(x, lengths)
+    for key in ("loss", "pose_loss", "clip_order_loss", "video_order_loss", "nce_loss"):
+        assert torch.isfinite(out[key]), key
+    for key in ("clip_order_acc", "video_order_acc", "nce_acc"):
+        assert 0 <= out[key] <= 1
+    out["loss"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all()
+               for n, p in model.named_parameters() if p.requires_grad), "some parameter got no gradient"
+
+
+def test_same_seed_same_losses():
+    x, lengths = motion_batch()
+    results = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        model = HiTRSForPretraining(HiTRSConfig.preset("tiny"))
+        results.append(model(x, lengths, generator=torch.Generator().manual_seed(11)))
+    for key in results[0]:
+        assert torch.equal(results[0][key], results[1][key]), key
+
+
+@pytest.mark.parametrize("switches,present", [
+    (dict(use_clip_tasks=False, use_video_tasks=False), {"pose_loss"}),
+    (dict(use_frame_tasks=False, use_video_tasks=False), {"clip_order_loss"}),
+    (dict(use_frame_tasks=False, use_clip_tasks=False), {"video_order_loss", "nce_loss"}),
+])
+def test_task_switches(switches, present):
+    out = HiTRSForPretraining(TINY.replace(**switches))(*motion_batch())
+    losses = {k for k in out if k.endswith("_loss")}
+    assert losses == present
+    assert torch.allclose(out["loss"], sum(out[k] for k in present))
+
+
+def test_loss_weights():
+    x, lengths = motion_batch()
+    torch.manual_seed(0)
+    model = HiTRSForPretraining(TINY.replace(weight_pose=2.0, weight_nce=0.5))
+    out = model(x, lengths, generator=torch.Generator().manual_seed(0))
+    expected = 2 * out["pose_loss"] + out["clip_order_loss"] + out["video_order_loss"] + 0.5 * out["nce_loss"]
+    torch.testing.assert_close(out["loss"].detach(), expected)
+
+
+def test_paper_preset_runs():
+    cfg = HiTRSConfig.preset("paper").replace(frame_dim=32, clip_dim=64, video_dim=64, frame_ffn=32, clip_ffn=32,
+                                               video_ffn=32, num_heads=2, head_dim=16)
+    out = HiTRSForPretraining(cfg)(*motion_batch())
+    assert torch.isfinite(out["loss"])
+
+
+def test_bad_inputs():
+    model = HiTRSForPretraining(TINY)
+    x, _ = motion_batch(b=2, t=40)
+    with pytest.raises(ValueError, match="at least 15 frames"):
+        model(x, torch.tensor([40, 14]))
+    with pytest.raises(ValueError, match="single bodies"):
+        model(torch.randn(2, 2, 40, 25, 3))
+    with pytest.raises(ValueError, match="V=25"):
+        model(torch.randn(2, 40, 17, 3))
+    bad = x.clone()
+    bad[1, 5, 3, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        model(bad)
+
+
+def test_tiny_overfit_all_losses_fall():
+    torch.manual_seed(0)
+    model = HiTRSForPretraining(TINY)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    x, lengths = motion_batch(b=6, t=24, seed=1)
+    keys = ("pose_loss", "clip_order_loss", "video_order_loss", "nce_loss")
+    history = []
+    for _ in range(100):
+        out = model(x, lengths, generator=torch.Generator().manual_seed(0))  # same draws: overfit
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        history.append([float(out[k]) for k in keys])
+    first = torch.tensor(history[:5]).mean(0)
+    last = torch.tensor(history[-10:]).mean(0)
+    for k, a, b in zip(keys, first, last):
+        assert b < a * 0.97, f"{k} did not fall: {a:.4f} -> {b:.4f}"
