@@ -36,9 +36,12 @@ def interpreter_mode() -> bool:
     return _env_flag("TRITON_INTERPRET")
 
 
-@functools.cache
+# find_spec locates triton without importing it (import stays lazy).
+_TRITON_FOUND = importlib.util.find_spec("triton") is not None
+
+
 def triton_importable() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    return _TRITON_FOUND
 
 
 def device_reasons(*tensors: torch.Tensor) -> list[str]:

@@ -8,8 +8,9 @@ Everything public uses True = attend, as SDPA does (the released Hi-TRS code use
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 
@@ -52,7 +53,8 @@ class FrameMask:
 
     def __post_init__(self) -> None:
         if self.frame_size < 1 or self.num_frames < 1:
-            raise ValueError(f"FrameMask: frame_size and num_frames must be >= 1, got {self.frame_size}, {self.num_frames}")
+            raise ValueError(f"FrameMask: frame_size and num_frames must be >= 1, "
+                             f"got {self.frame_size}, {self.num_frames}")
         if self.cls not in ("first", "last", "none"):
             raise ValueError(f"FrameMask: cls must be 'first', 'last' or 'none', got {self.cls!r}")
         if self.cls == "none" and self.num_frames == 1 and not self.allow_self:

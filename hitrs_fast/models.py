@@ -164,7 +164,8 @@ def validate_skeletons(x: torch.Tensor, lengths: torch.Tensor | None, config: Hi
     if lengths is None:
         lengths = torch.full((b,), t, dtype=torch.long, device=x.device)
     if lengths.dim() != 1 or lengths.shape[0] != b or lengths.is_floating_point():
-        raise ValueError(f"lengths: expected an integer tensor of shape [{b}], got {lengths.dtype} {tuple(lengths.shape)}")
+        raise ValueError(f"lengths: expected an integer tensor of shape [{b}], "
+                         f"got {lengths.dtype} {tuple(lengths.shape)}")
     lengths = lengths.to(device=x.device, dtype=torch.long)
     lo, hi = int(lengths.min()), int(lengths.max())
     if hi > t:

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from hitrs_fast.config import HiTRSConfig
 from hitrs_fast.models import HiTRS, validate_skeletons, zero_beyond_lengths
-from hitrs_fast.sampling import mask_joints, sample_clip_swap, sample_frame_swap, sample_motion_clip
+from hitrs_fast.sampling import Rng, mask_joints, sample_clip_swap, sample_frame_swap, sample_motion_clip
 from hitrs_fast.windowing import clip_frame_indices, num_clips, pad_frames
 
 
@@ -81,7 +81,10 @@ class HiTRSForPretraining(nn.Module):
             fields select and weight the tasks.
         backend: see :class:`HiTRS`.
 
-    ``forward(batch, lengths=None, *, generator=None) -> dict``: ``batch`` is single-body
+    ``forward(batch, lengths=None, *, generator=None) -> dict``: ``generator`` is a
+    ``torch.Generator`` on the data's device, a :class:`~hitrs_fast.sampling.SampleRandom`
+    (per-sample streams: results independent of batch split and rank) or None (global
+    RNG). ``batch`` is single-body
     skeletons ``[B, T, V, C]`` or ``[B, 1, T, V, C]`` (or a dict / object with ``x`` and
     ``lengths``). Returns ``loss`` (weighted sum, differentiable) and, detached,
     ``pose_loss``, ``clip_order_loss``, ``video_order_loss``, ``nce_loss``,
@@ -100,7 +103,7 @@ class HiTRSForPretraining(nn.Module):
         self.next_clip_head = nn.Linear(config.video_dim, config.clip_dim)
 
     def forward(self, batch: Any, lengths: torch.Tensor | None = None, *,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                generator: Rng = None) -> dict[str, torch.Tensor]:
         cfg = self.config
         x, lengths = _batch_inputs(batch, lengths)
         if isinstance(x, torch.Tensor) and x.dim() == 4:

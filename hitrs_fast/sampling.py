@@ -18,14 +18,66 @@ from hitrs_fast.windowing import pad_frames, stride1_clip_indices
 # Replacement kinds of the masked joint prediction task.
 KEEP, REPLACED, SWAPPED, UNCHANGED = 0, 1, 2, 3
 
+_MASK32 = 0xFFFFFFFF
 
-def _rand(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """murmur3's 32-bit finaliser on int64 tensors holding values < 2^32."""
+    x = x & _MASK32
+    x = x ^ (x >> 16)
+    x = (x * 0x85EBCA6B) & _MASK32
+    x = x ^ (x >> 13)
+    x = (x * 0xC2B2AE35) & _MASK32
+    return x ^ (x >> 16)
+
+
+class SampleRandom:
+    """Counter-based uniform draws with one stream per sample.
+
+    Every draw for sample ``i`` depends only on ``(seed, sample_ids[i], call number,
+    position inside the sample)``, never on the batch it sits in, its padding or the
+    rank that holds it. That makes pre-training independent of the data-parallel
+    split (2 ranks x B/2 draw what 1 rank x B draws) and exactly resumable.
+
+    Args:
+        seed: int, e.g. derived from the run seed and the step.
+        sample_ids: int64 ``[B]`` global ids of the batch's samples.
+    """
+
+    def __init__(self, seed: int, sample_ids: torch.Tensor) -> None:
+        self.seed = int(seed) & _MASK32
+        self.sample_ids = sample_ids.long()
+        self.calls = 0
+
+    def rand(self, shape: tuple[int, ...], device: torch.device | str) -> torch.Tensor:
+        """Uniform [0, 1) float32 of ``shape``; ``shape[0]`` is the batch."""
+        self.calls += 1
+        inner = 1
+        for s in shape[1:]:
+            inner *= s
+        pos = torch.arange(inner, device=device, dtype=torch.int64).view(1, *shape[1:]) if len(shape) > 1 else \
+            torch.zeros(1, dtype=torch.int64, device=device)
+        ids = self.sample_ids.to(device).view(-1, *([1] * (len(shape) - 1)))
+        h = _mix32(ids * 0x9E3779B1 + self.seed)
+        h = _mix32(h ^ (self.calls * 0x7FEB352D))
+        h = _mix32(h + pos * 0x27D4EB2F)
+        h = _mix32(h ^ 0x165667B1)
+        # 24 random bits -> exactly representable float32 in [0, 1).
+        return (h >> 8).to(torch.float32) * (1.0 / (1 << 24))
+
+
+Rng = torch.Generator | SampleRandom | None
+
+
+def _rand(shape: tuple[int, ...], like: torch.Tensor, generator: Rng) -> torch.Tensor:
+    if isinstance(generator, SampleRandom):
+        return generator.rand(shape, like.device)
     return torch.rand(shape, device=like.device, generator=generator)
 
 
-def _randint_below(high: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def _randint_below(high: torch.Tensor, generator: Rng) -> torch.Tensor:
     """Uniform integers in ``[0, high)`` elementwise (``high >= 1``)."""
-    draw = (torch.rand(high.shape, device=high.device, generator=generator) * high).long()
+    draw = (_rand(tuple(high.shape), high, generator) * high).long()
     return torch.minimum(draw, high - 1)
 
 
@@ -44,7 +96,7 @@ class SpatialMask:
 
 
 def mask_joints(x: torch.Tensor, lengths: torch.Tensor, config: HiTRSConfig,
-                generator: torch.Generator | None = None) -> SpatialMask:
+                generator: Rng = None) -> SpatialMask:
     """Frame-level masking: each real (frame, joint) entry is selected with
     ``config.mask_ratio``; selected entries are replaced 80 % (constant (1,1,1), or a
     uniform random coordinate inside the sample's own range), 10 % by another joint at
@@ -97,7 +149,7 @@ def frame_motion(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 def sample_motion_clip(x: torch.Tensor, lengths: torch.Tensor, config: HiTRSConfig,
-                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       generator: Rng = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Picks the clip-order task's clip per sample.
 
     Stride-1 clip c (centred on raw frame c) scores mean motion over its valid frames
@@ -127,7 +179,7 @@ def frame_swap_pairs(clip_len: int, device: torch.device | str | None = None) ->
 
 
 def sample_frame_swap(batch: int, config: HiTRSConfig, device: torch.device | str,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+                      generator: Rng = None) -> torch.Tensor:
     """Frame order of the negative clip: identity with two positions >= 2 apart swapped.
 
     Returns int64 ``[B, clip_len]`` permutations.
@@ -144,28 +196,25 @@ def _swap_positions(order: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> to
     return out
 
 
-def sample_clip_swap(num_context: torch.Tensor, width: int,
-                     generator: torch.Generator | None = None, max_rounds: int = 1000) -> torch.Tensor:
+def sample_clip_swap(num_context: torch.Tensor, width: int, generator: Rng = None) -> torch.Tensor:
     """Clip order of the video-order negative, int64 ``[B, width]``.
 
-    With exactly 2 context clips they are swapped; otherwise two clips i, j with
-    |i - j| >= 2 are drawn uniformly (ordered draws redrawn until far enough, as the
-    released code, but for the whole batch at once) and swapped. Slots past
-    ``num_context[b]`` keep the identity.
+    With exactly 2 context clips they are swapped; otherwise a pair i < j with
+    j - i >= 2 is drawn uniformly (what the released code's redraw-until-far-enough
+    loop gives) and swapped. Slots past ``num_context[b]`` keep the identity.
     """
     if int(num_context.min()) < 2:
         raise ValueError(f"sample_clip_swap: every sample needs >= 2 context clips, got {int(num_context.min())}")
-    n = num_context
-    i = _randint_below(n, generator)
-    j = _randint_below(n, generator)
-    for _ in range(max_rounds):
-        redo = ((i - j).abs() < 2) & (n > 2)
-        if not bool(redo.any()):
-            break
-        i = torch.where(redo, _randint_below(n, generator), i)
-        j = torch.where(redo, _randint_below(n, generator), j)
-    else:
-        raise RuntimeError("sample_clip_swap: rejection sampling did not converge")
+    n = num_context.long()
+    # Pairs are numbered row by row: row i holds j = i+2 .. n-1, i.e. n-i-2 pairs, and
+    # S(i) = i(n-2) - i(i-1)/2 pairs come before it. Decode a uniform pair number r.
+    pairs = ((n - 1) * (n - 2) // 2).clamp_min(1)
+    r = _randint_below(pairs, generator)
+    i_all = torch.arange(width, device=n.device)[None, :]
+    before = i_all * (n[:, None] - 2) - i_all * (i_all - 1) // 2
+    row_ok = (before <= r[:, None]) & (i_all <= n[:, None] - 3)
+    i = row_ok.long().sum(1) - 1
+    j = i + 2 + (r - before.gather(1, i.clamp_min(0)[:, None])[:, 0])
     two = n == 2
     i, j = torch.where(two, 0, i), torch.where(two, 1, j)
     return _swap_positions(torch.arange(width, device=n.device).expand(n.shape[0], -1), i, j)

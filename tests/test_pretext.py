@@ -85,7 +85,7 @@ def test_frame_swap_pairs_and_distance():
 def test_clip_swap():
     n = torch.tensor([2, 3, 5, 9, 2])
     perm = sample_clip_swap(n, 9, torch.Generator().manual_seed(0))
-    for row, k in zip(perm, n.tolist()):
+    for row, k in zip(perm, n.tolist(), strict=True):
         moved = (row != torch.arange(9)).nonzero().flatten()
         assert len(moved) == 2 and moved.max() < k
         if k > 2:
@@ -191,5 +191,48 @@ def test_tiny_overfit_all_losses_fall():
         history.append([float(out[k]) for k in keys])
     first = torch.tensor(history[:5]).mean(0)
     last = torch.tensor(history[-10:]).mean(0)
-    for k, a, b in zip(keys, first, last):
+    for k, a, b in zip(keys, first, last, strict=True):
         assert b < a * 0.97, f"{k} did not fall: {a:.4f} -> {b:.4f}"
+
+
+def test_sample_random_is_per_sample():
+    """Per-sample streams: a sample's draws do not depend on its batch, padding or position."""
+    from hitrs_fast.sampling import SampleRandom
+
+    x = torch.randn(3, 40, 25, 3)
+    lengths = torch.tensor([40, 25, 30])
+    ids = torch.tensor([10, 11, 12])
+    cfg = HiTRSConfig()
+    full = mask_joints(x, lengths, cfg, SampleRandom(5, ids))
+    alone = mask_joints(x[1:2, :25], lengths[1:2], cfg, SampleRandom(5, ids[1:2]))
+    assert torch.equal(full.selected[1, :25], alone.selected[0])
+    assert torch.equal(full.masked_x[1, :25], alone.masked_x[0])
+    other_seed = mask_joints(x, lengths, cfg, SampleRandom(6, ids))
+    assert not torch.equal(full.selected, other_seed.selected)
+    u = SampleRandom(0, torch.arange(1000)).rand((1000, 50), "cpu")
+    assert 0 <= u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.01
+
+
+def test_pretraining_independent_of_batch_split():
+    """Two halves with per-sample streams give the losses of the whole batch (dropout off)."""
+    from hitrs_fast.sampling import SampleRandom
+
+    torch.manual_seed(0)
+    model = HiTRSForPretraining(TINY.replace(nce_negatives="local", use_video_tasks=False))
+    x, lengths = motion_batch(b=6)
+    ids = torch.arange(6) + 100
+    whole = model(x, lengths, generator=SampleRandom(9, ids))
+    halves = [model(x[s], lengths[s], generator=SampleRandom(9, ids[s])) for s in (slice(0, 3), slice(3, 6))]
+    # With equal halves, means of per-sample terms combine as plain averages when every
+    # sample is valid; the pose loss is a mean over entries, so compare it as a weighted mean.
+    mean_of_halves = (halves[0]["clip_order_loss"] + halves[1]["clip_order_loss"]) / 2
+    torch.testing.assert_close(whole["clip_order_loss"], mean_of_halves)
+    sel = [mask_joints(zero_pad(x[s], lengths[s]), lengths[s], model.config, SampleRandom(9, ids[s])).selected.sum()
+           for s in (slice(0, 3), slice(3, 6))]
+    weighted = (halves[0]["pose_loss"] * sel[0] + halves[1]["pose_loss"] * sel[1]) / (sel[0] + sel[1])
+    torch.testing.assert_close(whole["pose_loss"], weighted)
+
+
+def zero_pad(x, lengths):
+    t = int(lengths.max())
+    return x[:, :t] * (torch.arange(t)[None, :, None, None] < lengths[:, None, None, None])

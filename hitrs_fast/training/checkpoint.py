@@ -1,0 +1,83 @@
+"""Checkpoints that are never left half-written.
+
+DeepSpeed writes a tagged directory; only after every rank has finished does rank 0
+point the ``latest_tag`` file at it (atomic rename). A run killed mid-save therefore
+resumes from the previous complete checkpoint, and the partial directory is removed
+by the next save.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from hitrs_fast.training.run import atomic_write_text
+
+LATEST = "latest_tag"
+
+
+def _is_rank0() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+class CheckpointManager:
+    """Saves and restores a DeepSpeed engine plus client state under ``root``."""
+
+    def __init__(self, root: str | os.PathLike, keep: int = 2) -> None:
+        self.root = Path(root)
+        self.keep = keep
+
+    def latest_tag(self) -> str | None:
+        path = self.root / LATEST
+        if not path.exists():
+            return None
+        tag = path.read_text().strip()
+        if not (self.root / tag).is_dir():
+            raise FileNotFoundError(f"{path} names checkpoint {tag!r}, which does not exist under {self.root}")
+        return tag
+
+    def save(self, engine: Any, step: int, client_state: dict[str, Any]) -> str:
+        tag = f"step{step:08d}"
+        engine.save_checkpoint(str(self.root), tag=tag, client_state=client_state, save_latest=False)
+        _barrier()
+        if _is_rank0():
+            atomic_write_text(self.root / LATEST, tag + "\n")
+            self._prune(current=tag)
+        _barrier()
+        return tag
+
+    def load(self, engine: Any) -> dict[str, Any] | None:
+        tag = self.latest_tag()
+        if tag is None:
+            return None
+        _, client_state = engine.load_checkpoint(str(self.root), tag=tag)
+        if client_state is None:
+            raise RuntimeError(f"checkpoint {self.root / tag} could not be loaded")
+        return client_state
+
+    def _prune(self, current: str) -> None:
+        tags = sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith("step"))
+        keep = set(tags[tags.index(current) - self.keep + 1: tags.index(current) + 1]) if current in tags else set()
+        for name in tags:
+            # Older than the kept window, or a newer partial left by a killed save.
+            if name not in keep:
+                shutil.rmtree(self.root / name, ignore_errors=True)
+
+
+def save_module_atomic(module: torch.nn.Module, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
+    """``torch.save`` of a state dict through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"state_dict": module.state_dict(), **(extra or {})}, tmp)
+    os.replace(tmp, path)

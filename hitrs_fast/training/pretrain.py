@@ -1,0 +1,403 @@
+"""Hi-TRS pre-training with DeepSpeed.
+
+``deepspeed training/pretrain.py`` with no arguments pre-trains the ``tiny`` preset on the
+built-in synthetic motion set on whatever hardware is present, then prints a linear
+probe (10 % of the labels) of the pre-trained encoder next to a random-init encoder.
+Full-scale runs pick a dataset, a preset, a DeepSpeed config from ``training/configs/``
+and the step count; see ``docs/training.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hitrs_fast.config import PRESETS, HiTRSConfig
+from hitrs_fast.models import HiTRS
+from hitrs_fast.pretext import HiTRSForPretraining
+from hitrs_fast.sampling import SampleRandom
+from hitrs_fast.training.checkpoint import CheckpointManager, save_module_atomic
+from hitrs_fast.training.optim import parameter_groups, warmup_linear_decay
+from hitrs_fast.training.run import RunLogger, atomic_write_json
+
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
+DEFAULT_DS_CONFIG = "cpu_fp32.json"
+DEFAULT_CUDA_DS_CONFIG = "zero1_bf16.json"
+LOSS_KEYS = ("loss", "pose_loss", "clip_order_loss", "video_order_loss", "nce_loss")
+ACC_KEYS = ("clip_order_acc", "video_order_acc", "nce_acc")
+
+
+class UsageError(ValueError):
+    """A bad argument, reported before any training starts."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="deepspeed training/pretrain.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=None, help="store directory (python -m hitrs_fast.data convert/import); "
+                   "default: the built-in synthetic motion set, generated on first use under --cache-dir")
+    p.add_argument("--split", default="train", help="split of the store to pre-train on (default: train)")
+    p.add_argument("--test-split", default="test", help="split the probe is evaluated on (default: test)")
+    p.add_argument("--cache-dir", default="runs/data", help="where the synthetic set is generated")
+    p.add_argument("--synthetic-per-class", type=int, default=150, help="samples per class of the synthetic set")
+    p.add_argument("--preset", default="tiny", help=f"model preset: {sorted(PRESETS)} (default: tiny)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override one HiTRSConfig field, e.g. --set dropout=0.1 (repeatable)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "triton"], help="model backend")
+    p.add_argument("--loader", default="torch", choices=["torch", "dali"], help="data loader backend")
+    p.add_argument("--ds-config", default=None,
+                   help=f"DeepSpeed JSON config (name in training/configs/ or a path); default "
+                   f"{DEFAULT_CUDA_DS_CONFIG} on CUDA, {DEFAULT_DS_CONFIG} on CPU")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: 300 for tiny, 50000 otherwise)")
+    p.add_argument("--global-batch", type=int, default=None, help="samples per optimizer step, all ranks")
+    p.add_argument("--micro-batch", type=int, default=None, help="samples per rank per forward")
+    p.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimizer step")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: from the config, 4e-4)")
+    p.add_argument("--final-lr", type=float, default=2e-6, help="learning rate at the end of the decay")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: 1000, or 10%% of short runs)")
+    p.add_argument("--schedule-steps", type=int, default=None, help="step where the decay ends (default: --steps)")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="auto: what the DeepSpeed config says on CUDA, fp32 on CPU")
+    p.add_argument("--augment", default="hitrs", choices=["hitrs", "none"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-dir", default=None, help="default: runs/pretrain-<preset>-<time>")
+    p.add_argument("--ckpt-every", type=int, default=100, help="checkpoint every N steps (0: only at the end)")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--max-steps-this-run", type=int, default=None,
+                   help="stop (with a checkpoint) after this many steps of this invocation; for tests")
+    p.add_argument("--probe", default="on", choices=["on", "off"], help="linear-probe evaluation at the end")
+    p.add_argument("--probe-fraction", type=float, default=0.10, help="share of labelled train samples for the probe")
+    p.add_argument("--dump-grads", default=None, help="write the first step's losses and gradients here (tests)")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=int(os.environ.get("LOCAL_RANK", 0)),
+                   help=argparse.SUPPRESS)
+    return p
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"--set expects FIELD=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" and value not in ("nan",) else value
+        if value in ("true", "false"):
+            out[key] = value == "true"
+    return out
+
+
+def resolve_ds_config(name: str | None, cuda: bool) -> tuple[Path, dict[str, Any]]:
+    name = name or (DEFAULT_CUDA_DS_CONFIG if cuda else DEFAULT_DS_CONFIG)
+    path = Path(name)
+    if not path.exists():
+        path = REPO_CONFIGS / name
+    if not path.exists():
+        available = sorted(p.name for p in REPO_CONFIGS.glob("*.json"))
+        raise UsageError(f"--ds-config {name!r}: no such file (configs in {REPO_CONFIGS}: {available})")
+    try:
+        return path, json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--ds-config {path}: not valid JSON at line {e.lineno}: {e.msg}") from None
+
+
+def resolve(args: argparse.Namespace, world_size: int, cuda: bool) -> dict[str, Any]:
+    """Validates every argument before anything expensive and returns the resolved run config."""
+    if args.preset not in PRESETS:
+        raise UsageError(f"--preset {args.preset!r}: unknown; available: {sorted(PRESETS)}")
+    try:
+        model_cfg = HiTRSConfig.preset(args.preset, **parse_overrides(args.set))
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"model config: {e}") from None
+    if args.data is not None and not (Path(args.data) / "meta.json").exists():
+        raise UsageError(f"--data {args.data}: not a hitrs_fast store (no meta.json); convert a dataset with "
+                         "`python -m hitrs_fast.data convert ...` or omit --data for the synthetic set")
+    ds_path, ds = resolve_ds_config(args.ds_config, cuda)
+    tiny = args.preset == "tiny"
+    micro = args.micro_batch or ds.get("train_micro_batch_size_per_gpu") or 32
+    accum = args.grad_accum or (None if args.global_batch else ds.get("gradient_accumulation_steps"))
+    global_batch = args.global_batch or ds.get("train_batch_size")
+    if args.global_batch and not args.micro_batch and args.grad_accum is None:
+        accum = ds.get("gradient_accumulation_steps") or 1  # keep the config's accumulation, derive the micro-batch
+        if global_batch % (accum * world_size):
+            raise UsageError(f"--global-batch {global_batch} is not divisible by ranks x accumulation "
+                             f"= {world_size} x {accum}")
+        micro = global_batch // (accum * world_size)
+    if accum is None and global_batch is None:
+        accum = 1
+    if accum is None:
+        if global_batch % (micro * world_size):
+            raise UsageError(f"global batch {global_batch} is not divisible by micro-batch x ranks "
+                             f"= {micro} x {world_size}")
+        accum = global_batch // (micro * world_size)
+    global_batch = global_batch or micro * accum * world_size
+    if global_batch != micro * accum * world_size:
+        raise UsageError(f"global batch {global_batch} != micro-batch {micro} x accumulation {accum} x ranks "
+                         f"{world_size}: the batch must be divisible by ranks x accumulation")
+    steps = args.steps if args.steps is not None else (300 if tiny else 50_000)
+    if steps < 1:
+        raise UsageError(f"--steps must be >= 1, got {steps}")
+    warmup = args.warmup if args.warmup is not None else min(1000, max(1, steps // 10))
+    schedule_steps = args.schedule_steps or (steps if tiny or args.steps is not None else 50_000)
+    ds_opt = ds.get("optimizer", {})
+    lr = args.lr or ds_opt.get("params", {}).get("lr") or (2e-3 if tiny else 4e-4)
+    optimizer = ds_opt.get("type", "AdamW").lower()
+    if optimizer not in ("adamw", "lamb"):
+        raise UsageError(f"{ds_path}: optimizer type {ds_opt.get('type')!r} not supported (AdamW, Lamb)")
+    if optimizer == "lamb" and not cuda:
+        raise UsageError(f"{ds_path}: Lamb is DeepSpeed's FusedLamb, which needs CUDA; use an AdamW config on CPU")
+    bf16 = {"auto": bool(ds.get("bf16", {}).get("enabled")) and cuda, "bf16": True, "fp32": False}[args.precision]
+    ds = {k: v for k, v in ds.items() if k not in ("optimizer", "scheduler")}
+    ds.update(train_batch_size=global_batch, train_micro_batch_size_per_gpu=micro, gradient_accumulation_steps=accum)
+    ds.setdefault("gradient_clipping", 1.0)
+    ds["bf16"] = {"enabled": bf16}
+    ds.setdefault("steps_per_print", 10**9)
+    if optimizer == "lamb":
+        ds["zero_allow_untested_optimizer"] = True
+    run_dir = Path(args.run_dir or f"runs/pretrain-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.resume and not (run_dir / "checkpoints" / "latest_tag").exists():
+        raise UsageError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
+    if not 0 < args.probe_fraction <= 1:
+        raise UsageError(f"--probe-fraction must be in (0, 1], got {args.probe_fraction}")
+    return {
+        "model": model_cfg.to_dict(), "preset": args.preset, "ds_config_file": str(ds_path), "deepspeed": ds,
+        "steps": steps, "warmup": warmup, "schedule_steps": schedule_steps, "lr": lr, "final_lr": args.final_lr,
+        "weight_decay": args.weight_decay, "optimizer": optimizer, "world_size": world_size,
+        "micro_batch": micro, "grad_accum": accum, "global_batch": global_batch, "seed": args.seed,
+        "backend": args.backend, "loader": args.loader, "augment": args.augment, "split": args.split,
+        "test_split": args.test_split, "run_dir": str(run_dir), "data": args.data,
+    }
+
+
+def ensure_dataset(args: argparse.Namespace, rank: int) -> Path:
+    """The store to train on: ``--data``, or the synthetic set (generated once by rank 0)."""
+    if args.data is not None:
+        return Path(args.data)
+    from hitrs_fast.data.synthetic import write_synthetic
+
+    path = Path(args.cache_dir) / f"synthetic-trimmed-seed{args.seed}-n{args.synthetic_per_class}"
+    if rank == 0 and not (path / "meta.json").exists():
+        print(f"generating the synthetic motion set in {path} ...", flush=True)
+        write_synthetic(path, "trimmed", seed=args.seed, samples_per_class=args.synthetic_per_class,
+                        overwrite=path.exists())
+    _barrier()
+    return path
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def mix_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
+
+
+def make_optimizer(model: torch.nn.Module, run: dict[str, Any], cuda: bool) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, run["weight_decay"])
+    if run["optimizer"] == "lamb":
+        from deepspeed.ops.lamb import FusedLamb
+
+        return FusedLamb(groups, lr=run["lr"])
+    return torch.optim.AdamW(groups, lr=run["lr"], betas=(0.9, 0.999), eps=1e-8, fused=cuda or None)
+
+
+def batches_from(loader, start_micro: int):
+    """Micro-batches from global position ``start_micro`` on, across epochs (deterministic)."""
+    per_epoch = len(loader)
+    if per_epoch == 0:
+        raise UsageError("the training split yields no full batch: lower the batch size")
+    epoch, skip = divmod(start_micro, per_epoch)
+    while True:
+        loader.set_epoch(epoch)
+        for i, batch in enumerate(loader):
+            if i >= skip:
+                yield batch
+        epoch, skip = epoch + 1, 0
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    import deepspeed
+
+    from hitrs_fast.data.loader import PRETRAIN_MIN_LENGTH, build_loader
+    from hitrs_fast.data.store import SkeletonStore
+
+    cuda = torch.cuda.is_available()
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    run = resolve(args, world_size, cuda)  # every argument checked before anything expensive
+    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", verbose=False)
+    import torch.distributed as dist
+
+    rank = dist.get_rank()
+    device = torch.device("cuda", args.local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    data_path = ensure_dataset(args, rank)
+    store = SkeletonStore(data_path)
+    if args.split not in store.split_names:
+        raise UsageError(f"--split {args.split!r}: not in {data_path} (splits: {store.split_names})")
+
+    run_dir = Path(run["run_dir"])
+    ckpt = CheckpointManager(run_dir / "checkpoints")
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "config.json", {**run, "data": str(data_path)})
+
+    torch.manual_seed(args.seed)
+    model_cfg = HiTRSConfig.from_dict(run["model"])
+    model = HiTRSForPretraining(model_cfg, backend=args.backend).to(device)
+    optimizer = make_optimizer(model, run, cuda)
+    factor = warmup_linear_decay(run["warmup"], run["schedule_steps"], run["final_lr"] / run["lr"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                           config=run["deepspeed"], dist_init_required=False)
+    start_step = 0
+    if args.resume:
+        state = ckpt.load(engine)
+        start_step = int(state["step"])
+    loader = build_loader(store, batch_size=run["micro_batch"], backend=args.loader, split=args.split, shuffle=True,
+                          seed=args.seed, augment=None if args.augment == "none" else "hitrs", bodies="single",
+                          min_length=max(PRETRAIN_MIN_LENGTH, model_cfg.min_pretrain_frames), drop_last=True,
+                          device=device, rank=rank, world_size=world_size)
+    logger = RunLogger(run_dir, enabled=rank == 0, resume_step=start_step if args.resume else None)
+    stream = batches_from(loader, start_step * run["grad_accum"])
+    end_step = run["steps"] if args.max_steps_this_run is None else min(run["steps"],
+                                                                        start_step + args.max_steps_this_run)
+    progress = _progress(start_step, run["steps"], rank == 0)
+    window: dict[str, list[float]] = {}
+    samples, t0 = 0, time.perf_counter()
+    for step in range(start_step, end_step):
+        for micro in range(run["grad_accum"]):
+            batch = next(stream)
+            # Dropout and every pretext draw are functions of (seed, step, micro[, rank]) and the
+            # samples' ids: an interrupted run resumes exactly, and the draws do not depend on
+            # how the global batch is split over ranks.
+            torch.manual_seed(mix_seed(args.seed, step, micro, rank))
+            ids = batch.indices * 16 + batch.slots.clamp_min(0)
+            rng = SampleRandom(mix_seed(args.seed, step, micro, 7919), ids)
+            out = engine(batch.x, batch.lengths, generator=rng)
+            engine.backward(out["loss"])
+            if args.dump_grads and step == start_step and micro == run["grad_accum"] - 1:
+                _dump_grads(args.dump_grads, engine, out, rank)
+            engine.step()
+            samples += len(batch) * world_size
+            for key in LOSS_KEYS + ACC_KEYS:
+                if key in out:
+                    window.setdefault(key, []).append(float(out[key].detach()))
+        done = step + 1
+        if done % args.log_every == 0 or done == end_step:
+            values = {k: float(np.mean(v)) for k, v in window.items()}
+            if "loss" in values:
+                values["loss"] = _all_mean(values["loss"])  # each rank's total is its share of the global mean
+            values["lr"] = scheduler.get_last_lr()[0]
+            values["samples_per_s"] = samples / max(1e-9, time.perf_counter() - t0)
+            logger.log(done, values)
+            progress.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k in LOSS_KEYS or k == "samples_per_s"})
+            window = {}
+        progress.update(1)
+        if (args.ckpt_every and done % args.ckpt_every == 0) or done == end_step:
+            ckpt.save(engine, done, {"step": done, "run": run})
+    progress.close()
+    elapsed = time.perf_counter() - t0
+    result = {"run_dir": str(run_dir), "steps": end_step, "seconds": elapsed,
+              "samples_per_s": samples / max(elapsed, 1e-9), "last": logger.rows()[-1] if logger.rows() else {}}
+    if rank == 0:
+        save_module_atomic(model.encoder, run_dir / "encoder.pt", {"config": run["model"], "step": end_step})
+        logger.plot(list(LOSS_KEYS[1:]) + list(ACC_KEYS), title=f"Hi-TRS pre-training ({args.preset})")
+        if end_step == run["steps"] and args.probe == "on":
+            result["probe"] = run_probe(model.encoder, store, args, model_cfg, device)
+            atomic_write_json(run_dir / "probe.json", result["probe"])
+        atomic_write_json(run_dir / "summary.json", result)
+    logger.close()
+    _barrier()
+    return result
+
+
+def _all_mean(value: float) -> float:
+    import torch.distributed as dist
+
+    t = torch.tensor(value, dtype=torch.float64)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+        t /= dist.get_world_size()
+    return float(t)
+
+
+def _dump_grads(path: str, engine, out: dict[str, torch.Tensor], rank: int) -> None:
+    """Losses and (rank-averaged) parameter gradients after the first backward, for the multi-rank test."""
+    import torch.distributed as dist
+
+    grads = {}
+    for name, p in engine.module.named_parameters():
+        g = p.grad.detach().clone().double() if p.grad is not None else torch.zeros_like(p, dtype=torch.float64)
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(g)
+            g /= dist.get_world_size()
+        grads[name] = g
+    if rank == 0:
+        torch.save({"losses": {k: float(v) for k, v in out.items()}, "grads": grads}, path)
+
+
+def _progress(start: int, total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, disable=not enabled, desc="pre-train", unit="step",
+                dynamic_ncols=True, file=sys.stdout)
+
+
+def run_probe(encoder: HiTRS, store, args: argparse.Namespace, cfg: HiTRSConfig, device) -> dict[str, Any]:
+    """Linear probe with ``probe_fraction`` of the train labels: pre-trained vs random init."""
+    from hitrs_fast.data.loader import build_loader
+    from hitrs_fast.eval.subsets import class_balanced_subset
+    from hitrs_fast.training.probe import chance_level, extract_features, linear_probe
+
+    train_idx = store.split_indices(args.split)
+    labelled = train_idx[class_balanced_subset(store.labels[train_idx], args.probe_fraction, seed=args.seed)]
+    test_idx = store.split_indices(args.test_split)
+    num_classes = int(store.labels.max()) + 1
+
+    def loader(indices):
+        return build_loader(store, batch_size=64, indices=indices, shuffle=False, device=device)
+
+    torch.manual_seed(args.seed + 1)
+    random_encoder = HiTRS(cfg, backend=args.backend).to(device)
+    results: dict[str, Any] = {"train_samples": len(labelled), "test_samples": len(test_idx),
+                               "chance": chance_level(store.labels[test_idx])}
+    for name, enc in (("pretrained", encoder), ("random_init", random_encoder)):
+        tr_x, tr_y = extract_features(enc, loader(labelled), device)
+        te_x, te_y = extract_features(enc, loader(test_idx), device)
+        results[name] = linear_probe(tr_x, tr_y, te_x, te_y, num_classes, seed=args.seed)
+    print(f"\nlinear probe, {args.probe_fraction:.0%} of the train labels ({len(labelled)} samples), "
+          f"test split ({len(test_idx)} samples), chance {results['chance']:.3f}")
+    print(f"  {'encoder':<14}{'train top-1':>12}{'test top-1':>12}")
+    for name in ("pretrained", "random_init"):
+        r = results[name]
+        print(f"  {name:<14}{r['train_top1']:>12.3f}{r['test_top1']:>12.3f}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = train(args)
+    except UsageError as e:
+        print(f"pretrain.py: error: {e}", file=sys.stderr)
+        return 2
+    if "probe" in result:
+        p = result["probe"]
+        print(f"done in {result['seconds']:.0f} s, {result['samples_per_s']:.1f} samples/s; probe test top-1: "
+              f"pre-trained {p['pretrained']['test_top1']:.3f} vs random init {p['random_init']['test_top1']:.3f}")
+    return 0
+
+
+__all__ = ["main", "build_parser", "resolve", "UsageError"]

@@ -1,0 +1,187 @@
+"""Synthetic motion generator (hitrs_fast.data.synthetic) and the skeleton constants it relies on."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hitrs_fast.data import skeleton as sk
+from hitrs_fast.data import synthetic as syn
+from hitrs_fast.data.store import SkeletonStore
+
+SMALL = dict(samples_per_class=6, num_classes=5, num_subjects=6)
+
+
+@pytest.fixture(scope="module")
+def trimmed(tmp_path_factory) -> SkeletonStore:
+    root = tmp_path_factory.mktemp("syn") / "trimmed"
+    return SkeletonStore(syn.write_synthetic(root, "trimmed", seed=3, two_person_prob=0.5, **SMALL))
+
+
+# ---------------------------------------------------------------------------------------------- skeleton
+
+
+def test_bone_pairs_match_spec_and_parents():
+    assert len(sk.JOINT_NAMES) == sk.NUM_JOINTS == 25
+    assert sk.BONE_PAIRS[0] == (0, 1) and sk.BONE_PAIRS[20] == (20, 20) and sk.BONE_PAIRS[21] == (21, 22)
+    assert sk.PARENTS == tuple(b for _, b in sk.BONE_PAIRS)
+    assert sum(a == b for a, b in sk.BONE_PAIRS) == 1  # only the SpineShoulder root bone
+    assert len(sk.STGCN_EDGES) == 24
+
+
+def test_kinematic_tree_is_the_bone_tree_rerooted_at_spine_base():
+    kp = sk.KINEMATIC_PARENTS
+    assert kp[0] == -1 and sum(p == -1 for p in kp) == 1
+    assert {frozenset(e) for e in sk.STGCN_EDGES} == {frozenset((v, p)) for v, p in enumerate(kp) if p >= 0}
+    seen = set()
+    for v in sk.KINEMATIC_ORDER:  # parents come before children
+        assert kp[v] == -1 or kp[v] in seen
+        seen.add(v)
+    assert seen == set(range(25))
+
+
+def test_flip_permutation_swaps_left_and_right():
+    perm = sk.FLIP_PERMUTATION
+    assert sorted(perm) == list(range(25))
+    assert all(perm[perm[i]] == i for i in range(25))
+    for i, name in enumerate(sk.JOINT_NAMES):
+        expect = name.replace("Left", "#").replace("Right", "Left").replace("#", "Right")
+        assert sk.JOINT_NAMES[perm[i]] == expect
+
+
+# ---------------------------------------------------------------------------------------------- generator
+
+
+def test_determinism_for_a_seed():
+    a = list(syn.iter_synthetic("trimmed", seed=5, samples_per_class=2, num_classes=3, num_subjects=3,
+                                two_person_prob=0.5))
+    b = list(syn.iter_synthetic("trimmed", seed=5, samples_per_class=2, num_classes=3, num_subjects=3,
+                                two_person_prob=0.5))
+    c = list(syn.iter_synthetic("trimmed", seed=6, samples_per_class=2, num_classes=3, num_subjects=3,
+                                two_person_prob=0.5))
+    assert [s.name for s in a] == [s.name for s in b]
+    assert all(np.array_equal(x.data, y.data) for x, y in zip(a, b, strict=True))
+    assert not all(x.data.shape == y.data.shape and np.array_equal(x.data, y.data) for x, y in zip(a, c, strict=True))
+
+
+def test_sample_does_not_depend_on_dataset_size():
+    # Per-sample seeds: sample (class 1, index 1) is identical whether 2 or 4 samples per class are drawn.
+    small = {s.name: s.data for s in syn.iter_synthetic("trimmed", samples_per_class=2, num_classes=3,
+                                                       num_subjects=3)}
+    big = {s.name: s.data for s in syn.iter_synthetic("trimmed", samples_per_class=4, num_classes=3,
+                                                     num_subjects=3)}
+    for name, data in small.items():
+        np.testing.assert_array_equal(big[name], data)
+
+
+@pytest.mark.parametrize("action", list(range(len(syn.ACTIONS))))
+def test_bone_lengths_constant_without_noise(action):
+    subject = syn.make_subject(4, seed=1)
+    x = syn.synthesize_body(action, subject, 60, np.random.default_rng(action), noise=False)
+    assert x.shape == (60, 25, 3) and x.dtype == np.float32
+    child = np.arange(1, 25)
+    parent = np.array(sk.KINEMATIC_PARENTS[1:])
+    lengths = np.linalg.norm(x[:, child].astype(np.float64) - x[:, parent], axis=-1)  # [T, 24]
+    np.testing.assert_allclose(lengths, np.broadcast_to(subject.bone_lengths[1:], lengths.shape), atol=2e-6)
+    # ... and the sensor noise really perturbs them.
+    noisy = syn.synthesize_body(action, subject, 60, np.random.default_rng(action), noise=True)
+    noisy_len = np.linalg.norm(noisy[:, child].astype(np.float64) - noisy[:, parent], axis=-1)
+    assert np.abs(noisy_len - subject.bone_lengths[1:]).max() > 1e-3
+
+
+def test_subjects_differ_and_are_left_right_symmetric():
+    a, b = syn.make_subject(0), syn.make_subject(1)
+    assert not np.allclose(a.bone_lengths, b.bone_lengths)
+    for left, right in zip(sk.LEFT_JOINTS, sk.RIGHT_JOINTS, strict=True):
+        assert a.bone_lengths[left] == a.bone_lengths[right]
+
+
+def test_camera_space_ranges():
+    x = syn.synthesize_body("jump", syn.make_subject(2), 90, np.random.default_rng(0))
+    root_z = x[:, sk.JOINT_INDEX["SpineBase"], 2]
+    assert 2.1 < root_z.min() and root_z.max() < 4.0                 # the body stands 2.3-3.8 m away
+    assert 1.0 < x[..., 2].min() and x[..., 2].max() < 4.6           # limbs reach < ~1 m from it
+    assert x[:, sk.JOINT_INDEX["Head"], 1].mean() > x[:, sk.JOINT_INDEX["SpineBase"], 1].mean() + 0.4  # upright
+    assert -1.5 < x[..., 1].min() and x[..., 1].max() < 1.6
+
+
+def test_left_and_right_waves_move_different_hands():
+    subject = syn.make_subject(0)
+    hl, hr = sk.JOINT_INDEX["HandLeft"], sk.JOINT_INDEX["HandRight"]
+    for action, moving, still in (("wave left hand", hl, hr), ("wave right hand", hr, hl)):
+        x = syn.synthesize_body(action, subject, 90, np.random.default_rng(1), noise=False)
+        speed = np.linalg.norm(np.diff(x, axis=0), axis=-1).mean(axis=0)
+        assert speed[moving] > 3 * speed[still]
+
+
+def test_trimmed_store(trimmed):
+    st = trimmed
+    assert len(st) == 5 * 6
+    assert st.data.shape[1:] == (2, 25, 3)
+    assert st.lengths.min() >= 40 and st.lengths.max() <= 120
+    assert sorted(np.unique(st.labels).tolist()) == list(range(5))
+    assert np.bincount(st.labels).tolist() == [6] * 5
+    assert st.info["source"] == "synthetic" and st.info["class_names"] == list(syn.ACTIONS[:5])
+    assert st.info["num_classes"] == 5 and st.info["fps"] == syn.FPS
+    assert st.frame_labels(0) is None
+    assert set(st.num_bodies.tolist()) <= {1, 2} and (st.num_bodies == 2).any()
+    assert np.all(st.performer >= 1) and np.all(np.isin(st.camera, [1, 2, 3]))
+    meta = json.loads((st.root / "meta.json").read_text())
+    assert meta["synthetic_kind"] == "trimmed"
+
+
+def test_splits_disjoint_by_subject(trimmed):
+    train, test = trimmed.split_indices("train"), trimmed.split_indices("test")
+    assert np.intersect1d(train, test).size == 0
+    assert np.union1d(train, test).tolist() == list(range(len(trimmed)))
+    p_train, p_test = set(trimmed.performer[train].tolist()), set(trimmed.performer[test].tolist())
+    assert p_train and p_test and not p_train & p_test
+    assert all(syn.is_test_subject(p - 1) for p in p_test)
+    assert set(trimmed.labels[test].tolist()) == set(range(5))  # every class in both splits
+
+
+def test_second_body_probability(tmp_path):
+    one = SkeletonStore(syn.write_synthetic(tmp_path / "one", two_person_prob=0.0, **SMALL))
+    assert np.all(one.num_bodies == 1)
+    assert np.all(one.data[:, 1] == 0)
+    two = SkeletonStore(syn.write_synthetic(tmp_path / "two", two_person_prob=1.0, **SMALL))
+    assert np.all(two.num_bodies == 2)
+
+
+def test_untrimmed_store(tmp_path):
+    st = SkeletonStore(syn.write_synthetic(tmp_path / "u", "untrimmed", num_sequences=4, num_classes=6,
+                                           num_subjects=3))
+    assert len(st) == 4 and np.all(st.labels == -1)
+    for i in range(len(st)):
+        fl = np.asarray(st.frame_labels(i))
+        assert fl.shape == (st.lengths[i],)
+        assert fl.min() == 0 and fl.max() <= 6 and fl[0] == 0 and fl[-1] == 0  # idle at both ends
+        starts = np.flatnonzero((fl[1:] != 0) & (fl[:-1] == 0))
+        assert 3 <= len(starts) <= 6                                          # 3-6 separated actions
+    assert st.info["frame_label_convention"].startswith("0 = background")
+
+
+def test_long_store(tmp_path):
+    st = SkeletonStore(syn.write_synthetic(tmp_path / "l", "long", num_sequences=3, num_subjects=3))
+    assert len(st) == 3 and st.lengths.min() >= 381
+    for i in range(len(st)):
+        fl = np.asarray(st.frame_labels(i))
+        assert (fl > 0).mean() > 0.8  # mostly action, short gaps
+        x = st.sequence(i)[:, 0]
+        assert np.all(np.any(x != 0, axis=(1, 2)))  # the actor is present in every frame
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="kind"):
+        syn.write_synthetic(tmp_path / "x", "bogus")
+    with pytest.raises(ValueError, match="num_sequences"):
+        syn.write_synthetic(tmp_path / "x", "untrimmed", samples_per_class=3)
+    with pytest.raises(ValueError, match="num_subjects"):
+        syn.write_synthetic(tmp_path / "x", num_subjects=2)
+    with pytest.raises(ValueError, match="unknown action"):
+        syn.synthesize_body("moonwalk", syn.make_subject(0), 10, np.random.default_rng(0))
+    syn.write_synthetic(tmp_path / "y", samples_per_class=1, num_classes=2, num_subjects=3)
+    with pytest.raises(FileExistsError):
+        syn.write_synthetic(tmp_path / "y", samples_per_class=1, num_classes=2, num_subjects=3)

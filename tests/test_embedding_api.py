@@ -1,0 +1,121 @@
+"""Public joint-embedding API: module wiring, state_dict across backends, dispatch, errors."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from tolerances import assert_close_verbose, tolerance
+
+from hitrs_fast.embedding import JointEmbedding, joint_embedding, not_supported_reasons
+from hitrs_fast.reference import naive_joint_embedding
+
+KEYS = {"linear.weight", "linear.bias", "norm.weight", "norm.bias", "pos"}
+
+
+def _params(v: int = 25, d: int = 32, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+    return [torch.randn(d, 3, dtype=dtype), torch.randn(d, dtype=dtype), 1 + 0.1 * torch.randn(d, dtype=dtype),
+            torch.randn(d, dtype=dtype), torch.randn(v, d, dtype=dtype)]
+
+
+def test_state_dict_keys_and_shapes():
+    sd = JointEmbedding(25, 3, 128).state_dict()
+    assert set(sd) == KEYS
+    assert sd["linear.weight"].shape == (128, 3) and sd["pos"].shape == (25, 128)
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize(("src", "dst"), [("torch", "triton"), ("triton", "torch")])
+def test_state_dict_round_trip_between_backends(src, dst):
+    a = JointEmbedding(13, 3, 32, backend=src)
+    with torch.no_grad():
+        for p in a.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # move away from the init so a missed copy shows
+    b = JointEmbedding(13, 3, 32, backend=dst)
+    b.load_state_dict(a.state_dict(), strict=True)
+    x = torch.randn(3, 13, 3)
+    atol, rtol = tolerance("joint_embedding", torch.float32)
+    assert_close_verbose(b(x), a(x), atol, rtol, f"{dst} after loading {src} weights")
+
+
+def test_auto_on_cpu_is_the_reference_and_quiet():
+    """Even under TRITON_INTERPRET=1 (set by conftest) auto never picks the slow interpreter."""
+    x, params = torch.randn(2, 25, 3), _params()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = joint_embedding(x, *params, backend="auto")
+        out64 = joint_embedding(x.double(), *[p.double() for p in params], backend="auto")
+    assert torch.equal(out, naive_joint_embedding(x, *params))
+    assert out64.dtype == torch.float64
+
+
+def test_auto_reasons_on_cpu_mention_device():
+    x, params = torch.randn(2, 25, 3), _params()
+    reasons = not_supported_reasons(x, *params, out_dtype=torch.float32, requested="auto")
+    assert reasons and all("is not CUDA" in r for r in reasons)
+
+
+@pytest.mark.interpreter
+def test_explicit_triton_refuses_float64_with_reason():
+    x, params = torch.randn(2, 25, 3, dtype=torch.float64), _params(dtype=torch.float64)
+    with pytest.raises(NotImplementedError, match=r"x dtype torch\.float64"):
+        joint_embedding(x, *params, backend="triton")
+
+
+@pytest.mark.interpreter
+def test_explicit_triton_refuses_oversized_backward_tile():
+    x, params = torch.randn(1, 200, 3), _params(v=200, d=256)
+    with pytest.raises(NotImplementedError, match="backward tile"):
+        joint_embedding(x, *params, backend="triton")
+
+
+def test_module_matches_functional_reference():
+    m = JointEmbedding(25, 3, 32, backend="torch")
+    x = torch.randn(2, 4, 25, 3)
+    ref = naive_joint_embedding(x, m.linear.weight, m.linear.bias, m.norm.weight, m.norm.bias, m.pos)
+    assert torch.equal(m(x), ref)
+    assert "backend='torch'" in repr(m)
+
+
+def test_out_dtype_is_honoured_by_the_reference():
+    x, params = torch.randn(2, 25, 3), _params()
+    assert joint_embedding(x, *params, backend="torch", out_dtype=torch.bfloat16).dtype == torch.bfloat16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert joint_embedding(x, *params, backend="torch").dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(("case", "match"), [
+    ("x_1d", "x must be a floating"),
+    ("x_int", "x must be a floating"),
+    ("weight_c", r"weight must be \[d, C=3\]"),
+    ("bias", r"bias must be \[d=32\]"),
+    ("pos", r"pos must be \[V=25, d=32\]"),
+    ("device", "one device"),
+])
+def test_bad_inputs_raise_value_error(case, match):
+    x, (w, b, g, beta, pos) = torch.randn(2, 25, 3), _params()
+    if case == "x_1d":
+        x = torch.randn(3)
+    elif case == "x_int":
+        x = torch.ones(2, 25, 3, dtype=torch.int64)
+    elif case == "weight_c":
+        w = torch.randn(32, 4)
+    elif case == "bias":
+        b = torch.randn(31)
+    elif case == "pos":
+        pos = torch.randn(24, 32)
+    elif case == "device":
+        pos = pos.to("meta")
+    with pytest.raises(ValueError, match=match):
+        joint_embedding(x, w, b, g, beta, pos)
+
+
+def test_unknown_backend_raises():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        joint_embedding(torch.randn(2, 25, 3), *_params(), backend="cuda")
+
+
+def test_reference_gradcheck_float64():
+    tensors = [torch.randn(2, 5, 3, dtype=torch.float64)] + _params(v=5, d=8, dtype=torch.float64)
+    assert torch.autograd.gradcheck(naive_joint_embedding, [t.requires_grad_() for t in tensors])
