@@ -19,6 +19,7 @@ import torch.distributed as dist
 from hitrs_fast.training.run import atomic_write_text
 
 LATEST = "latest_tag"
+COMPLETE = "COMPLETE"  # written into a tag directory once every rank has finished saving it
 
 
 def _is_rank0() -> bool:
@@ -51,8 +52,9 @@ class CheckpointManager:
         engine.save_checkpoint(str(self.root), tag=tag, client_state=client_state, save_latest=False)
         _barrier()
         if _is_rank0():
+            atomic_write_text(self.root / tag / COMPLETE, f"{step}\n")
             atomic_write_text(self.root / LATEST, tag + "\n")
-            self._prune(current=tag)
+            self._prune()
         _barrier()
         return tag
 
@@ -65,11 +67,13 @@ class CheckpointManager:
             raise RuntimeError(f"checkpoint {self.root / tag} could not be loaded")
         return client_state
 
-    def _prune(self, current: str) -> None:
+    def _prune(self) -> None:
+        """Keeps the newest ``keep`` complete checkpoints; removes older ones and partial
+        directories left by a killed save."""
         tags = sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith("step"))
-        keep = set(tags[tags.index(current) - self.keep + 1: tags.index(current) + 1]) if current in tags else set()
+        complete = [t for t in tags if (self.root / t / COMPLETE).exists()]
+        keep = set(complete[-self.keep:])
         for name in tags:
-            # Older than the kept window, or a newer partial left by a killed save.
             if name not in keep:
                 shutil.rmtree(self.root / name, ignore_errors=True)
 

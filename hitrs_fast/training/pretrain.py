@@ -344,8 +344,10 @@ def _dump_grads(path: str, engine, out: dict[str, torch.Tensor], rank: int) -> N
             dist.all_reduce(g)
             g /= dist.get_world_size()
         grads[name] = g
+    # "loss" is each rank's share of the global mean; the other values are global already.
+    losses = {k: _all_mean(float(v.detach())) if k == "loss" else float(v) for k, v in out.items()}
     if rank == 0:
-        torch.save({"losses": {k: float(v) for k, v in out.items()}, "grads": grads}, path)
+        torch.save({"losses": losses, "grads": grads}, path)
 
 
 def _progress(start: int, total: int, enabled: bool):
