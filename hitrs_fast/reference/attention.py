@@ -30,5 +30,6 @@ def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Att
     scores = (q * scale) @ k.transpose(-2, -1)
     if not isinstance(mask, NoMask):
         allowed = mask.materialize(q.shape[-2], k.shape[-2], device=q.device)
-        scores = scores.masked_fill(~allowed, MASK_FILL)
+        # -1e9 as released; clamped to the dtype's range so float16 does not overflow to -inf.
+        scores = scores.masked_fill(~allowed, max(MASK_FILL, torch.finfo(scores.dtype).min))
     return torch.softmax(scores, dim=-1) @ v

@@ -1,0 +1,80 @@
+"""The one registry of benchmark shapes (performance.md §1, §5). No benchmark hard-codes its own sizes.
+
+Each :class:`AttentionShape` is one (N, d, H, mask) workload; batch sizes come from
+:data:`BATCH_LADDER` (GPU) or :data:`SMOKE_BATCH` (CPU smoke mode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hitrs_fast.masks import AttentionMask, FrameMask, NoMask
+
+JOINTS = 25
+
+
+@dataclass(frozen=True)
+class AttentionShape:
+    """One attention workload: ``num_tokens`` tokens, ``heads`` x ``head_dim``, a mask kind."""
+
+    name: str
+    num_tokens: int
+    heads: int
+    head_dim: int
+    mask_kind: str  # "frame" (C-TRS), "none" (F-TRS), "key_padding" (V-TRS)
+    num_frames: int = 0
+
+    def mask(self) -> AttentionMask:
+        """The typed mask of this workload (key padding lengths are drawn by the benchmark)."""
+        if self.mask_kind == "frame":
+            return FrameMask(frame_size=JOINTS, num_frames=self.num_frames, cls="last", allow_self=True)
+        return NoMask()
+
+    def fwd_flops(self) -> float:
+        """Dense forward FLOPs per sequence, 4 N^2 d H (flash-attention's ``flops()``)."""
+        return 4.0 * self.num_tokens ** 2 * self.head_dim * self.heads
+
+    def fwd_bytes(self, elem_size: int) -> float:
+        """Forward HBM bytes per sequence: read Q, K, V and write O once."""
+        return 4.0 * self.num_tokens * self.heads * self.head_dim * elem_size
+
+    def masked_fraction(self) -> float:
+        if self.mask_kind != "frame":
+            return 0.0
+        n = self.num_tokens
+        # Same-frame pairs minus the diagonal, which stays allowed.
+        return self.num_frames * (JOINTS * JOINTS - JOINTS) / n ** 2
+
+
+def ctrs(num_frames: int, head_dim: int, heads: int = 8) -> AttentionShape:
+    n = JOINTS * num_frames + 1
+    return AttentionShape(f"ctrs-F{num_frames}-N{n}-H{heads}-D{head_dim}", n, heads, head_dim, "frame", num_frames)
+
+
+OFFICIAL_CTRS = ctrs(7, 64)
+"""The official C-TRS clip attention: 7 frames x 25 joints + CLS = 176 tokens, H 8, d 64."""
+
+REDUCED_CTRS = (ctrs(6, 32), ctrs(6, 64))
+"""The reduced variant, N 151 with d 32 and 64."""
+
+EXTRA_CTRS = (ctrs(4, 64), ctrs(10, 64))
+"""N 101 (below FlexAttention's 128 decode threshold) and N 251."""
+
+FTRS = AttentionShape("ftrs-N25-H8-D64", JOINTS, 8, 64, "none")
+"""F-TRS: one frame of 25 joints, no mask."""
+
+VTRS = AttentionShape("vtrs-N44-H8-D64", 44, 8, 64, "key_padding")
+"""V-TRS on NTU: up to 43 clip tokens + CLS, per-sample key padding."""
+
+CTRS_SHAPES = (OFFICIAL_CTRS, *REDUCED_CTRS, *EXTRA_CTRS)
+ALL_SHAPES = (*CTRS_SHAPES, FTRS, VTRS)
+
+BATCH_LADDER = (1, 64, 1024, 8192, 32768, 65535, 131072)
+"""Sequences per call (performance.md §5). Headline numbers use B >= 8192."""
+
+HEADLINE_BATCH = 8192
+
+SMOKE_SHAPES = (ctrs(1, 16, heads=2), ctrs(2, 32, heads=2))
+"""CPU smoke sizes: the interpreter runs these in seconds."""
+
+SMOKE_BATCH = (2,)

@@ -1,0 +1,158 @@
+"""Fused joint embedding vs eager and ``torch.compile`` of the reference (performance.md §3, §5).
+
+One test per (mode, output dtype, frames) times three implementations on the same
+inputs and records one row each:
+
+- ``eager``: :func:`hitrs_fast.reference.naive_joint_embedding` (4 kernels; under bf16
+  autocast, which is how a bf16 model runs it, the LayerNorm computes in fp32);
+- ``compiled``: ``torch.compile`` of the same function;
+- ``triton``: :func:`hitrs_fast.embedding.joint_embedding` with ``backend="triton"``.
+
+Coordinates and parameters are fp32 (loader output, fp32 master weights); "bf16" means
+bf16 activations out. Bytes model per token (weights and PE stay cached), d = 128:
+
+- fwd: read x (12 B) + write y (d * out bytes) = 524 B fp32 / 268 B bf16;
+- fwd+bwd: fwd + mean/rstd write (8) + read dy, x, mean/rstd + write dx (12)
+  = 2 * d * out bytes + 52 = 1 076 B fp32 / 564 B bf16.
+
+GB/s and % of the floor use the copy bandwidth measured on the GPU under test. On CPU
+(smoke mode) the kernel runs through the interpreter on tiny sizes and no row is a
+speed result.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    # Smoke mode runs the kernel through the interpreter; triton reads this when the
+    # kernel module is first imported (lazily, on the first triton call).
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from benchmarks.common import is_smoke, measured_hbm_bandwidth, peak_memory_bytes, record, time_fn  # noqa: E402
+from benchmarks.registry import BATCH_LADDER, HEADLINE_BATCH, SMOKE_BATCH  # noqa: E402
+from hitrs_fast.config import HiTRSConfig  # noqa: E402
+from hitrs_fast.embedding import joint_embedding  # noqa: E402
+from hitrs_fast.reference import naive_joint_embedding  # noqa: E402
+
+CONFIG = HiTRSConfig()
+V, C, D = CONFIG.num_joints, CONFIG.in_channels, CONFIG.frame_dim
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# F-TRS embeds frames independently, so the "batch" of this op is frames (x [F, V, C]).
+FRAMES = SMOKE_BATCH if is_smoke() else BATCH_LADDER
+OUT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+TARGET_SPEEDUP, TARGET_FLOOR = 5.0, 0.70  # performance.md §8 item 5 (fwd+bwd)
+
+
+def bytes_per_token(mode: str, out_dtype: torch.dtype) -> int:
+    """HBM bytes per token of a fused implementation (module docstring)."""
+    out = D * torch.empty((), dtype=out_dtype).element_size()
+    return 4 * C + out if mode == "fwd" else 2 * out + 4 * C * 3 + 8 * 2
+
+
+def _inputs(frames: int) -> list[torch.Tensor]:
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    x = torch.randn(frames, V, C, device=DEVICE, generator=g)
+    params = [torch.randn(D, C, device=DEVICE, generator=g) / C**0.5, 0.1 * torch.randn(D, device=DEVICE, generator=g),
+              1 + 0.1 * torch.randn(D, device=DEVICE, generator=g), 0.1 * torch.randn(D, device=DEVICE, generator=g),
+              torch.randn(V, D, device=DEVICE, generator=g)]
+    return [x, *params]
+
+
+def _reference_call(fn, out_dtype: torch.dtype):
+    """The eager (or compiled) reference as a bf16 model runs it: under autocast, cast once at the end."""
+    if out_dtype == torch.float32:
+        return fn
+
+    def call(*t):
+        with torch.autocast(DEVICE, dtype=out_dtype):
+            return fn(*t).to(out_dtype)
+
+    return call
+
+
+def _make_step(fn, tensors: list[torch.Tensor], mode: str):
+    if mode == "fwd":
+        return lambda: fn(*tensors)
+    leaves = [t.detach().requires_grad_() for t in tensors]
+    dy = torch.randn_like(fn(*leaves).detach())
+    return lambda: torch.autograd.grad(fn(*leaves), leaves, dy)
+
+
+def _gate(fn, out_dtype: torch.dtype, tensors: list[torch.Tensor]) -> bool:
+    """Output and gradients of ``fn`` vs the float64 oracle on the first frames (performance.md §6)."""
+    sub = [t[:64].detach() if i == 0 else t.detach() for i, t in enumerate(tensors)]
+    leaves = [t.clone().requires_grad_() for t in sub]
+    out = fn(*leaves)
+    dy = torch.randn_like(out.float()).to(out.dtype)
+    grads = torch.autograd.grad(out, leaves, dy)
+    o_leaves = [t.double().requires_grad_() for t in sub]
+    oracle = naive_joint_embedding(*o_leaves)
+    o_grads = torch.autograd.grad(oracle, o_leaves, dy.double())
+    pairs = [(out, oracle), *zip(grads, o_grads, strict=True)]
+    if out_dtype == torch.float32:  # the tolerance-table row of joint_embedding
+        return all(torch.allclose(a.double(), b, atol=1e-4, rtol=1e-4) for a, b in pairs)
+    # bf16 sanity bound (conventions §7: 5e-2 for norms), scaled by each tensor's magnitude
+    # because the weight gradients are sums over thousands of tokens.
+    return all((a.double() - b).abs().max() <= 5e-2 * max(1.0, b.abs().max().item()) for a, b in pairs)
+
+
+def _synchronised(step) -> None:
+    """pytest-benchmark's own timer must see finished GPU work."""
+    step()
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+@pytest.mark.benchmark(group="joint_embedding")
+@pytest.mark.parametrize("frames", FRAMES, ids=lambda f: f"F{f}")
+@pytest.mark.parametrize("dtype_name", list(OUT_DTYPES))
+@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
+def test_joint_embedding(benchmark, mode, dtype_name, frames):
+    out_dtype = OUT_DTYPES[dtype_name]
+    tensors = _inputs(frames)
+    tokens = frames * V
+    impls = {
+        "eager": _reference_call(naive_joint_embedding, out_dtype),
+        # Smoke: aot_eager proves the wiring without minutes of CPU inductor compilation.
+        "compiled": _reference_call(torch.compile(naive_joint_embedding, backend="aot_eager" if is_smoke()
+                                                  else "inductor"), out_dtype),
+        "triton": lambda *t: joint_embedding(*t, backend="triton", out_dtype=out_dtype),
+    }
+    floor_bytes = bytes_per_token(mode, out_dtype) * tokens
+    bandwidth = measured_hbm_bandwidth()
+    warmup, rep = (1, 3) if is_smoke() else (25, 100)
+    times: dict[str, float] = {}
+    for name, fn in impls.items():
+        passed = _gate(fn, out_dtype, tensors)
+        step = _make_step(fn, tensors, mode)
+        timing = time_fn(step, warmup=warmup, rep=rep)
+        times[name] = timing["median_ms"]
+        seconds = timing["median_ms"] * 1e-3
+        row = {
+            "op": "joint_embedding", "impl": name, "mode": mode, "out_dtype": dtype_name, "frames": frames,
+            "tokens": tokens, "headline": frames >= HEADLINE_BATCH, **timing, "tests_passed": passed,
+            "tokens_per_s": tokens / seconds, "peak_memory_bytes": peak_memory_bytes(step),
+            "bytes_model_per_token": bytes_per_token(mode, out_dtype),
+            # GB/s against the fused bytes model for every impl: the time to move the
+            # unavoidable bytes, so the columns compare directly.
+            "model_gb_per_s": floor_bytes / seconds / 1e9,
+            "pct_of_floor": None if bandwidth is None else 100.0 * floor_bytes / bandwidth / seconds,
+            "measured_hbm_bytes_per_s": bandwidth,
+        }
+        if name == "triton":
+            valid = passed and not timing["smoke"]
+            row["speedup_vs_eager"] = times["eager"] / times["triton"] if valid else None
+            row["speedup_vs_compiled"] = times["compiled"] / times["triton"] if valid else None
+            if valid and mode == "fwd+bwd" and row["pct_of_floor"] is not None:
+                row["meets_target"] = (row["speedup_vs_eager"] >= TARGET_SPEEDUP
+                                       and row["pct_of_floor"] >= 100 * TARGET_FLOOR)
+            record(benchmark, **row)
+            rounds, warmup_rounds = (1, 0) if is_smoke() else (3, 1)  # the do_bench row above is the result
+            benchmark.pedantic(_synchronised, args=(step,), rounds=rounds, warmup_rounds=warmup_rounds)
+            assert passed, "triton joint embedding failed its correctness gate; timings are invalid"
+        else:
+            record(None, **row)
