@@ -179,7 +179,7 @@ def test_bad_inputs():
 def test_tiny_overfit_all_losses_fall():
     torch.manual_seed(0)
     model = HiTRSForPretraining(TINY)
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     x, lengths = motion_batch(b=6, t=24, seed=1)
     keys = ("pose_loss", "clip_order_loss", "video_order_loss", "nce_loss")
     history = []
@@ -187,12 +187,13 @@ def test_tiny_overfit_all_losses_fall():
         out = model(x, lengths, generator=torch.Generator().manual_seed(0))  # same draws: overfit
         opt.zero_grad()
         out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # as the released recipe
         opt.step()
         history.append([float(out[k]) for k in keys])
     first = torch.tensor(history[:5]).mean(0)
     last = torch.tensor(history[-10:]).mean(0)
     for k, a, b in zip(keys, first, last, strict=True):
-        assert b < a * 0.97, f"{k} did not fall: {a:.4f} -> {b:.4f}"
+        assert b < a * 0.8, f"{k} did not fall: {a:.4f} -> {b:.4f}"
 
 
 def test_sample_random_is_per_sample():
