@@ -153,3 +153,17 @@ def test_torch_and_dali_give_the_same_batches(store, kwargs):
             torch.testing.assert_close(b.x, a.x)
             n += 1
         assert n == len(lt) == len(ld)
+
+
+def test_iter_from_matches_full_iteration(tmp_path):
+    from hitrs_fast.data.loader import build_loader
+    from hitrs_fast.data.synthetic import write_synthetic
+
+    store = write_synthetic(tmp_path / "s", "trimmed", samples_per_class=4, num_classes=3)
+    loader = build_loader(store, batch_size=3, augment="hitrs", seed=5)
+    loader.set_epoch(2)
+    full = list(loader)
+    tail = list(loader.iter_from(2))
+    assert len(tail) == len(full) - 2
+    for a, b in zip(full[2:], tail, strict=True):
+        assert torch.equal(a.x, b.x) and torch.equal(a.indices, b.indices)

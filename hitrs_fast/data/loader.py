@@ -179,9 +179,15 @@ class SkeletonLoader:
         return centre_crop_resize_params(lengths, self.crop_ratio)
 
     def __iter__(self) -> Iterator[Batch]:
+        return self.iter_from(0)
+
+    def iter_from(self, start: int) -> Iterator[Batch]:
+        """Batches ``start, start + 1, ...`` of the current epoch, identical to those of a full
+        iteration (each batch's draws depend only on its index): resuming mid-epoch reads
+        nothing it skips."""
         shard = self._shard()
         n_batches = len(self)
-        for bi in range(n_batches):
+        for bi in range(start, n_batches):
             pos = shard[bi * self.batch_size : (bi + 1) * self.batch_size]
             seqs = self._sequences(pos)
             lengths = torch.tensor([s.shape[0] for s in seqs], dtype=torch.int64)

@@ -220,9 +220,7 @@ def batches_from(loader, start_micro: int):
     epoch, skip = divmod(start_micro, per_epoch)
     while True:
         loader.set_epoch(epoch)
-        for i, batch in enumerate(loader):
-            if i >= skip:
-                yield batch
+        yield from loader.iter_from(skip)
         epoch, skip = epoch + 1, 0
 
 
