@@ -93,10 +93,21 @@ def reduce_bodies(per_body: torch.Tensor, present: torch.Tensor, mode: str) -> t
 # ----------------------------------------------------------------------------- recognition
 
 
+def _set_norm(mean: torch.Tensor, std: torch.Tensor, features: torch.Tensor, who: str) -> None:
+    if features.dim() != 2 or features.shape[1] != mean.shape[0] or features.shape[0] < 2:
+        raise ValueError(f"{who}.set_feature_norm: expected [N >= 2, {mean.shape[0]}] features, "
+                         f"got {tuple(features.shape)}")
+    mean.copy_(features.mean(0))
+    std.copy_(features.std(0).clamp_min(1e-6))
+
+
 class ActionRecognizer(nn.Module):
     """Encoder + ``v_cls``: ``forward(x [B, M, T, V, C], lengths [B]) -> logits [B, num_classes]``.
 
-    ``features(x, lengths) -> [B, video_dim]`` is the pooled V-TRS CLS the head reads (kNN, linear probe).
+    ``features(x, lengths) -> [B, video_dim]`` is the pooled V-TRS CLS (kNN, linear evaluation). The head
+    reads ``(features - feature_mean) / feature_std``; both buffers are the identity (0 / 1) unless
+    :meth:`set_feature_norm` fixes them, which linear evaluation of a frozen encoder may do with the
+    training features' statistics (a fixed affine map, so the head is still linear in the features).
     """
 
     def __init__(self, encoder: HiTRS, num_classes: int) -> None:
@@ -105,12 +116,22 @@ class ActionRecognizer(nn.Module):
             raise ValueError(f"ActionRecognizer: num_classes must be >= 2, got {num_classes}")
         self.encoder = encoder
         self.v_cls = nn.Linear(encoder.config.video_dim, num_classes)
+        self.register_buffer("feature_mean", torch.zeros(encoder.config.video_dim))
+        self.register_buffer("feature_std", torch.ones(encoder.config.video_dim))
+
+    def set_feature_norm(self, features: torch.Tensor) -> None:
+        """Fix the head's input normalisation to the mean / std of ``features [N, video_dim]``."""
+        _set_norm(self.feature_mean, self.feature_std, features, "ActionRecognizer")
 
     def features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.encoder(x, lengths).pooled
 
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """``v_cls`` on normalised features: ``[B, video_dim] -> [B, num_classes]``."""
+        return self.v_cls((features - self.feature_mean) / self.feature_std)
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        return self.v_cls(self.features(x, lengths))
+        return self.classify(self.features(x, lengths))
 
 
 # ----------------------------------------------------------------------------- detection
@@ -132,6 +153,9 @@ class FrameDetector(nn.Module):
     ``frames[n] + dilation * i`` of ``x_ctx`` (i.e. raw frames ``f - P .. f + P`` step ``dilation``). F-TRS
     runs once per context frame, C-TRS once per requested frame and body; nothing loops over frames in
     Python.
+
+    The head reads ``(features - feature_mean) / feature_std`` (identity buffers unless
+    :meth:`set_feature_norm` fixes them from a frozen encoder's training features).
     """
 
     def __init__(self, encoder: HiTRS, num_classes: int) -> None:
@@ -141,6 +165,16 @@ class FrameDetector(nn.Module):
         self.encoder = encoder
         self.num_classes = num_classes
         self.head = nn.Linear(encoder.config.clip_dim, num_classes + 1)
+        self.register_buffer("feature_mean", torch.zeros(encoder.config.clip_dim))
+        self.register_buffer("feature_std", torch.ones(encoder.config.clip_dim))
+
+    def set_feature_norm(self, features: torch.Tensor) -> None:
+        """Fix the head's input normalisation to the mean / std of ``features [N, clip_dim]``."""
+        _set_norm(self.feature_mean, self.feature_std, features, "FrameDetector")
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Head on normalised clip features: ``[N, clip_dim] -> [N, num_classes + 1]``."""
+        return self.head((features - self.feature_mean) / self.feature_std)
 
     def clip_features(self, x_ctx: torch.Tensor, frames: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
         """C-TRS embedding of each requested frame's clip, bodies reduced: ``[N, clip_dim]``."""
@@ -168,7 +202,7 @@ class FrameDetector(nn.Module):
         return reduce_bodies(emb, present, cfg.body_reduce)
 
     def forward(self, x_ctx: torch.Tensor, frames: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
-        return self.head(self.clip_features(x_ctx, frames, owner))
+        return self.classify(self.clip_features(x_ctx, frames, owner))
 
 
 # ----------------------------------------------------------------------------- motion prediction
@@ -208,13 +242,19 @@ class MotionPredictor(nn.Module):
             1, (out.num_clips - 1).view(-1, 1, 1).expand(-1, 1, out.clip_embeddings.shape[-1]))[:, 0]
         return torch.cat([out.video_embeddings[:, 0], last_clip], dim=-1)
 
-    def forward(self, observed: torch.Tensor) -> torch.Tensor:
+    def forward(self, observed: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """``observed [B, T_obs, V, C]`` -> ``[B, horizon, V, C]``. ``context`` (``[B, video_dim + clip_dim]``,
+        from :meth:`context`) may be passed precomputed, e.g. cached once for a frozen encoder."""
         cfg = self.encoder.config
         if observed.dim() != 4 or observed.shape[1] < 2:
             raise ValueError(f"observed: expected [B, T_obs >= 2, V, C], got shape {tuple(observed.shape)}")
         validate_skeletons(observed[:, None], None, cfg, name="observed")
         b, _, v, c = observed.shape
-        h = self.init_hidden(self.context(observed))
+        if context is None:
+            context = self.context(observed)
+        elif context.shape != (b, cfg.video_dim + cfg.clip_dim):
+            raise ValueError(f"context: expected [{b}, {cfg.video_dim + cfg.clip_dim}], got {tuple(context.shape)}")
+        h = self.init_hidden(context)
         root = observed[:, -1:, :1]  # [B, 1, 1, C]: translation reference, so the decoder is position-free
         pose = observed[:, -1]
         velocity = observed[:, -1] - observed[:, -2]

@@ -30,7 +30,7 @@ from torch import nn
 from hitrs_fast.config import PRESETS, HiTRSConfig
 from hitrs_fast.models import HiTRS
 from hitrs_fast.training.optim import parameter_groups
-from hitrs_fast.training.run import RunLogger, atomic_write_json
+from hitrs_fast.training.run import RunLogger, UsageError, atomic_write_json, parse_overrides
 
 RECIPE_DIR = Path(__file__).resolve().parents[2] / "training" / "configs" / "downstream"
 MODES = ("linear", "finetune", "scratch")
@@ -42,9 +42,6 @@ RUNTIME_FIELDS = frozenset({
     "use_video_tasks",
 })
 
-
-class UsageError(ValueError):
-    """A bad argument or input, reported before any training starts."""
 
 
 # ----------------------------------------------------------------------------- arguments and recipes
@@ -67,7 +64,7 @@ def add_common_args(p: argparse.ArgumentParser, default_data: str) -> None:
                    help="override a HiTRSConfig field (with a checkpoint only shape-free fields such as dropout "
                    "and body_reduce)")
     p.add_argument("--recipe", default=None, help="recipe JSON (a name in training/configs/downstream/ or a path); "
-                   "default: the synthetic recipe without --data, the released recipe with --data")
+                   "default: the synthetic recipe on the synthetic sets, the released recipe otherwise")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
     p.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
     p.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
@@ -79,19 +76,6 @@ def add_common_args(p: argparse.ArgumentParser, default_data: str) -> None:
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["dropout=0.1", "body_reduce=mean_present"]`` -> typed dict (JSON values, else strings)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise UsageError(f"--set expects FIELD=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def resolve_recipe(task: str, name: str | None, synthetic: bool, mode: str,
@@ -180,6 +164,11 @@ def ensure_synthetic(kind: str, cache_dir: str | os.PathLike, seed: int, **sizes
     if not (path / "meta.json").exists():
         write_synthetic(path, kind, seed=seed, overwrite=path.exists(), **sizes)
     return path
+
+
+def is_synthetic(store) -> bool:
+    """True for the built-in synthetic sets: their default recipe is the small CPU one."""
+    return store.info.get("source") == "synthetic"
 
 
 def open_store(data: str | None, default: Callable[[], Path], splits: tuple[str, ...]):
@@ -443,6 +432,6 @@ def mix_seed(*parts: int) -> int:
 
 
 __all__ = ["MODES", "RECIPE_DIR", "RUNTIME_FIELDS", "FitResult", "UsageError", "add_common_args", "build_encoder",
-           "check_mode", "ensure_synthetic", "fit", "freeze_encoder", "load_encoder_checkpoint", "lr_factor",
-           "make_run_dir", "mix_seed", "open_store", "parse_overrides", "pick_device", "resolve_recipe",
+           "check_mode", "ensure_synthetic", "fit", "freeze_encoder", "is_synthetic", "load_encoder_checkpoint",
+           "lr_factor", "make_run_dir", "mix_seed", "open_store", "parse_overrides", "pick_device", "resolve_recipe",
            "save_atomic", "set_train_mode", "write_config"]

@@ -26,7 +26,7 @@ from hitrs_fast.pretext import HiTRSForPretraining
 from hitrs_fast.sampling import SampleRandom
 from hitrs_fast.training.checkpoint import CheckpointManager, save_module_atomic
 from hitrs_fast.training.optim import parameter_groups, warmup_linear_decay
-from hitrs_fast.training.run import RunLogger, atomic_write_json
+from hitrs_fast.training.run import RunLogger, UsageError, atomic_write_json, parse_overrides
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 DEFAULT_DS_CONFIG = "cpu_fp32.json"
@@ -34,9 +34,6 @@ DEFAULT_CUDA_DS_CONFIG = "zero1_bf16.json"
 LOSS_KEYS = ("loss", "pose_loss", "clip_order_loss", "video_order_loss", "nce_loss")
 ACC_KEYS = ("clip_order_acc", "video_order_acc", "nce_acc")
 
-
-class UsageError(ValueError):
-    """A bad argument, reported before any training starts."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,17 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help=argparse.SUPPRESS)
     return p
 
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise UsageError(f"--set expects FIELD=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        out[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" and value not in ("nan",) else value
-        if value in ("true", "false"):
-            out[key] = value == "true"
-    return out
 
 
 def resolve_ds_config(name: str | None, cuda: bool) -> tuple[Path, dict[str, Any]]:

@@ -10,6 +10,24 @@ from pathlib import Path
 from typing import Any
 
 
+class UsageError(ValueError):
+    """A bad command-line argument, reported before any training starts."""
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["dropout=0.1", "body_reduce=mean_present"]`` -> typed dict (JSON values, else strings)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"--set expects FIELD=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Writes ``text`` to a temporary sibling, fsyncs and renames it over ``path``: a reader
     sees the old file or the new one, never half of one."""

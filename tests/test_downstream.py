@@ -1,0 +1,299 @@
+"""Downstream heads, input streams, encoder loading, schedules and tiny end-to-end runs of
+training/recognize.py, training/detect.py and training/predict_motion.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hitrs_fast.config import HiTRSConfig
+from hitrs_fast.data.skeleton import BONE_PAIRS_1BASED
+from hitrs_fast.downstream import (
+    ActionRecognizer,
+    FrameDetector,
+    MotionPredictor,
+    apply_stream,
+    bone_stream,
+    motion_stream,
+)
+from hitrs_fast.eval.metrics import fuse_scores, topk_accuracy, zero_velocity_baseline
+from hitrs_fast.models import HiTRS
+from hitrs_fast.training.downstream import UsageError, load_encoder_checkpoint, lr_factor
+from hitrs_fast.windowing import pad_frames, stride1_clip_indices
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"test_script_{name}", REPO / "training" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tiny(**kw) -> HiTRSConfig:
+    base = dict(frame_dim=16, clip_dim=16, video_dim=16, frame_ffn=16, clip_ffn=16, video_ffn=16, num_heads=2,
+                head_dim=8, dropout=0.0, max_clips=40)
+    return HiTRSConfig.preset("tiny", **{**base, **kw})
+
+
+# ----------------------------------------------------------------------------- heads
+
+
+def test_head_shapes():
+    torch.manual_seed(0)
+    enc = HiTRS(_tiny(), backend="torch").eval()
+    x = torch.randn(3, 2, 20, 25, 3)
+    lengths = torch.tensor([20, 15, 9])
+    assert ActionRecognizer(enc, 5)(x, lengths).shape == (3, 5)
+    det = FrameDetector(enc, 4)
+    p = enc.config.clip_pad
+    x_ctx = torch.randn(2, 2, 10 + 2 * p, 25, 3)
+    frames, owner = torch.tensor([0, 9, 3]), torch.tensor([0, 1, 1])
+    assert det(x_ctx, frames, owner).shape == (3, 5)
+    mp = MotionPredictor(enc, horizon=4, hidden=8)
+    assert mp(torch.randn(2, 14, 25, 3)).shape == (2, 4, 25, 3)
+
+
+def test_motion_predictor_starts_at_zero_velocity():
+    # The output layer is zero-initialised: before training the forecast is the last pose repeated.
+    torch.manual_seed(0)
+    mp = MotionPredictor(HiTRS(_tiny(), backend="torch"), horizon=5, hidden=8).eval()
+    obs = torch.randn(2, 14, 25, 3)
+    torch.testing.assert_close(mp(obs), zero_velocity_baseline(obs, 5))
+    ctx = mp.context(obs)
+    torch.testing.assert_close(mp(obs, ctx), mp(obs))
+    with pytest.raises(ValueError, match="context"):
+        mp(obs, ctx[:, :3])
+
+
+def test_detector_clip_matches_whole_sequence_stride1_clip():
+    """The windowed per-frame clip equals the stride-1 clip of the whole zero-padded sequence."""
+    torch.manual_seed(0)
+    enc = HiTRS(_tiny(), backend="torch").eval()
+    det = FrameDetector(enc, 3).eval()
+    cfg, t = enc.config, 17
+    seq = torch.randn(1, 1, t, 25, 3)
+    padded = pad_frames(seq[:, 0], cfg)  # [1, T + 2P, V, C]
+    feats = enc.encode_padded_frames(padded, torch.tensor([t]))
+    want = enc.encode_clips(feats[0, stride1_clip_indices(t, cfg)])  # [T, clip_dim]
+    # Two windows of 9 and 8 frames, each with its context (zeros beyond the sequence).
+    p = cfg.clip_pad
+    x_ctx = torch.zeros(2, 1, 9 + 2 * p, 25, 3)
+    full = torch.cat([torch.zeros(1, 1, p, 25, 3), seq, torch.zeros(1, 1, p + 9, 25, 3)], dim=2)
+    x_ctx[0], x_ctx[1] = full[0, :, 0:9 + 2 * p], full[0, :, 9:18 + 2 * p]
+    frames = torch.cat([torch.arange(9), torch.arange(8)])
+    owner = torch.cat([torch.zeros(9, dtype=torch.long), torch.ones(8, dtype=torch.long)])
+    with torch.no_grad():
+        got = det.clip_features(x_ctx, frames, owner)
+    torch.testing.assert_close(got, want.detach(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="frames must lie"):
+        det.clip_features(x_ctx, torch.tensor([9]), torch.tensor([0]))
+
+
+# ----------------------------------------------------------------------------- streams
+
+
+def test_bone_stream_uses_spec_pairs():
+    x = torch.randn(2, 1, 4, 25, 3)
+    b = bone_stream(x)
+    for v1, v2 in BONE_PAIRS_1BASED:  # data-formats.md §2, 1-based
+        torch.testing.assert_close(b[..., v1 - 1, :], x[..., v1 - 1, :] - x[..., v2 - 1, :])
+    assert torch.count_nonzero(b[..., 20, :]) == 0  # SpineShoulder pairs with itself
+    assert torch.count_nonzero(bone_stream(torch.zeros(1, 1, 2, 25, 3))) == 0
+    with pytest.raises(ValueError, match="V=25"):
+        bone_stream(torch.zeros(1, 1, 2, 17, 3))
+
+
+def test_motion_stream_backward_difference_and_padding():
+    x = torch.randn(2, 2, 6, 25, 3)
+    lengths = torch.tensor([6, 4])
+    x[1, :, 4:] = 0
+    m = motion_stream(x, lengths)
+    assert torch.count_nonzero(m[:, :, 0]) == 0
+    torch.testing.assert_close(m[0, :, 1:], x[0, :, 1:] - x[0, :, :-1])
+    torch.testing.assert_close(m[1, :, 1:4], x[1, :, 1:4] - x[1, :, :3])
+    assert torch.count_nonzero(m[1, :, 4:]) == 0  # no jump from the last real frame into the padding
+    assert apply_stream(x, lengths, "joint") is x
+    with pytest.raises(ValueError, match="stream"):
+        apply_stream(x, lengths, "velocity")
+
+
+# ----------------------------------------------------------------------------- checkpoints and schedules
+
+
+def _save_encoder(path: Path, config: HiTRSConfig, state=None) -> HiTRS:
+    torch.manual_seed(1)
+    enc = HiTRS(config, backend="torch")
+    torch.save({"state_dict": state if state is not None else enc.state_dict(), "config": config.to_dict(),
+                "step": 7}, path)
+    return enc
+
+
+def test_load_encoder_checkpoint_strict(tmp_path):
+    cfg = _tiny()
+    path = tmp_path / "encoder.pt"
+    enc = _save_encoder(path, cfg)
+    loaded, info = load_encoder_checkpoint(path, {"dropout": 0.3}, backend="torch")
+    assert info["step"] == 7 and loaded.config.dropout == 0.3 and loaded.config.frame_dim == cfg.frame_dim
+    for k, v in enc.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v)
+    with pytest.raises(UsageError, match="architecture"):
+        load_encoder_checkpoint(path, {"frame_dim": 32})
+    with pytest.raises(UsageError, match="does not match the checkpoint"):
+        load_encoder_checkpoint(path, preset="official")
+    # Weights of another config under this config: a clear error naming the mismatching tensors.
+    bad = tmp_path / "bad.pt"
+    _save_encoder(bad, cfg, HiTRS(_tiny(frame_dim=32), backend="torch").state_dict())
+    with pytest.raises(UsageError, match="shape mismatches"):
+        load_encoder_checkpoint(bad)
+    partial = tmp_path / "partial.pt"
+    state = enc.state_dict()
+    state.pop(next(iter(state)))
+    _save_encoder(partial, cfg, state)
+    with pytest.raises(UsageError, match="missing"):
+        load_encoder_checkpoint(partial)
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(UsageError, match="not a readable"):
+        load_encoder_checkpoint(junk)
+    with pytest.raises(UsageError, match="no such file"):
+        load_encoder_checkpoint(tmp_path / "absent.pt")
+
+
+def test_lr_schedules_match_released():
+    assert [lr_factor("released_finetune", e, 70) for e in (1, 20, 21, 30, 31, 70)] == [1, 1, 0.5, 0.5, 0.25,
+                                                                                         0.5 ** 5]
+    assert lr_factor("released_finetune", 200, 200) == 0.0025
+    assert [lr_factor("released_scratch", e, 70) for e in (30, 31, 41, 51, 55, 56)] == [1, 0.5, 0.25, 0.125,
+                                                                                        0.125, 0.0125]
+    assert lr_factor("cosine", 1, 10) == 1.0 and lr_factor("constant", 9, 10) == 1.0
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    from hitrs_fast.data.synthetic import write_synthetic
+
+    root = tmp_path_factory.mktemp("downstream")
+    common = dict(num_subjects=3, num_classes=3, two_person_prob=0.5)
+    trimmed = write_synthetic(root / "trimmed", "trimmed", samples_per_class=4, **common)
+    untrimmed = write_synthetic(root / "untrimmed", "untrimmed", num_sequences=3, **common)
+    long = write_synthetic(root / "long", "long", num_sequences=3, **common)
+    recipes = {}
+    for task, extra in (("recognition", {}),
+                        ("detection", {"steps_per_epoch": 2, "window": 16, "frames_per_window": 4, "eval_window": 128,
+                                       "eval_max_frames": 512, "standardize": True,
+                                       "postprocess": {"method": "majority", "smooth_window": 3, "min_length": 5}}),
+                        ("motion", {"hidden": 8, "train_stride": 150, "test_stride": 300})):
+        modes = {m: {"lr": 1e-3, "schedule": "cosine"} for m in ("linear", "finetune", "scratch")}
+        modes["linear"]["standardize"] = True
+        recipe = {"task": task, "common": {"epochs": 1, "batch_size": 4, "augment": "none", **extra}, **modes}
+        recipes[task] = root / f"{task}.json"
+        recipes[task].write_text(json.dumps(recipe))
+    # A small encoder checkpoint, as training/pretrain.py writes it.
+    cfg = _tiny(max_clips=200)
+    ckpt = root / "encoder.pt"
+    _save_encoder(ckpt, cfg)
+    return {"trimmed": str(trimmed), "untrimmed": str(untrimmed), "long": str(long), "recipes": recipes,
+            "ckpt": str(ckpt), "root": root}
+
+
+def _run(name: str, argv: list[str]) -> int:
+    return _script(name).main(argv + ["--no-progress", "--backend", "torch", "--device", "cpu"])
+
+
+def test_recognize_end_to_end_fusion_and_resume(stores, capsys):
+    root, rec = stores["root"], str(stores["recipes"]["recognition"])
+    base = ["--data", stores["trimmed"], "--recipe", rec, "--init", stores["ckpt"]]
+    for stream in ("joint", "bone"):
+        assert _run("recognize", base + ["--mode", "finetune", "--stream", stream,
+                                         "--run-dir", str(root / f"rec-{stream}")]) == 0
+    run = root / "rec-joint"
+    for f in ("config.json", "metrics.jsonl", "summary.json", "checkpoint.pt", "test_scores.pt"):
+        assert (run / f).is_file(), f
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["last_epoch"]["epoch"] == 1 and 0 <= summary["last_epoch"]["top1"] <= 1
+    assert "best_epoch_on_test" in summary
+    # Fusion equals fusing the saved scores by hand.
+    assert _run("recognize", ["--fuse", str(root / "rec-joint"), str(root / "rec-bone"),
+                              "--run-dir", str(root / "fusion")]) == 0
+    fused = json.loads((root / "fusion" / "fusion.json").read_text())["fused"]
+    s = [torch.load(root / f"rec-{k}" / "test_scores.pt", weights_only=True) for k in ("joint", "bone")]
+    want = topk_accuracy(fuse_scores([s[0]["last"]["scores"], s[1]["last"]["scores"]]), s[0]["labels"], ks=(1,))
+    assert fused["top1"] == pytest.approx(want[1])
+    # Linear evaluation (cached features): 2 epochs in one go == 1 epoch + --resume to 2.
+    lin = base + ["--mode", "linear", "--label-fraction", "0.5"]
+    assert _run("recognize", lin + ["--epochs", "2", "--run-dir", str(root / "lin-a")]) == 0
+    assert _run("recognize", lin + ["--epochs", "1", "--run-dir", str(root / "lin-b")]) == 0
+    assert _run("recognize", lin + ["--epochs", "2", "--resume", "--run-dir", str(root / "lin-b")]) == 0
+    a = torch.load(root / "lin-a" / "checkpoint.pt", weights_only=False)
+    b = torch.load(root / "lin-b" / "checkpoint.pt", weights_only=False)
+    assert a["epoch"] == b["epoch"] == 2
+    torch.testing.assert_close(a["model"]["v_cls.weight"], b["model"]["v_cls.weight"])
+    # The frozen encoder did not move.
+    ref = torch.load(stores["ckpt"], weights_only=True)["state_dict"]
+    for key, value in ref.items():
+        torch.testing.assert_close(a["model"][f"encoder.{key}"], value)
+    assert _run("recognize", base + ["--knn", "--run-dir", str(root / "knn")]) == 0
+    assert 0 <= json.loads((root / "knn" / "summary.json").read_text())["knn_top1"] <= 1
+
+
+def test_detect_end_to_end(stores):
+    root = stores["root"]
+    base = ["--data", stores["untrimmed"], "--recipe", str(stores["recipes"]["detection"])]
+    assert _run("detect", base + ["--init", stores["ckpt"], "--mode", "finetune", "--run-dir", str(root / "det")]) == 0
+    s = json.loads((root / "det" / "summary.json").read_text())
+    for key in ("mAP_a", "mAP_v", "mAP_b", "frame_acc"):
+        assert 0 <= s["last_epoch"][key] <= 1
+    assert s["gt_segments"] > 0 and (root / "det" / "test_frame_probs.pt").is_file()
+    probs = torch.load(root / "det" / "test_frame_probs.pt", weights_only=True)
+    assert all(p.shape[1] == 4 for p in probs.values())  # 3 classes + background
+    assert _run("detect", base + ["--mode", "linear", "--protocol", "B", "--run-dir", str(root / "det-lin")]) == 0
+    s = json.loads((root / "det-lin" / "summary.json").read_text())
+    assert "mAP_b" in s["last_epoch"] and "mAP_a" not in s["last_epoch"]
+
+
+def test_predict_motion_end_to_end(stores):
+    root = stores["root"]
+    base = ["--data", stores["long"], "--recipe", str(stores["recipes"]["motion"]), "--observe", "20",
+            "--horizon", "4"]
+    assert _run("predict_motion", base + ["--init", stores["ckpt"], "--run-dir", str(root / "mot")]) == 0
+    s = json.loads((root / "mot" / "summary.json").read_text())
+    assert len(s["last_epoch"]["per_frame_mm"]) == 4 and len(s["zero_velocity"]["per_frame_mm"]) == 4
+    assert s["last_epoch"]["mpjpe_mm"] > 0 and s["zero_velocity"]["mean_mm"] > 0
+    assert _run("predict_motion", base + ["--mode", "linear", "--run-dir", str(root / "mot-lin")]) == 0
+
+
+def test_detection_ground_truth_runs():
+    gt, dropped = _script("detect").ground_truth_segments(np.array([0, 2, 2, 2, 0, 0, 1, 3, 3, 0]))
+    assert gt.tolist() == [[2, 1, 3], [3, 7, 8]] and dropped == 1  # the 1-frame run of class 1 is dropped
+
+
+def test_bad_arguments_are_clear(stores, capsys):
+    root, rec = stores["root"], str(stores["recipes"]["recognition"])
+    base = ["--data", stores["trimmed"], "--recipe", rec]
+    cases = [
+        ("recognize", base + ["--mode", "scratch", "--init", stores["ckpt"]], "--mode scratch"),
+        ("recognize", base + ["--label-fraction", "0"], "--label-fraction"),
+        ("recognize", base + ["--init", str(root / "nope.pt")], "no such file"),
+        ("recognize", base + ["--init", stores["ckpt"], "--preset", "official"], "does not match the checkpoint"),
+        ("recognize", ["--fuse", str(root)], "at least 2"),
+        ("recognize", ["--data", stores["trimmed"], "--recipe", str(stores["recipes"]["detection"])], "task"),
+        ("recognize", ["--data", str(root)], "not a hitrs_fast store"),
+        ("recognize", ["--data", stores["untrimmed"], "--recipe", rec], "labelled samples"),
+        ("detect", ["--data", stores["trimmed"], "--recipe", str(stores["recipes"]["detection"])], "per-frame labels"),
+        ("predict_motion", ["--data", stores["long"], "--recipe", str(stores["recipes"]["motion"]), "--observe", "900"],
+         "no window"),
+    ]
+    for name, argv, message in cases:
+        capsys.readouterr()
+        assert _run(name, argv + ["--run-dir", str(root / "bad")]) == 2, (name, argv)
+        assert message in capsys.readouterr().err, (name, argv, message)
