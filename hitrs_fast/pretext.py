@@ -200,7 +200,7 @@ class HiTRSForPretraining(nn.Module):
                             torch.zeros(b, dtype=torch.long, device=video.device)])
         loss = F.cross_entropy(logits, labels)
         acc = (logits.argmax(1) == labels).float().mean()
-        return loss, _rank_mean(loss), _rank_mean(acc)
+        return loss, rank_mean(loss), rank_mean(acc)
 
     def _nce_loss(self, prediction: torch.Tensor, target: torch.Tensor):
         """InfoNCE of predictions against the (global) batch of stop-gradient targets."""
@@ -214,10 +214,10 @@ class HiTRSForPretraining(nn.Module):
         labels = torch.arange(pred.shape[0], device=pred.device) + offset
         loss = F.cross_entropy(logits, labels)
         acc = (logits.argmax(1) == labels).float().mean()
-        return loss, _rank_mean(loss), _rank_mean(acc)
+        return loss, rank_mean(loss), rank_mean(acc)
 
 
-def _rank_mean(value: torch.Tensor) -> torch.Tensor:
-    """Mean over ranks of a per-rank mean (equal batch sizes), detached."""
+def rank_mean(value: torch.Tensor) -> torch.Tensor:
+    """Mean over data-parallel ranks of a per-rank value (equal batch sizes), detached."""
     world = dist.get_world_size() if _distributed() else 1
     return global_sum(value) / world

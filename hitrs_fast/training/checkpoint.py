@@ -26,7 +26,8 @@ def _is_rank0() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-def _barrier() -> None:
+def barrier() -> None:
+    """Waits for every rank (no-op in a single process)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
@@ -50,12 +51,12 @@ class CheckpointManager:
     def save(self, engine: Any, step: int, client_state: dict[str, Any]) -> str:
         tag = f"step{step:08d}"
         engine.save_checkpoint(str(self.root), tag=tag, client_state=client_state, save_latest=False)
-        _barrier()
+        barrier()
         if _is_rank0():
             atomic_write_text(self.root / tag / COMPLETE, f"{step}\n")
             atomic_write_text(self.root / LATEST, tag + "\n")
             self._prune()
-        _barrier()
+        barrier()
         return tag
 
     def load(self, engine: Any) -> dict[str, Any] | None:

@@ -22,9 +22,9 @@ import torch
 
 from hitrs_fast.config import PRESETS, HiTRSConfig
 from hitrs_fast.models import HiTRS
-from hitrs_fast.pretext import HiTRSForPretraining
+from hitrs_fast.pretext import HiTRSForPretraining, rank_mean
 from hitrs_fast.sampling import SampleRandom
-from hitrs_fast.training.checkpoint import CheckpointManager, save_module_atomic
+from hitrs_fast.training.checkpoint import CheckpointManager, barrier, save_module_atomic
 from hitrs_fast.training.optim import parameter_groups, warmup_linear_decay
 from hitrs_fast.training.run import RunLogger, UsageError, atomic_write_json, parse_overrides
 
@@ -174,15 +174,8 @@ def ensure_dataset(args: argparse.Namespace, rank: int) -> Path:
         print(f"generating the synthetic motion set in {path} ...", flush=True)
         write_synthetic(path, "trimmed", seed=args.seed, samples_per_class=args.synthetic_per_class,
                         overwrite=path.exists())
-    _barrier()
+    barrier()
     return path
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 def mix_seed(*parts: int) -> int:
@@ -303,31 +296,18 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             atomic_write_json(run_dir / "probe.json", result["probe"])
         atomic_write_json(run_dir / "summary.json", result)
     logger.close()
-    _barrier()
+    barrier()
     return result
 
 
 def _all_mean(value: float) -> float:
-    import torch.distributed as dist
-
-    t = torch.tensor(value, dtype=torch.float64)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-        t /= dist.get_world_size()
-    return float(t)
+    return float(rank_mean(torch.tensor(value, dtype=torch.float64)))
 
 
 def _dump_grads(path: str, engine, out: dict[str, torch.Tensor], rank: int) -> None:
     """Losses and (rank-averaged) parameter gradients after the first backward, for the multi-rank test."""
-    import torch.distributed as dist
-
-    grads = {}
-    for name, p in engine.module.named_parameters():
-        g = p.grad.detach().clone().double() if p.grad is not None else torch.zeros_like(p, dtype=torch.float64)
-        if dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(g)
-            g /= dist.get_world_size()
-        grads[name] = g
+    grads = {name: rank_mean(p.grad.double() if p.grad is not None else torch.zeros_like(p, dtype=torch.float64))
+             for name, p in engine.module.named_parameters()}
     # "loss" is each rank's share of the global mean; the other values are global already.
     losses = {k: _all_mean(float(v.detach())) if k == "loss" else float(v) for k, v in out.items()}
     if rank == 0:
