@@ -37,6 +37,10 @@ class HiTRSConfig:
     max_clips: int = 200
     # C-TRS mask: True is the released code (self allowed), False the paper's reading.
     allow_self: bool = True
+    # Input normalisation inside the encoder (hitrs_fast.normalize): "none" is the released code (raw camera
+    # coordinates); "first_frame" subtracts body 0's center_joint (1 = SpineMid) at its first present frame.
+    centering: Literal["none", "first_frame"] = "none"
+    center_joint: int = 1
     # Downstream body reduction: "sum_div_2" divides by the number of body slots.
     body_reduce: Literal["sum_div_2", "mean_present"] = "sum_div_2"
     # Pretext tasks.
@@ -66,10 +70,13 @@ class HiTRSConfig:
         if not 0.0 < self.mask_ratio < 1.0:
             raise ValueError(f"HiTRSConfig.mask_ratio must be in (0, 1), got {self.mask_ratio}")
         choices = {"body_reduce": ("sum_div_2", "mean_present"), "mask_replacement": ("ones", "uniform_random"),
-                   "pose_loss": ("smooth_l1_x10", "l1"), "nce_negatives": ("global", "local")}
+                   "pose_loss": ("smooth_l1_x10", "l1"), "nce_negatives": ("global", "local"),
+                   "centering": ("none", "first_frame")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"HiTRSConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not 0 <= self.center_joint < self.num_joints:
+            raise ValueError(f"HiTRSConfig.center_joint must be in [0, {self.num_joints}), got {self.center_joint}")
         if self.clip_len < 3:
             raise ValueError("HiTRSConfig.clip_len must be >= 3 (the clip-order task swaps frames >= 2 apart)")
 

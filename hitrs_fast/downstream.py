@@ -23,6 +23,7 @@ from torch import nn
 from hitrs_fast.config import HiTRSConfig
 from hitrs_fast.data.skeleton import PARENTS
 from hitrs_fast.models import HiTRS, validate_skeletons
+from hitrs_fast.normalize import apply_centering
 
 STREAMS = ("joint", "bone", "motion")
 Stream = Literal["joint", "bone", "motion"]
@@ -191,7 +192,9 @@ class FrameDetector(nn.Module):
                                or int(owner.min()) < 0 or int(owner.max()) >= b):
             raise ValueError(f"frames must lie in [0, {window}) and owner in [0, {b}) for x_ctx of shape "
                              f"{tuple(x_ctx.shape)} (context {cfg.clip_pad} each side)")
-        feats = self.encoder.frame_encoder(x_ctx.flatten(0, 2)).view(b, m, t_ctx, cfg.num_joints, -1)
+        whole = torch.full((b,), t_ctx, dtype=torch.long, device=x_ctx.device)
+        centred = apply_centering(x_ctx, whole, cfg.centering, cfg.center_joint)  # the encoder's own input rule
+        feats = self.encoder.frame_encoder(centred.flatten(0, 2)).view(b, m, t_ctx, cfg.num_joints, -1)
         offsets = torch.arange(cfg.clip_len, device=x_ctx.device) * cfg.clip_dilation  # [F]
         idx = frames[:, None] + offsets[None, :]  # [N, F] window-padded frame indices
         clips = feats[owner[:, None, None], torch.arange(m, device=x_ctx.device)[None, :, None], idx[:, None, :]]

@@ -16,6 +16,7 @@ from hitrs_fast.attention import MultiHeadAttention
 from hitrs_fast.config import HiTRSConfig
 from hitrs_fast.embedding import JointEmbedding
 from hitrs_fast.masks import AttentionMask, FrameMask, KeyPaddingMask, NoMask
+from hitrs_fast.normalize import apply_centering
 from hitrs_fast.posenc import sinusoid_1d, sinusoid_2d
 from hitrs_fast.windowing import clip_frame_indices, num_clips, pad_frames
 
@@ -243,6 +244,7 @@ class HiTRS(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> HiTRSOutput:
         cfg = self.config
         lengths = validate_skeletons(x, lengths, cfg)
+        x = apply_centering(x, lengths, cfg.centering, cfg.center_joint)
         b, m = x.shape[:2]
         t_max = int(lengths.max())
         folded = x[:, :, :t_max].flatten(0, 1)  # [B*M, T, V, C]

@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from hitrs_fast.config import HiTRSConfig
 from hitrs_fast.models import HiTRS, validate_skeletons, zero_beyond_lengths
+from hitrs_fast.normalize import apply_centering
 from hitrs_fast.sampling import Rng, mask_joints, sample_clip_swap, sample_frame_swap, sample_motion_clip
 from hitrs_fast.windowing import clip_frame_indices, num_clips, pad_frames
 
@@ -112,6 +113,7 @@ class HiTRSForPretraining(nn.Module):
             raise ValueError(f"x: pre-training takes single bodies [B, 1, T, V, C], got M={x.shape[1]} "
                              "(use bodies='single' in the loader)")
         lengths = validate_skeletons(x, lengths, cfg, min_length=cfg.min_pretrain_frames)
+        x = apply_centering(x, lengths, cfg.centering, cfg.center_joint)  # before masking: targets are centred too
         t_max = int(lengths.max())
         x = zero_beyond_lengths(x[:, 0, :t_max], lengths)  # [B, T, V, C]
         b, device = x.shape[0], x.device
