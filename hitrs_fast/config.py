@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from hitrs_fast.normalize import CENTERINGS
+
 
 @dataclass(frozen=True)
 class HiTRSConfig:
@@ -71,7 +73,7 @@ class HiTRSConfig:
             raise ValueError(f"HiTRSConfig.mask_ratio must be in (0, 1), got {self.mask_ratio}")
         choices = {"body_reduce": ("sum_div_2", "mean_present"), "mask_replacement": ("ones", "uniform_random"),
                    "pose_loss": ("smooth_l1_x10", "l1"), "nce_negatives": ("global", "local"),
-                   "centering": ("none", "first_frame")}
+                   "centering": CENTERINGS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"HiTRSConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
