@@ -83,6 +83,29 @@ def test_sharding_covers_each_item_once(store, drop_last):
         assert sorted(flat) == list(range(len(store)))
 
 
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_group_by_length(store, drop_last):
+    """Grouping reorders batches of an epoch without losing items, cuts padding, and assigns the same
+    global batches whatever the split over ranks."""
+    plain = build_loader(store, batch_size=4, seed=3, drop_last=drop_last)
+    grouped = build_loader(store, batch_size=4, seed=3, drop_last=drop_last, group_by_length=3)
+    items = lambda ld: torch.cat([b.indices for b in ld]).tolist()  # noqa: E731
+    assert sorted(items(grouped)) == sorted(items(plain)) and items(grouped) != items(plain)
+    padded = lambda ld: sum(int(b.lengths.max()) * len(b) for b in ld)  # noqa: E731
+    assert padded(grouped) < padded(plain)
+    world = 2
+    ranks = [build_loader(store, batch_size=2, seed=3, rank=r, world_size=world, drop_last=drop_last,
+                          group_by_length=3) for r in range(world)]
+    for single, *parts in zip(grouped, *ranks, strict=False):
+        together = torch.cat([p.indices for p in parts]).tolist()
+        assert sorted(together) == sorted(single.indices.tolist())
+    grouped.set_epoch(1)
+    assert items(grouped) != items(build_loader(store, batch_size=4, seed=3, drop_last=drop_last,
+                                                group_by_length=3))
+    with pytest.raises(ValueError, match="group_by_length"):
+        build_loader(store, batch_size=4, group_by_length=-1)
+
+
 def test_single_bodies_and_min_length(short_store):
     occ = occupied_slots(short_store)
     assert occ.tolist() == [[True, False], [True, True], [False, True], [True, True], [True, False]]

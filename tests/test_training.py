@@ -43,10 +43,41 @@ def test_defaults_resolve():
     (["--set", "dropout=1.5"], 1, "dropout must be in"),
     (["--set", "nonsense"], 1, "FIELD=VALUE"),
     (["--steps", "0"], 1, "--steps must be >= 1"),
+    (["--group-by-length", "-1"], 1, "--group-by-length must be >= 0"),
+    (["--probe-repeats", "0"], 1, "--probe-repeats must be >= 1"),
 ])
 def test_bad_arguments_stop_before_training(argv, world, match):
     with pytest.raises(UsageError, match=match):
         resolved(*argv, world=world)
+
+
+def test_length_grouping_default_per_preset():
+    assert resolved()["group_by_length"] == 8 and resolved("--preset", "official")["group_by_length"] == 0
+    assert resolved("--group-by-length", "0")["group_by_length"] == 0
+
+
+def test_probe_pairs_label_subsets_with_random_inits(tmp_path, capsys):
+    """Run k probes subset k with the random encoder of seed + 1 + k: an encoder drawn with seed + 1
+    must score exactly what random-init run 0 scores."""
+    from hitrs_fast.config import HiTRSConfig
+    from hitrs_fast.data.store import SkeletonStore
+    from hitrs_fast.data.synthetic import write_synthetic
+    from hitrs_fast.models import HiTRS
+    from hitrs_fast.training.pretrain import run_probe
+
+    store = SkeletonStore(write_synthetic(tmp_path / "syn", samples_per_class=6, num_classes=3, seed=1))
+    args = build_parser().parse_args(["--probe-fraction", "0.5", "--probe-repeats", "2", "--backend", "torch"])
+    cfg = HiTRSConfig.preset("tiny")
+    torch.manual_seed(args.seed + 1)
+    twin = HiTRS(cfg, backend="torch")
+    result = run_probe(twin, store, args, cfg, "cpu")
+    assert result["repeats"] == 2 and len(result["pretrained"]["runs"]) == 2
+    assert result["pretrained"]["runs"][0] == result["random_init"]["runs"][0]
+    for name in ("pretrained", "random_init"):
+        runs = result[name]["runs"]
+        assert result[name]["test_top1"] == pytest.approx(sum(runs) / 2)
+        assert all(0.0 <= v <= 1.0 for v in runs)
+    assert "random_init" in capsys.readouterr().out
 
 
 def test_large_batch_config_derives_accumulation():
@@ -120,7 +151,9 @@ def losses(run_dir: Path) -> list[list[float]]:
 
 @needs_deepspeed
 def test_resume_after_kill9_follows_same_trajectory(tmp_path):
-    common = ("--steps", "6", "--micro-batch", "6", "--ckpt-every", "2")  # tiny preset: dropout 0.1 stays on
+    # Dropout and every pretext task on, so the test covers that all their draws resume exactly.
+    common = ("--steps", "6", "--micro-batch", "6", "--ckpt-every", "2", "--set", "dropout=0.1",
+              "--set", "use_video_tasks=true")
     reference = tmp_path / "reference"
     finish(launch(tmp_path, reference, *common), reference)
 
@@ -139,7 +172,8 @@ def test_resume_after_kill9_follows_same_trajectory(tmp_path):
 
 @needs_deepspeed
 def test_two_ranks_match_one_rank(tmp_path):
-    common = ("--steps", "1", "--global-batch", "8", "--augment", "none", "--set", "dropout=0.0")
+    common = ("--steps", "1", "--global-batch", "8", "--augment", "none", "--set", "dropout=0.0",
+              "--set", "use_video_tasks=true")  # InfoNCE negatives gathered across ranks included
     dumps = []
     for gpus in (1, 2):
         run_dir = tmp_path / f"ranks{gpus}"

@@ -105,6 +105,15 @@ def mean_std(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
     return f"{a.mean():.{digits}f} ± {std:.{digits}f}"
 
 
+
+def _preset_summary(name: str) -> str:
+    """The preset fields that change what pre-training learns, so the page says which recipe it measured."""
+    from hitrs_fast.config import HiTRSConfig
+
+    cfg = HiTRSConfig.preset(name)
+    return (f"dropout {cfg.dropout}, centering {cfg.centering}, weights pose/clip-order/video-order/InfoNCE "
+            f"{cfg.weight_pose:g}/{cfg.weight_clip_order:g}/{cfg.weight_video_order:g}/{cfg.weight_nce:g}")
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -196,9 +205,9 @@ def render(args, rows, timings, raw, total, argv) -> str:
         f"torch {torch.__version__}, numpy {np.__version__}.",
         f"- Seeds {args.seeds}: mean ± sample std over {n} seeds. Each seed regenerates the synthetic sets, "
         "pre-trains, and seeds the random-init encoder, the heads and the data order.",
-        f"- Pre-training: `tiny` preset, {args.pretrain_steps} steps of 32 samples (`deepspeed "
-        f"training/pretrain.py --probe off`), synthetic trimmed set with {args.per_class} samples per class "
-        "(12 classes, train/test split by subject).",
+        f"- Pre-training: `tiny` preset ({_preset_summary('tiny')}), {args.pretrain_steps} steps of 32 samples "
+        f"(`deepspeed training/pretrain.py --probe off`), synthetic trimmed set with {args.per_class} samples "
+        "per class (12 classes, train/test split by subject).",
         "- Recipes: `training/configs/downstream/*_synthetic.json`. All results are **last-epoch** numbers "
         "unless labelled *best epoch* (chosen on the test split, for reference only).",
         "",

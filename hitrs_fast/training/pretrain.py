@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ds-config", default=None,
                    help=f"DeepSpeed JSON config (name in training/configs/ or a path); default "
                    f"{DEFAULT_CUDA_DS_CONFIG} on CUDA, {DEFAULT_DS_CONFIG} on CPU")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: 300 for tiny, 50000 otherwise)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: 1200 for tiny, 50000 otherwise)")
     p.add_argument("--global-batch", type=int, default=None, help="samples per optimizer step, all ranks")
     p.add_argument("--micro-batch", type=int, default=None, help="samples per rank per forward")
     p.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimizer step")
@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                    help="auto: what the DeepSpeed config says on CUDA, fp32 on CPU")
     p.add_argument("--augment", default="hitrs", choices=["hitrs", "none"])
+    p.add_argument("--group-by-length", type=int, default=None, metavar="N",
+                   help="batch samples of similar length together within windows of N batches (less padding, "
+                   "faster steps); default: 8 for tiny, 0 (off, the released batching) otherwise")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-dir", default=None, help="default: runs/pretrain-<preset>-<time>")
     p.add_argument("--ckpt-every", type=int, default=100, help="checkpoint every N steps (0: only at the end)")
@@ -74,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop (with a checkpoint) after this many steps of this invocation; for tests")
     p.add_argument("--probe", default="on", choices=["on", "off"], help="linear-probe evaluation at the end")
     p.add_argument("--probe-fraction", type=float, default=0.10, help="share of labelled train samples for the probe")
+    p.add_argument("--probe-repeats", type=int, default=3,
+                   help="label subsets (and random-init encoders) the probe is averaged over")
     p.add_argument("--dump-grads", default=None, help="write the first step's losses and gradients here (tests)")
     p.add_argument("--local_rank", "--local-rank", type=int, default=int(os.environ.get("LOCAL_RANK", 0)),
                    help=argparse.SUPPRESS)
@@ -128,10 +133,13 @@ def resolve(args: argparse.Namespace, world_size: int, cuda: bool) -> dict[str, 
     if global_batch != micro * accum * world_size:
         raise UsageError(f"global batch {global_batch} != micro-batch {micro} x accumulation {accum} x ranks "
                          f"{world_size}: the batch must be divisible by ranks x accumulation")
-    steps = args.steps if args.steps is not None else (300 if tiny else 50_000)
+    steps = args.steps if args.steps is not None else (1200 if tiny else 50_000)
     if steps < 1:
         raise UsageError(f"--steps must be >= 1, got {steps}")
     warmup = args.warmup if args.warmup is not None else min(1000, max(1, steps // 10))
+    group_by_length = args.group_by_length if args.group_by_length is not None else (8 if tiny else 0)
+    if group_by_length < 0:
+        raise UsageError(f"--group-by-length must be >= 0, got {group_by_length}")
     schedule_steps = args.schedule_steps or (steps if tiny or args.steps is not None else 50_000)
     ds_opt = ds.get("optimizer", {})
     lr = args.lr or ds_opt.get("params", {}).get("lr") or (2e-3 if tiny else 4e-4)
@@ -153,12 +161,15 @@ def resolve(args: argparse.Namespace, world_size: int, cuda: bool) -> dict[str, 
         raise UsageError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
     if not 0 < args.probe_fraction <= 1:
         raise UsageError(f"--probe-fraction must be in (0, 1], got {args.probe_fraction}")
+    if args.probe_repeats < 1:
+        raise UsageError(f"--probe-repeats must be >= 1, got {args.probe_repeats}")
     return {
         "model": model_cfg.to_dict(), "preset": args.preset, "ds_config_file": str(ds_path), "deepspeed": ds,
         "steps": steps, "warmup": warmup, "schedule_steps": schedule_steps, "lr": lr, "final_lr": args.final_lr,
         "weight_decay": args.weight_decay, "optimizer": optimizer, "world_size": world_size,
         "micro_batch": micro, "grad_accum": accum, "global_batch": global_batch, "seed": args.seed,
         "backend": args.backend, "loader": args.loader, "augment": args.augment, "split": args.split,
+        "group_by_length": group_by_length,
         "test_split": args.test_split, "run_dir": str(run_dir), "data": args.data,
     }
 
@@ -245,7 +256,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     loader = build_loader(store, batch_size=run["micro_batch"], backend=args.loader, split=args.split, shuffle=True,
                           seed=args.seed, augment=None if args.augment == "none" else "hitrs", bodies="single",
                           min_length=max(PRETRAIN_MIN_LENGTH, model_cfg.min_pretrain_frames), drop_last=True,
-                          device=device, rank=rank, world_size=world_size)
+                          device=device, rank=rank, world_size=world_size, group_by_length=run["group_by_length"])
     logger = RunLogger(run_dir, enabled=rank == 0, resume_step=start_step if args.resume else None)
     stream = batches_from(loader, start_step * run["grad_accum"])
     end_step = run["steps"] if args.max_steps_this_run is None else min(run["steps"],
@@ -292,7 +303,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         save_module_atomic(model.encoder, run_dir / "encoder.pt", {"config": run["model"], "step": end_step})
         logger.plot(list(LOSS_KEYS[1:]) + list(ACC_KEYS), title=f"Hi-TRS pre-training ({args.preset})")
         if end_step == run["steps"] and args.probe == "on":
+            t_probe = time.perf_counter()
             result["probe"] = run_probe(model.encoder, store, args, model_cfg, device)
+            result["probe"]["seconds"] = time.perf_counter() - t_probe
             atomic_write_json(run_dir / "probe.json", result["probe"])
         atomic_write_json(run_dir / "summary.json", result)
     logger.close()
@@ -322,33 +335,51 @@ def _progress(start: int, total: int, enabled: bool):
 
 
 def run_probe(encoder: HiTRS, store, args: argparse.Namespace, cfg: HiTRSConfig, device) -> dict[str, Any]:
-    """Linear probe with ``probe_fraction`` of the train labels: pre-trained vs random init."""
+    """Linear probe with ``probe_fraction`` of the train labels: pre-trained vs random init.
+
+    One probe on 132 labels is noisy (a few points either way), so it is repeated ``probe_repeats``
+    times: label subset ``k`` is drawn with seed ``seed + k`` and probes the pre-trained encoder and a
+    random-init encoder drawn with seed ``seed + 1 + k``. Reported: every value, mean and s.d."""
     from hitrs_fast.data.loader import build_loader
     from hitrs_fast.eval.subsets import class_balanced_subset
     from hitrs_fast.training.probe import chance_level, extract_features, linear_probe
 
     train_idx = store.split_indices(args.split)
-    labelled = train_idx[class_balanced_subset(store.labels[train_idx], args.probe_fraction, seed=args.seed)]
     test_idx = store.split_indices(args.test_split)
+    subsets = [train_idx[class_balanced_subset(store.labels[train_idx], args.probe_fraction, seed=args.seed + k)]
+               for k in range(args.probe_repeats)]
     num_classes = int(store.labels.max()) + 1
 
-    def loader(indices):
-        return build_loader(store, batch_size=64, indices=indices, shuffle=False, device=device)
+    def features(enc: HiTRS, indices: np.ndarray) -> dict[int, torch.Tensor]:
+        """Pooled features by store index (grouped by length: less padding, same features)."""
+        ld = build_loader(store, batch_size=64, indices=indices, shuffle=False, device=device, group_by_length=8)
+        feats, _, order = extract_features(enc, ld, device)
+        return dict(zip(order.tolist(), feats, strict=True))
 
-    torch.manual_seed(args.seed + 1)
-    random_encoder = HiTRS(cfg, backend=args.backend).to(device)
-    results: dict[str, Any] = {"train_samples": len(labelled), "test_samples": len(test_idx),
-                               "chance": chance_level(store.labels[test_idx])}
-    for name, enc in (("pretrained", encoder), ("random_init", random_encoder)):
-        tr_x, tr_y = extract_features(enc, loader(labelled), device)
-        te_x, te_y = extract_features(enc, loader(test_idx), device)
-        results[name] = linear_probe(tr_x, tr_y, te_x, te_y, num_classes, seed=args.seed)
-    print(f"\nlinear probe, {args.probe_fraction:.0%} of the train labels ({len(labelled)} samples), "
-          f"test split ({len(test_idx)} samples), chance {results['chance']:.3f}")
-    print(f"  {'encoder':<14}{'train top-1':>12}{'test top-1':>12}")
-    for name in ("pretrained", "random_init"):
+    def probe(feats: dict[int, torch.Tensor], labelled: np.ndarray) -> float:
+        def xy(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.stack([feats[int(i)] for i in idx]), torch.from_numpy(store.labels[idx].astype(np.int64))
+
+        result = linear_probe(*xy(labelled), *xy(test_idx), num_classes, seed=args.seed)
+        return result["test_top1"]
+
+    pre = features(encoder, np.unique(np.concatenate(subsets + [test_idx])))
+    scores: dict[str, list[float]] = {"pretrained": [], "random_init": []}
+    for k, labelled in enumerate(subsets):
+        scores["pretrained"].append(probe(pre, labelled))
+        torch.manual_seed(args.seed + 1 + k)
+        random_encoder = HiTRS(cfg, backend=args.backend).to(device)
+        scores["random_init"].append(probe(features(random_encoder, np.concatenate([labelled, test_idx])), labelled))
+    results: dict[str, Any] = {"train_samples": len(subsets[0]), "test_samples": len(test_idx),
+                               "repeats": args.probe_repeats, "chance": chance_level(store.labels[test_idx])}
+    for name, values in scores.items():
+        results[name] = {"test_top1": float(np.mean(values)), "std": float(np.std(values)), "runs": values}
+    print(f"\nlinear probe, {args.probe_fraction:.0%} of the train labels ({len(subsets[0])} samples) x "
+          f"{args.probe_repeats} draws, test split ({len(test_idx)} samples), chance {results['chance']:.3f}")
+    print(f"  {'encoder':<14}{'test top-1':>12}{'s.d.':>8}   runs")
+    for name in scores:
         r = results[name]
-        print(f"  {name:<14}{r['train_top1']:>12.3f}{r['test_top1']:>12.3f}")
+        print(f"  {name:<14}{r['test_top1']:>12.3f}{r['std']:>8.3f}   {' '.join(f'{v:.3f}' for v in r['runs'])}")
     return results
 
 
@@ -361,8 +392,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if "probe" in result:
         p = result["probe"]
-        print(f"done in {result['seconds']:.0f} s, {result['samples_per_s']:.1f} samples/s; probe test top-1: "
-              f"pre-trained {p['pretrained']['test_top1']:.3f} vs random init {p['random_init']['test_top1']:.3f}")
+        pre, rnd = p["pretrained"], p["random_init"]
+        print(f"done: {result['seconds']:.0f} s of training at {result['samples_per_s']:.1f} samples/s, probe "
+              f"{p['seconds']:.0f} s; probe test top-1 "
+              f"(mean of {p['repeats']}): pre-trained {pre['test_top1']:.3f} ± {pre['std']:.3f} vs random init "
+              f"{rnd['test_top1']:.3f} ± {rnd['std']:.3f}")
     return 0
 
 

@@ -10,20 +10,22 @@ from hitrs_fast.models import HiTRS
 
 
 @torch.no_grad()
-def extract_features(encoder: HiTRS, loader, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def extract_features(encoder: HiTRS, loader, device: torch.device | str = "cpu"
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pooled V-TRS features of every batch of ``loader`` with the encoder in eval mode.
 
-    Returns ``(features [N, video_dim] float32, labels [N] int64)``.
+    Returns ``(features [N, video_dim] float32, labels [N] int64, store indices [N] int64)`` in loader order.
     """
     was_training = encoder.training
     encoder.eval()
-    feats, labels = [], []
+    feats, labels, indices = [], [], []
     for batch in loader:
         out = encoder(batch.x.to(device), batch.lengths.to(device))
         feats.append(out.pooled.float().cpu())
         labels.append(batch.labels.cpu())
+        indices.append(batch.indices.cpu())
     encoder.train(was_training)
-    return torch.cat(feats), torch.cat(labels)
+    return torch.cat(feats), torch.cat(labels), torch.cat(indices)
 
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
