@@ -38,7 +38,7 @@ def _script(name: str):
 
 def _tiny(**kw) -> HiTRSConfig:
     base = dict(frame_dim=16, clip_dim=16, video_dim=16, frame_ffn=16, clip_ffn=16, video_ffn=16, num_heads=2,
-                head_dim=8, dropout=0.0, max_clips=40)
+                head_dim=8, dropout=0.0, max_clips=40, centering="none")  # raw coordinates: exact windowing checks
     return HiTRSConfig.preset("tiny", **{**base, **kw})
 
 

@@ -12,7 +12,7 @@ from hitrs_fast.normalize import apply_centering, center_on_first_frame
 from hitrs_fast.sampling import SampleRandom
 
 SPINE_MID = 1
-CENTRED = HiTRSConfig.preset("tiny", dropout=0.0, centering="first_frame")
+CENTRED = HiTRSConfig.preset("tiny", dropout=0.0, centering="first_frame", use_video_tasks=True)
 
 
 def _bodies(b: int = 3, m: int = 2, t: int = 30, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
