@@ -111,8 +111,11 @@ def _preset_summary(name: str) -> str:
     from hitrs_fast.config import HiTRSConfig
 
     cfg = HiTRSConfig.preset(name)
-    return (f"dropout {cfg.dropout}, centering {cfg.centering}, weights pose/clip-order/video-order/InfoNCE "
-            f"{cfg.weight_pose:g}/{cfg.weight_clip_order:g}/{cfg.weight_video_order:g}/{cfg.weight_nce:g}")
+    tasks = [(cfg.use_frame_tasks, f"masked pose x{cfg.weight_pose:g}"),
+             (cfg.use_clip_tasks, f"frame order x{cfg.weight_clip_order:g}"),
+             (cfg.use_video_tasks, f"clip order x{cfg.weight_video_order:g}, InfoNCE x{cfg.weight_nce:g}")]
+    return (f"dropout {cfg.dropout}, centering {cfg.centering}, pretext tasks: "
+            + ", ".join(label for on, label in tasks if on))
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
