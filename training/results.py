@@ -105,7 +105,6 @@ def mean_std(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
     return f"{a.mean():.{digits}f} ± {std:.{digits}f}"
 
 
-
 def _preset_summary(name: str) -> str:
     """The preset fields that change what pre-training learns, so the page says which recipe it measured."""
     from hitrs_fast.config import HiTRSConfig
@@ -116,6 +115,7 @@ def _preset_summary(name: str) -> str:
              (cfg.use_video_tasks, f"clip order x{cfg.weight_video_order:g}, InfoNCE x{cfg.weight_nce:g}")]
     return (f"dropout {cfg.dropout}, centering {cfg.centering}, pretext tasks: "
             + ", ".join(label for on, label in tasks if on))
+
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)

@@ -33,6 +33,8 @@ DEFAULT_DS_CONFIG = "cpu_fp32.json"
 DEFAULT_CUDA_DS_CONFIG = "zero1_bf16.json"
 LOSS_KEYS = ("loss", "pose_loss", "clip_order_loss", "video_order_loss", "nce_loss")
 ACC_KEYS = ("clip_order_acc", "video_order_acc", "nce_acc")
+# Batches per length-sorting window (SkeletonLoader group_by_length): the tiny run's default and the probe's.
+LENGTH_GROUPING = 8
 
 
 
@@ -137,7 +139,7 @@ def resolve(args: argparse.Namespace, world_size: int, cuda: bool) -> dict[str, 
     if steps < 1:
         raise UsageError(f"--steps must be >= 1, got {steps}")
     warmup = args.warmup if args.warmup is not None else min(1000, max(1, steps // 10))
-    group_by_length = args.group_by_length if args.group_by_length is not None else (8 if tiny else 0)
+    group_by_length = args.group_by_length if args.group_by_length is not None else (LENGTH_GROUPING if tiny else 0)
     if group_by_length < 0:
         raise UsageError(f"--group-by-length must be >= 0, got {group_by_length}")
     schedule_steps = args.schedule_steps or (steps if tiny or args.steps is not None else 50_000)
@@ -352,7 +354,8 @@ def run_probe(encoder: HiTRS, store, args: argparse.Namespace, cfg: HiTRSConfig,
 
     def features(enc: HiTRS, indices: np.ndarray) -> dict[int, torch.Tensor]:
         """Pooled features by store index (grouped by length: less padding, same features)."""
-        ld = build_loader(store, batch_size=64, indices=indices, shuffle=False, device=device, group_by_length=8)
+        ld = build_loader(store, batch_size=64, indices=indices, shuffle=False, device=device,
+                          group_by_length=LENGTH_GROUPING)
         feats, _, order = extract_features(enc, ld, device)
         return dict(zip(order.tolist(), feats, strict=True))
 
