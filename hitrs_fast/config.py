@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 from hitrs_fast.normalize import CENTERINGS
 
+# Old names of config values, mapped on load.
+LEGACY_BODY_REDUCE = {"sum_div_2": "mean_slots"}
+
 
 @dataclass(frozen=True)
 class HiTRSConfig:
@@ -44,8 +47,9 @@ class HiTRSConfig:
     # coordinates); "first_frame" subtracts body 0's center_joint (1 = SpineMid) at its first present frame.
     centering: Literal["none", "first_frame"] = "none"
     center_joint: int = 1
-    # Downstream body reduction: "sum_div_2" divides by the number of body slots.
-    body_reduce: Literal["sum_div_2", "mean_present"] = "sum_div_2"
+    # Downstream body reduction: "mean_slots" averages the body slots, empty ones included (the released
+    # fine-tuning's sum / 2 over its two slots); "mean_present" averages the bodies that appear.
+    body_reduce: Literal["mean_slots", "mean_present"] = "mean_slots"
     # Pretext tasks.
     mask_ratio: float = 0.15
     mask_replacement: Literal["ones", "uniform_random"] = "ones"
@@ -72,7 +76,9 @@ class HiTRSConfig:
             raise ValueError(f"HiTRSConfig.dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 < self.mask_ratio < 1.0:
             raise ValueError(f"HiTRSConfig.mask_ratio must be in (0, 1), got {self.mask_ratio}")
-        choices = {"body_reduce": ("sum_div_2", "mean_present"), "mask_replacement": ("ones", "uniform_random"),
+        if self.body_reduce in LEGACY_BODY_REDUCE:  # configs saved before the rename keep loading
+            object.__setattr__(self, "body_reduce", LEGACY_BODY_REDUCE[self.body_reduce])
+        choices = {"body_reduce": ("mean_slots", "mean_present"), "mask_replacement": ("ones", "uniform_random"),
                    "pose_loss": ("smooth_l1_x10", "l1"), "nce_negatives": ("global", "local"),
                    "centering": CENTERINGS}
         for name, allowed in choices.items():

@@ -22,8 +22,7 @@ from torch import nn
 
 from hitrs_fast.config import HiTRSConfig
 from hitrs_fast.data.skeleton import PARENTS
-from hitrs_fast.models import HiTRS, validate_skeletons
-from hitrs_fast.normalize import apply_centering
+from hitrs_fast.models import HiTRS, reduce_bodies, validate_skeletons
 
 STREAMS = ("joint", "bone", "motion")
 Stream = Literal["joint", "bone", "motion"]
@@ -74,21 +73,6 @@ def apply_stream(x: torch.Tensor, lengths: torch.Tensor | None, stream: str) -> 
     if stream == "motion":
         return motion_stream(x, lengths, time_dim=2)
     raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
-
-
-def reduce_bodies(per_body: torch.Tensor, present: torch.Tensor, mode: str) -> torch.Tensor:
-    """Combine ``[B, M, ..., D]`` body features into ``[B, ..., D]``.
-
-    ``sum_div_2``: sum over the M slots divided by M (the released fine-tuning, an empty body included);
-    ``mean_present``: mean over the bodies flagged in ``present [B, M]`` (at least one counted).
-    """
-    m = per_body.shape[1]
-    if mode == "sum_div_2":
-        return per_body.sum(1) / m
-    if mode == "mean_present":
-        w = present.to(per_body.dtype).view(*present.shape, *([1] * (per_body.dim() - 2)))
-        return (per_body * w).sum(1) / w.sum(1).clamp_min(1)
-    raise ValueError(f"body_reduce must be 'sum_div_2' or 'mean_present', got {mode!r}")
 
 
 # ----------------------------------------------------------------------------- recognition
@@ -192,15 +176,15 @@ class FrameDetector(nn.Module):
                                or int(owner.min()) < 0 or int(owner.max()) >= b):
             raise ValueError(f"frames must lie in [0, {window}) and owner in [0, {b}) for x_ctx of shape "
                              f"{tuple(x_ctx.shape)} (context {cfg.clip_pad} each side)")
-        whole = torch.full((b,), t_ctx, dtype=torch.long, device=x_ctx.device)
-        centred = apply_centering(x_ctx, whole, cfg.centering, cfg.center_joint)  # the encoder's own input rule
-        feats = self.encoder.frame_encoder(centred.flatten(0, 2)).view(b, m, t_ctx, cfg.num_joints, -1)
-        offsets = torch.arange(cfg.clip_len, device=x_ctx.device) * cfg.clip_dilation  # [F]
-        idx = frames[:, None] + offsets[None, :]  # [N, F] window-padded frame indices
-        clips = feats[owner[:, None, None], torch.arange(m, device=x_ctx.device)[None, :, None], idx[:, None, :]]
-        emb = self.encoder.encode_clips(clips.flatten(0, 1)).view(frames.shape[0], m, -1)  # [N, M, clip_dim]
+        enc = self.encoder
+        batch = enc.prepare(x_ctx, name="x_ctx")  # the whole window is the sequence: centred by the encoder's rule
+        feats = enc.encode_frames(batch, pad=False)  # [B * M, L + 2P, V, d]: the windows carry their context
+        idx = frames[:, None] + torch.arange(cfg.clip_len, device=x_ctx.device) * cfg.clip_dilation  # [N, F]
+        body = torch.arange(m, device=x_ctx.device)
+        rows = (owner[:, None] * m + body[None, :]).flatten()  # [N * M]
+        emb = enc.encode_clip_positions(feats, rows, idx.repeat_interleave(m, 0)).view(frames.shape[0], m, -1)
         # A body is present in a clip when any of its clip frames is non-zero.
-        raw = x_ctx[owner[:, None, None], torch.arange(m, device=x_ctx.device)[None, :, None], idx[:, None, :]]
+        raw = x_ctx[owner[:, None, None], body[None, :, None], idx[:, None, :]]
         present = raw.abs().sum(dim=(2, 3, 4)) > 0  # [N, M]
         return reduce_bodies(emb, present, cfg.body_reduce)
 

@@ -7,6 +7,7 @@ the model clips are ``[B, W, F, V, D]``. C-TRS tokens are frame-major with CLS l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -147,11 +148,63 @@ class HiTRSOutput:
     num_clips: torch.Tensor
 
 
-def validate_skeletons(x: torch.Tensor, lengths: torch.Tensor | None, config: HiTRSConfig,
-                       min_length: int = 1, name: str = "x") -> torch.Tensor:
-    """Checks a ``[B, M, T, V, C]`` batch and returns int64 lengths ``[B]``.
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch made ready for the encoder levels by :meth:`HiTRS.prepare`.
 
-    Raises ValueError naming the tensor and what was expected.
+    x: ``[N, T, V, C]`` with the M bodies of every sample folded into the batch (row ``b * M + m``), centred
+        by the config's rule and zero past each length. T is the longest length, or the input's T under
+        static shapes.
+    lengths: ``[N]`` int64 on x's device.
+    host_lengths: ``[N]`` int64 on the CPU, the source of every size (packing, cropping, clip counts); None
+        under static shapes, where sizes come from tensor shapes alone.
+    num_bodies: M.
+    """
+
+    x: torch.Tensor
+    lengths: torch.Tensor
+    host_lengths: torch.Tensor | None
+    num_bodies: int
+
+    @property
+    def static(self) -> bool:
+        return self.host_lengths is None
+
+
+def run_on_prefixes(fn: Callable[[torch.Tensor], torch.Tensor], gather: Callable[[torch.Tensor, torch.Tensor],
+                    torch.Tensor], counts: torch.Tensor, width: int, total: int | None) -> torch.Tensor:
+    """``fn`` over slots ``0 .. counts[n] - 1`` of every row n, scattered into ``[N, width, ...]`` (zeros elsewhere).
+
+    Args:
+        fn: ``[n, ...] -> [n, ...]``, e.g. an encoder level.
+        gather: ``(rows [n], slots [n]) -> [n, ...]``, the input of those slots.
+        counts: ``[N]`` int64 on the device, each <= ``width``.
+        width: slots per row.
+        total: ``counts.sum()`` known on the host: only those slots are computed, and ``repeat_interleave`` is
+            told the output size, so packing needs no device sync. None (static shapes): every slot is
+            computed and the ones past ``counts`` are zeroed; same result for the real slots.
+    """
+    n, device = counts.shape[0], counts.device
+    if total is None:
+        rows = torch.arange(n, device=device).repeat_interleave(width)
+        slots = torch.arange(width, device=device).repeat(n)
+        out = fn(gather(rows, slots))
+        out = out.view(n, width, *out.shape[1:])
+        keep = torch.arange(width, device=device)[None, :] < counts[:, None]
+        return torch.where(keep.view(n, width, *([1] * (out.dim() - 2))), out, 0)
+    rows = torch.repeat_interleave(torch.arange(n, device=device), counts, output_size=total)
+    slots = torch.arange(total, device=device) - (torch.cumsum(counts, 0) - counts)[rows]
+    out = fn(gather(rows, slots))
+    return out.new_zeros(n, width, *out.shape[1:]).index_put((rows, slots), out)
+
+
+def validate_skeletons(x: torch.Tensor, lengths: torch.Tensor | None, config: HiTRSConfig, *, min_length: int = 1,
+                       name: str = "x") -> None:
+    """Checks a ``[B, M, T, V, C]`` batch and its ``lengths [B]`` (any device); raises ValueError naming the
+    tensor and what was expected.
+
+    Value checks that would need a device sync (length range of device lengths, finite coordinates on an
+    accelerator) run only where they are free: on CPU tensors, outside ``torch.compile``.
     """
     if not isinstance(x, torch.Tensor) or x.dim() != 5:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -162,26 +215,49 @@ def validate_skeletons(x: torch.Tensor, lengths: torch.Tensor | None, config: Hi
                          f"in [B, M, T, V, C], got V={v}, C={c} (shape {tuple(x.shape)})")
     if not x.is_floating_point():
         raise ValueError(f"{name}: expected a floating-point tensor, got {x.dtype}")
-    if lengths is None:
-        lengths = torch.full((b,), t, dtype=torch.long, device=x.device)
-    if lengths.dim() != 1 or lengths.shape[0] != b or lengths.is_floating_point():
-        raise ValueError(f"lengths: expected an integer tensor of shape [{b}], "
-                         f"got {lengths.dtype} {tuple(lengths.shape)}")
-    lengths = lengths.to(device=x.device, dtype=torch.long)
-    lo, hi = int(lengths.min()), int(lengths.max())
-    if hi > t:
-        raise ValueError(f"lengths: a length of {hi} frames exceeds the tensor's T={t} ({name} shape {tuple(x.shape)})")
-    if lo < min_length:
-        raise ValueError(f"lengths: every sample needs at least {min_length} frames, got a sample of {lo}")
-    if not bool(torch.isfinite(x).all()):
+    if lengths is not None:
+        if not isinstance(lengths, torch.Tensor) or lengths.dim() != 1 or lengths.shape[0] != b \
+                or lengths.is_floating_point() or lengths.dtype == torch.bool:
+            got = f"{lengths.dtype} {tuple(lengths.shape)}" if isinstance(lengths, torch.Tensor) else repr(lengths)
+            raise ValueError(f"lengths: expected an integer tensor of shape [{b}], got {got}")
+        if host_checks_enabled(lengths) and lengths.numel():
+            lo, hi = int(lengths.min()), int(lengths.max())
+            if hi > t:
+                raise ValueError(f"lengths: a length of {hi} frames exceeds the tensor's T={t} "
+                                 f"({name} shape {tuple(x.shape)})")
+            if lo < min_length:
+                raise ValueError(f"lengths: every sample needs at least {min_length} frames, got a sample of {lo}")
+    if host_checks_enabled(x) and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name}: contains NaN or inf coordinates")
-    return lengths
+
+
+def host_checks_enabled(t: torch.Tensor) -> bool:
+    """True where reading a value of ``t`` costs no device sync: a CPU tensor outside ``torch.compile``."""
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def zero_beyond_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Zeroes frames ``t >= lengths[b]`` of ``[B, T, ...]`` (they are zero padding by definition)."""
     keep = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
     return x * keep.view(*keep.shape, *([1] * (x.dim() - 2))).to(x.dtype)
+
+
+BODY_REDUCTIONS = ("mean_slots", "mean_present")
+
+
+def reduce_bodies(per_body: torch.Tensor, present: torch.Tensor, mode: str) -> torch.Tensor:
+    """Combines ``[B, M, ..., D]`` body features into ``[B, ..., D]``.
+
+    ``mean_slots``: the mean over the M body slots, empty ones included (the released fine-tuning's sum / 2
+    with its two slots; an empty body encodes to a constant and acts as a bias). ``mean_present``: the mean
+    over the bodies flagged in ``present [B, M]`` (at least one counted).
+    """
+    if mode == "mean_slots":
+        return per_body.mean(1)
+    if mode == "mean_present":
+        w = present.to(per_body.dtype).view(*present.shape, *([1] * (per_body.dim() - 2)))
+        return (per_body * w).sum(1) / w.sum(1).clamp_min(1)
+    raise ValueError(f"body_reduce must be one of {BODY_REDUCTIONS}, got {mode!r}")
 
 
 class HiTRS(nn.Module):
@@ -194,6 +270,16 @@ class HiTRS(nn.Module):
 
     ``forward(x [B, M, T, V, C], lengths [B] | None) -> HiTRSOutput``. Bodies are folded
     into the batch (no cross-body attention) and combined after V-TRS.
+
+    Every head (pre-training, recognition, detection, motion prediction) goes through the same steps:
+    :meth:`prepare` (validation, centring, folding, cropping), :meth:`encode_frames` (F-TRS),
+    :meth:`encode_clips` / :meth:`encode_clip_positions` (C-TRS) and :meth:`encode_video` (V-TRS).
+
+    Sizes come from the lengths on the host: pass ``lengths`` on the CPU (as the loaders do) and a CUDA
+    forward has no device sync; lengths on the GPU cost one copy to the host per call. Batch padding is
+    skipped (packed) in F-TRS and C-TRS. Under ``torch.compile`` (or ``static_shapes=True``) nothing is
+    packed or cropped: every level runs on the padded shapes and the padding is zeroed, so the graph has no
+    data-dependent shape; real outputs are the same.
 
     Examples::
 
@@ -210,67 +296,125 @@ class HiTRS(nn.Module):
         self.clip_encoder = ClipEncoder(config, backend)
         self.video_encoder = VideoEncoder(config, backend)
 
-    # The three stages, usable on their own.
+    def prepare(self, x: torch.Tensor, lengths: torch.Tensor | None = None, *, min_length: int = 1,
+                static_shapes: bool | None = None, name: str = "x") -> PreparedBatch:
+        """Validates, centres (``config.centering``) and folds a batch; crops it to its longest sample.
 
-    def encode_padded_frames(self, x_padded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """F-TRS over the padded frames each sample owns (its ``T + 2 pad``; batch padding
-        beyond that is skipped). ``[B, T_pad, V, C] -> [B, T_pad, V, frame_dim]``."""
-        keep = torch.arange(x_padded.shape[1], device=x_padded.device)[None, :] < (
-            lengths + 2 * self.config.clip_pad)[:, None]
-        feats = self.frame_encoder(x_padded[keep])  # [n_frames, V, d]
-        return feats.new_zeros(*x_padded.shape[:3], feats.shape[-1]).index_put((keep,), feats)
+        Args:
+            x: ``[B, M, T, V, C]`` coordinates (any float dtype; the embedding computes in fp32 or better).
+            lengths: int ``[B]`` frames per sample (any device; CPU avoids a device sync), None = all T.
+            min_length: the fewest frames a sample may have.
+            static_shapes: None = True exactly while ``torch.compile`` traces. Under static shapes device
+                lengths are not checked; they are clamped into ``[min_length, T]`` so that no bad value
+                can index out of bounds.
 
-    def encode_clips(self, clip_frames: torch.Tensor) -> torch.Tensor:
-        """C-TRS. ``[N, F, V, frame_dim] -> [N, clip_dim]``."""
-        return self.clip_encoder(clip_frames)
+        Returns:
+            :class:`PreparedBatch` with ``x [B * M, T', V, C]``.
+        """
+        cfg = self.config
+        static = torch.compiler.is_compiling() if static_shapes is None else static_shapes
+        if not static and isinstance(lengths, torch.Tensor):
+            lengths = lengths.to(device="cpu")  # sizes live on the host: one copy when lengths live on a GPU
+        validate_skeletons(x, lengths, cfg, min_length=min_length, name=name)
+        b, m, t = x.shape[:3]
+        if lengths is None:
+            lengths = torch.full((b,), t, dtype=torch.long)
+        lengths = lengths.long()
+        if static:
+            host = None
+            lengths = lengths.to(x.device, non_blocking=True).clamp(min(min_length, t), t)
+        else:
+            host = lengths
+            t = int(host.max()) if b else t
+            lengths = lengths.to(x.device, non_blocking=True)
+        x = apply_centering(x[:, :, :t], lengths, cfg.centering, cfg.center_joint)
+        folded_lengths = lengths.repeat_interleave(m)
+        folded = zero_beyond_lengths(x.flatten(0, 1), folded_lengths)
+        return PreparedBatch(folded, folded_lengths, None if host is None else host.repeat_interleave(m), m)
+
+    def _total(self, batch: PreparedBatch, counts: Callable[[torch.Tensor], torch.Tensor]) -> int | None:
+        """``counts(lengths).sum()`` from the host lengths; None under static shapes."""
+        return None if batch.static else int(counts(batch.host_lengths).sum())
+
+    def clip_count(self, batch: PreparedBatch) -> tuple[torch.Tensor, int]:
+        """Clips per row ``W = ceil(T / stride)`` (``[N]`` on the device) and the widest W (host int)."""
+        cfg = self.config
+        longest = int(batch.host_lengths.max()) if not batch.static else batch.x.shape[1]
+        return num_clips(batch.lengths, cfg), -(-longest // cfg.clip_stride)
+
+    def encode_frames(self, batch: PreparedBatch, x: torch.Tensor | None = None, *, pad: bool = True) -> torch.Tensor:
+        """F-TRS over the frames each row owns (batch padding is skipped).
+
+        Args:
+            batch: from :meth:`prepare`.
+            x: ``[N, T, V, C]`` to encode instead of ``batch.x`` (e.g. the masked input of pre-training).
+            pad: add ``config.clip_pad`` zero frames at both ends first (the clip windows' padding); False when
+                the input already carries its context frames (detection windows).
+
+        Returns:
+            ``[N, T + 2 pad, V, frame_dim]``, zero on frames a row does not own.
+        """
+        cfg = self.config
+        x = batch.x if x is None else x
+        extra = 2 * cfg.clip_pad if pad else 0
+        if pad:
+            x = pad_frames(x, cfg)
+        return run_on_prefixes(self.frame_encoder, lambda rows, slots: x[rows, slots], batch.lengths + extra,
+                               x.shape[1], self._total(batch, lambda lengths: lengths + extra))
+
+    def encode_clip_positions(self, frames: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """C-TRS over clips gathered from frame features.
+
+        frames ``[N, T', V, frame_dim]``, rows ``[n]``, positions ``[n, F]`` (frame indices of ``frames``)
+        -> ``[n, clip_dim]``.
+        """
+        return self.clip_encoder(frames[rows[:, None], positions])
+
+    def encode_clips(self, batch: PreparedBatch, frames: torch.Tensor, positions: torch.Tensor, counts: torch.Tensor,
+                     total: int | None) -> torch.Tensor:
+        """C-TRS over the first ``counts[n]`` clip slots of every row.
+
+        Args:
+            batch: from :meth:`prepare` (decides packed vs static).
+            frames: ``[N, T', V, frame_dim]`` from :meth:`encode_frames`.
+            positions: frame indices of each slot's clip, ``[K, F]`` (the same for every row) or ``[N, K, F]``.
+            counts: ``[N]`` real slots per row (a prefix of the K slots).
+            total: ``counts.sum()`` from the host (ignored under static shapes).
+
+        Returns:
+            ``[N, K, clip_dim]``, zeros in the slots past ``counts``.
+        """
+        per_row = positions.dim() == 3
+        width = positions.shape[-2]
+
+        def gather(rows: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+            return frames[rows[:, None], positions[rows, slots] if per_row else positions[slots]]
+
+        return run_on_prefixes(self.clip_encoder, gather, counts, width, None if batch.static else total)
 
     def encode_video(self, clip_embeddings: torch.Tensor, num_clips: torch.Tensor) -> torch.Tensor:
-        """V-TRS. ``[B, W, clip_dim], [B] -> [B, video_dim]``."""
+        """V-TRS. ``[N, W, clip_dim], [N] -> [N, video_dim]``; slots ``>= num_clips`` are key-masked."""
         return self.video_encoder(clip_embeddings, num_clips)
 
-    def encode_clip_sequence(self, frame_features: torch.Tensor, clip_counts: torch.Tensor,
-                             clip_indices: torch.Tensor) -> torch.Tensor:
-        """Gathers clips from padded frame features and runs C-TRS on the real ones.
-
-        frame_features ``[B, T_pad, V, d]``, clip_counts ``[B]``, clip_indices ``[W, F]``
-        -> ``[B, W, clip_dim]`` with zeros in slots ``>= clip_counts[b]``.
-        """
-        b, w = frame_features.shape[0], clip_indices.shape[0]
-        real = torch.arange(w, device=frame_features.device)[None, :] < clip_counts[:, None]
-        clips = frame_features[:, clip_indices]  # [B, W, F, V, d]
-        emb = self.encode_clips(clips[real])  # [n_real, clip_dim]
-        return emb.new_zeros(b, w, emb.shape[-1]).index_put((real,), emb)
-
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> HiTRSOutput:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, *,
+                static_shapes: bool | None = None) -> HiTRSOutput:
         cfg = self.config
-        lengths = validate_skeletons(x, lengths, cfg)
-        x = apply_centering(x, lengths, cfg.centering, cfg.center_joint)
+        batch = self.prepare(x, lengths, static_shapes=static_shapes)
         b, m = x.shape[:2]
-        t_max = int(lengths.max())
-        folded = x[:, :, :t_max].flatten(0, 1)  # [B*M, T, V, C]
-        folded_len = lengths.repeat_interleave(m)
-        folded = zero_beyond_lengths(folded, folded_len)
-        w_per = num_clips(folded_len, cfg)
-        w_max = int(w_per.max())
-        frames = self.encode_padded_frames(pad_frames(folded, cfg), folded_len)
-        clips = self.encode_clip_sequence(frames, w_per, clip_frame_indices(w_max, cfg, x.device))
-        video = self.encode_video(clips, w_per)
-
-        video = video.view(b, m, -1)
-        if cfg.body_reduce == "sum_div_2":
-            # Divide by the slot count even for an empty body: the released fine-tuning does sum / 2.
-            pooled = video.sum(1) / m
-        else:
-            present = (x[:, :, :t_max].abs().sum(dim=(2, 3, 4)) > 0).to(video.dtype)  # [B, M]
-            pooled = (video * present[..., None]).sum(1) / present.sum(1, keepdim=True).clamp_min(1)
-        frame_features = frames[:, cfg.clip_pad:cfg.clip_pad + t_max]
-        frame_features = zero_beyond_lengths(frame_features, folded_len)
+        frames = self.encode_frames(batch)
+        w, w_max = self.clip_count(batch)
+        clips = self.encode_clips(batch, frames, clip_frame_indices(w_max, cfg, x.device), w,
+                                  self._total(batch, lambda lengths: num_clips(lengths, cfg)))
+        video = self.encode_video(clips, w).view(b, m, -1)
+        present = batch.x.reshape(b, m, -1).abs().sum(-1) > 0  # [B, M]
+        t = batch.x.shape[1]
+        frame_features = zero_beyond_lengths(frames[:, cfg.clip_pad:cfg.clip_pad + t], batch.lengths)
         return HiTRSOutput(
-            frame_features=frame_features.view(b, m, t_max, cfg.num_joints, -1),
+            frame_features=frame_features.view(b, m, t, cfg.num_joints, -1),
             clip_embeddings=clips.view(b, m, w_max, -1),
             video_embeddings=video,
-            pooled=pooled,
-            num_clips=w_per.view(b, m)[:, 0],
+            pooled=reduce_bodies(video, present, cfg.body_reduce),
+            num_clips=w.view(b, m)[:, 0],
         )
 
 
@@ -293,5 +437,6 @@ def expected_encoder_parameters(config: HiTRSConfig) -> int:
             + c.clip_layers * layer(c.clip_dim, c.clip_ffn) + c.video_layers * layer(c.video_dim, c.video_ffn))
 
 
-__all__ = ["HiTRS", "HiTRSOutput", "FrameEncoder", "ClipEncoder", "VideoEncoder", "TransformerLayer",
-           "count_parameters", "expected_encoder_parameters", "validate_skeletons"]
+__all__ = ["BODY_REDUCTIONS", "HiTRS", "HiTRSOutput", "FrameEncoder", "ClipEncoder", "PreparedBatch", "VideoEncoder",
+           "TransformerLayer", "count_parameters", "expected_encoder_parameters", "host_checks_enabled",
+           "reduce_bodies", "run_on_prefixes", "validate_skeletons", "zero_beyond_lengths"]

@@ -23,10 +23,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from hitrs_fast.config import HiTRSConfig
-from hitrs_fast.models import HiTRS, validate_skeletons, zero_beyond_lengths
-from hitrs_fast.normalize import apply_centering
+from hitrs_fast.models import HiTRS
 from hitrs_fast.sampling import Rng, mask_joints, sample_clip_swap, sample_frame_swap, sample_motion_clip
-from hitrs_fast.windowing import clip_frame_indices, num_clips, pad_frames
+from hitrs_fast.windowing import clip_frame_indices, num_clips
 
 
 def _distributed() -> bool:
@@ -103,65 +102,64 @@ class HiTRSForPretraining(nn.Module):
         self.video_order_head = nn.Linear(config.video_dim, 2)
         self.next_clip_head = nn.Linear(config.video_dim, config.clip_dim)
 
-    def forward(self, batch: Any, lengths: torch.Tensor | None = None, *,
-                generator: Rng = None) -> dict[str, torch.Tensor]:
-        cfg = self.config
+    def forward(self, batch: Any, lengths: torch.Tensor | None = None, *, generator: Rng = None,
+                static_shapes: bool | None = None) -> dict[str, torch.Tensor]:
+        cfg, enc = self.config, self.encoder
         x, lengths = _batch_inputs(batch, lengths)
         if isinstance(x, torch.Tensor) and x.dim() == 4:
             x = x[:, None]
         if isinstance(x, torch.Tensor) and x.dim() == 5 and x.shape[1] != 1:
             raise ValueError(f"x: pre-training takes single bodies [B, 1, T, V, C], got M={x.shape[1]} "
                              "(use bodies='single' in the loader)")
-        lengths = validate_skeletons(x, lengths, cfg, min_length=cfg.min_pretrain_frames)
-        x = apply_centering(x, lengths, cfg.centering, cfg.center_joint)  # before masking: targets are centred too
-        t_max = int(lengths.max())
-        x = zero_beyond_lengths(x[:, 0, :t_max], lengths)  # [B, T, V, C]
+        # Centred before masking, so the pose targets are centred too.
+        prepared = enc.prepare(x, lengths, min_length=cfg.min_pretrain_frames, static_shapes=static_shapes)
+        x, lengths = prepared.x, prepared.lengths  # [B, T, V, C], [B]
         b, device = x.shape[0], x.device
 
         masked = mask_joints(x, lengths, cfg, generator) if cfg.use_frame_tasks else None
-        frames = self.encoder.encode_padded_frames(pad_frames(masked.masked_x if masked else x, cfg), lengths)
+        frames = enc.encode_frames(prepared, masked.masked_x if masked else None)  # [B, T + 2 pad, V, d]
 
         out: dict[str, torch.Tensor] = {}
-        total = frames.new_zeros(())
+        total = frames.new_zeros((), dtype=torch.float32)
         if cfg.use_frame_tasks:
             loss, out["pose_loss"] = self._pose_loss(frames, x, masked.selected)
             total = total + cfg.weight_pose * loss
 
-        clip_batch = []  # clips for the one merged C-TRS call, [n, F, V, d]
+        # One merged C-TRS call: per sample the clip-order pair (original, frames swapped), then the context
+        # clips 0 .. W - 2 of the video-level tasks; slots past a sample's own context are not computed.
+        positions, counts, total_slots = [], torch.zeros(b, dtype=torch.long, device=device), 0
         if cfg.use_clip_tasks:
             start, clip_valid = sample_motion_clip(x, lengths, cfg, generator)
-            offsets = torch.arange(cfg.clip_len, device=device) * cfg.clip_dilation
-            order = sample_frame_swap(b, cfg, device, generator)
-            positive = start[:, None] + offsets  # [B, F]
-            negative = positive.gather(1, order)
-            rows = torch.arange(b, device=device)[:, None]
-            clip_batch += [frames[rows, positive], frames[rows, negative]]
-
+            original = start[:, None] + torch.arange(cfg.clip_len, device=device) * cfg.clip_dilation  # [B, F]
+            swapped = original.gather(1, sample_frame_swap(b, cfg, device, generator))
+            positions.append(torch.stack([original, swapped], dim=1))  # [B, 2, F]
+            counts, total_slots = counts + 2, 2 * b
         if cfg.use_video_tasks:
-            w = num_clips(lengths, cfg)
-            context = w - 1
-            width = int(context.max())
-            idx = clip_frame_indices(width + 1, cfg, device)  # [W, F]
-            real = torch.arange(width, device=device)[None, :] < context[:, None]
-            clip_batch.append(frames[:, idx[:width]][real])  # [n_real, F, V, d]
+            w, w_max = enc.clip_count(prepared)
+            context, width = w - 1, w_max - 1
+            windows = clip_frame_indices(w_max, cfg, device)  # [W, F]; clip W - 1 of a sample is its target
+            positions.append(windows[:width].expand(b, width, cfg.clip_len))
+            counts = counts + context
+            if not prepared.static:
+                total_slots += int((num_clips(prepared.host_lengths, cfg) - 1).sum())
 
-        cls = self.encoder.encode_clips(torch.cat(clip_batch)) if clip_batch else None
+        if positions:
+            clips = enc.encode_clips(prepared, frames, torch.cat(positions, dim=1), counts, total_slots)
         if cfg.use_clip_tasks:
-            loss, out["clip_order_loss"], out["clip_order_acc"] = self._clip_order_loss(cls[: 2 * b], clip_valid)
+            loss, out["clip_order_loss"], out["clip_order_acc"] = self._clip_order_loss(
+                torch.cat([clips[:, 0], clips[:, 1]]), clip_valid)
             total = total + cfg.weight_clip_order * loss
         if cfg.use_video_tasks:
-            emb = cls[-int(real.sum()):]
-            context_emb = emb.new_zeros(b, width, emb.shape[-1]).index_put((real,), emb)
+            context_emb = clips[:, -width:]  # [B, width, clip_dim], zeros past each sample's context
             perm = sample_clip_swap(context, width, generator)
             permuted = context_emb.gather(1, perm[..., None].expand_as(context_emb))
-            video = self.encoder.encode_video(torch.cat([context_emb, permuted]), context.repeat(2))
+            video = enc.encode_video(torch.cat([context_emb, permuted]), context.repeat(2))
             loss, out["video_order_loss"], out["video_order_acc"] = self._video_order_loss(video)
             total = total + cfg.weight_video_order * loss
 
             # Stop-gradient target: the held-out last clip, no graph built.
             with torch.no_grad():
-                target_frames = frames[torch.arange(b, device=device)[:, None], idx[context]]
-                target = self.encoder.encode_clips(target_frames)
+                target = enc.encode_clip_positions(frames, torch.arange(b, device=device), windows[context])
             loss, out["nce_loss"], out["nce_acc"] = self._nce_loss(self.next_clip_head(video[:b]), target)
             total = total + cfg.weight_nce * loss
 
@@ -169,16 +167,21 @@ class HiTRSForPretraining(nn.Module):
         return out
 
     def _pose_loss(self, frames: torch.Tensor, x: torch.Tensor, selected: torch.Tensor):
-        """Masked joint regression over the selected entries (global mean)."""
+        """Masked joint regression over the selected entries (global mean).
+
+        The head runs on every raw-frame token and the loss is weighted by ``selected``: no boolean indexing,
+        so no device sync and a static shape.
+        """
         pad = self.config.clip_pad
-        tokens = frames[:, pad:pad + x.shape[1]][selected]  # [K, d]
-        pred, target = self.pose_head(tokens).float(), x[selected].float()  # [K, C]
+        pred = self.pose_head(frames[:, pad:pad + x.shape[1]]).float()  # [B, T, V, C]
+        weight = selected[..., None].to(pred.dtype)  # [B, T, V, 1]
         if self.config.pose_loss == "smooth_l1_x10":
-            local = F.smooth_l1_loss(10 * pred, 10 * target, beta=1.0, reduction="sum")
-            count = torch.tensor(pred.numel(), device=x.device)  # mean over joints x coordinates
+            per = F.smooth_l1_loss(10 * pred, 10 * x.float(), beta=1.0, reduction="none")
+            count = selected.sum() * x.shape[-1]  # mean over joints x coordinates
         else:
-            local = (pred - target).abs().sum()
-            count = torch.tensor(pred.shape[0], device=x.device)  # L1 summed over xyz, mean over joints
+            per = (pred - x.float()).abs()
+            count = selected.sum()  # L1 summed over xyz, mean over joints
+        local = (per * weight).sum()
         loss, global_count = global_mean_loss(local, count)
         return loss, (global_sum(local) / global_count.clamp_min(1)).detach()
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from hitrs_fast.config import HiTRSConfig
+from hitrs_fast.models import host_checks_enabled
 from hitrs_fast.windowing import pad_frames, stride1_clip_indices
 
 # Replacement kinds of the masked joint prediction task.
@@ -131,11 +132,9 @@ def mask_joints(x: torch.Tensor, lengths: torch.Tensor, config: HiTRSConfig,
 
     masked = torch.where(replaced[..., None], fill, x)
     masked = torch.where(swapped[..., None], donor, masked)
-    kind = torch.zeros(b, t, v, dtype=torch.int8, device=x.device)
-    kind[selected] = UNCHANGED
-    kind[replaced] = REPLACED
-    kind[swapped] = SWAPPED
-    return SpatialMask(masked, selected, kind)
+    # torch.where, not boolean-mask assignment: no device sync.
+    kind = torch.where(replaced, REPLACED, torch.where(swapped, SWAPPED, torch.where(selected, UNCHANGED, KEEP)))
+    return SpatialMask(masked, selected, kind.to(torch.int8))
 
 
 def frame_motion(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -203,7 +202,7 @@ def sample_clip_swap(num_context: torch.Tensor, width: int, generator: Rng = Non
     j - i >= 2 is drawn uniformly (what the released code's redraw-until-far-enough
     loop gives) and swapped. Slots past ``num_context[b]`` keep the identity.
     """
-    if int(num_context.min()) < 2:
+    if host_checks_enabled(num_context) and int(num_context.min()) < 2:
         raise ValueError(f"sample_clip_swap: every sample needs >= 2 context clips, got {int(num_context.min())}")
     n = num_context.long()
     # Pairs are numbered row by row: row i holds j = i+2 .. n-1, i.e. n-i-2 pairs, and

@@ -24,7 +24,7 @@ from hitrs_fast.downstream import (
 from hitrs_fast.eval.metrics import fuse_scores, topk_accuracy, zero_velocity_baseline
 from hitrs_fast.models import HiTRS
 from hitrs_fast.training.downstream import UsageError, load_encoder_checkpoint, lr_factor
-from hitrs_fast.windowing import pad_frames, stride1_clip_indices
+from hitrs_fast.windowing import stride1_clip_indices
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,9 +79,8 @@ def test_detector_clip_matches_whole_sequence_stride1_clip():
     det = FrameDetector(enc, 3).eval()
     cfg, t = enc.config, 17
     seq = torch.randn(1, 1, t, 25, 3)
-    padded = pad_frames(seq[:, 0], cfg)  # [1, T + 2P, V, C]
-    feats = enc.encode_padded_frames(padded, torch.tensor([t]))
-    want = enc.encode_clips(feats[0, stride1_clip_indices(t, cfg)])  # [T, clip_dim]
+    feats = enc.encode_frames(enc.prepare(seq))  # [1, T + 2P, V, d]
+    want = enc.encode_clip_positions(feats, torch.zeros(t, dtype=torch.long), stride1_clip_indices(t, cfg))  # [T, d]
     # Two windows of 9 and 8 frames, each with its context (zeros beyond the sequence).
     p = cfg.clip_pad
     x_ctx = torch.zeros(2, 1, 9 + 2 * p, 25, 3)

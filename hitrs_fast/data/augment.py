@@ -76,7 +76,7 @@ def check_batch(x: torch.Tensor, lengths: torch.Tensor) -> None:
 
 def _frame_mask(lengths: torch.Tensor, t: int, device: torch.device) -> torch.Tensor:
     """``[B, T]`` bool, True on real frames."""
-    return torch.arange(t, device=device)[None, :] < lengths.to(device)[:, None]
+    return torch.arange(t, device=device)[None, :] < lengths.to(device, non_blocking=True)[:, None]
 
 
 def body_presence(x: torch.Tensor) -> torch.Tensor:
@@ -205,12 +205,13 @@ def spatial_transform(x: torch.Tensor, lengths: torch.Tensor, matrix: torch.Tens
             raise ValueError(f"matrix must be [B, 3, 3] = [{b}, 3, 3], got {tuple(matrix.shape)}")
         # A @ 0 = 0, so padding and absent bodies stay zero without a mask. One bmm over [B, M*T*V, 3]
         # (an einsum here is ~10x slower on CPU: it permutes the 5-d operand first).
-        out = torch.bmm(out.reshape(b, -1, 3), matrix.to(x.device, x.dtype).transpose(1, 2)).view(x.shape)
+        matrix = matrix.to(x.device, x.dtype, non_blocking=True)
+        out = torch.bmm(out.reshape(b, -1, 3), matrix.transpose(1, 2)).view(x.shape)
     if offsets is not None:
         if offsets.shape != (b, v, 3):
             raise ValueError(f"offsets must be [B, V, 3] = [{b}, {v}, 3], got {tuple(offsets.shape)}")
         keep = body_presence(x)[:, :, None] & _frame_mask(lengths, t, x.device)[:, None, :]  # [B, M, T]
-        out = out + keep[..., None, None].to(x.dtype) * offsets.to(x.device, x.dtype)[:, None, None]
+        out = out + keep[..., None, None].to(x.dtype) * offsets.to(x.device, x.dtype, non_blocking=True)[:, None, None]
     return out
 
 
@@ -223,9 +224,10 @@ def time_interpolate(x: torch.Tensor, lengths: torch.Tensor, r: torch.Tensor) ->
     # Shift by one frame; the difference is zeroed from each sample's last real frame on, so that frame is
     # kept exactly and padding stays zero (the DALI path computes the same x + r * diff, diff = 0 there).
     nxt = torch.cat([x[:, :, 1:], x[:, :, -1:]], dim=2)
-    moving = torch.arange(t, device=x.device)[None, :] < (lengths.to(x.device)[:, None] - 1)  # [B, T]
+    last = lengths.to(x.device, non_blocking=True)[:, None] - 1
+    moving = torch.arange(t, device=x.device)[None, :] < last  # [B, T]
     diff = (nxt - x) * moving[:, None, :, None, None].to(x.dtype)
-    return x + r.to(x.device, x.dtype)[:, None, None, None, None] * diff
+    return x + r.to(x.device, x.dtype, non_blocking=True)[:, None, None, None, None] * diff
 
 
 def _gather_frames(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -239,17 +241,19 @@ def time_crop(x: torch.Tensor, lengths: torch.Tensor, start: torch.Tensor,
               drop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Drop ``start`` frames at the beginning and ``drop - start`` at the end of each sample.
 
-    Returns ``(x' [B, M, T, V, 3], lengths - drop)``; frames beyond the new length are zero.
+    Returns ``(x' [B, M, T, V, 3], lengths - drop)`` (lengths on their own device); frames beyond the new
+    length are zero.
     """
     check_batch(x, lengths)
     b, _, t, _, _ = x.shape
-    start, drop = start.to(x.device, torch.int64), drop.to(x.device, torch.int64)
-    lengths_d = lengths.to(x.device, torch.int64)
     if start.shape != (b,) or drop.shape != (b,):
         raise ValueError(f"start and drop must be [B] = [{b}], got {tuple(start.shape)}, {tuple(drop.shape)}")
-    if bool(((start < 0) | (start > drop) | (drop >= lengths_d.clamp(min=1))).any()):
+    # Checked where the parameters live (the CPU for the loaders' draws: no device sync).
+    where = start.device
+    if bool(((start < 0) | (start > drop) | (drop.to(where) >= lengths.to(where).clamp(min=1))).any()):
         raise ValueError("time_crop needs 0 <= start <= drop < length for every sample")
-    new_len = lengths_d - drop
+    new_len = lengths.to(torch.int64) - drop.to(lengths.device, torch.int64)  # on the lengths' device
+    start = start.to(x.device, torch.int64, non_blocking=True)
     idx = (torch.arange(t, device=x.device)[None, :] + start[:, None]).clamp(max=t - 1)
     out = _gather_frames(x, idx)
     keep = _frame_mask(new_len, t, x.device)
@@ -269,9 +273,9 @@ def crop_resize(x: torch.Tensor, lengths: torch.Tensor, start: torch.Tensor, cro
     if out_len < 1:
         raise ValueError(f"out_len must be >= 1, got {out_len}")
     i0, i1, w = _resize_indices(start, crop_len, lengths, out_len)
-    x0 = _gather_frames(x, i0.to(x.device))
-    x1 = _gather_frames(x, i1.to(x.device))
-    out = x0 + w.to(x.device, x.dtype)[:, None, :, None, None] * (x1 - x0)
+    x0 = _gather_frames(x, i0.to(x.device, non_blocking=True))
+    x1 = _gather_frames(x, i1.to(x.device, non_blocking=True))
+    out = x0 + w.to(x.device, x.dtype, non_blocking=True)[:, None, :, None, None] * (x1 - x0)
     return out, torch.full((b,), out_len, dtype=torch.int64, device=lengths.device)
 
 
@@ -336,7 +340,7 @@ class AugmentParams:
         return replace(self, **{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
     def to(self, device: torch.device | str) -> AugmentParams:
-        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return replace(self, **{f.name: getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)})
 
 
 def apply(x: torch.Tensor, lengths: torch.Tensor, params: AugmentParams) -> tuple[torch.Tensor, torch.Tensor]:

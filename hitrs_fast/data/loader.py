@@ -53,7 +53,9 @@ class Batch:
 
     Attributes:
         x: ``[B, M, T_max, V, C]`` float32, zero beyond each sample's length (``M = 1`` with ``bodies="single"``).
-        lengths: ``[B]`` int64 frames per sample after augmentation / crop-resize.
+        lengths: ``[B]`` int64 frames per sample after augmentation / crop-resize, on the CPU (sizes live on
+            the host, as ``torch.nn.utils.rnn.pack_padded_sequence`` wants them; the encoder takes them there
+            without a device sync). Every other tensor is on the loader's device.
         labels: ``[B]`` int64 class ids (-1 = unlabelled).
         indices: ``[B]`` int64 store indices of the samples.
         slots: ``[B]`` int64 body slot taken (``bodies="single"``), -1 when all slots are kept.
@@ -219,14 +221,18 @@ class SkeletonLoader:
                 x, out_lengths = self._torch_batch(seqs, lengths, params, resize)
             else:
                 x, out_lengths = self._dali_batch(seqs, params, resize)
-            items = torch.from_numpy(self.items[pos].astype(np.int64))
             yield Batch(
                 x=x,
-                lengths=out_lengths.to(self.device),
-                labels=torch.from_numpy(self.store.labels[self.items[pos]].astype(np.int64)).to(self.device),
-                indices=items.to(self.device),
-                slots=torch.from_numpy(self.slots[pos].astype(np.int64)).to(self.device),
+                lengths=out_lengths,
+                labels=self._to_device(self.store.labels[self.items[pos]]),
+                indices=self._to_device(self.items[pos]),
+                slots=self._to_device(self.slots[pos]),
             )
+
+    def _to_device(self, values: np.ndarray) -> torch.Tensor:
+        # non_blocking: a blocking host-to-GPU copy waits for the GPU to drain, so the loader could not
+        # prepare the next batch while the current step runs.
+        return torch.from_numpy(values.astype(np.int64)).to(self.device, non_blocking=True)
 
     def _torch_batch(self, seqs: list[np.ndarray], lengths: torch.Tensor, params: AugmentParams | None,
                      resize: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -234,16 +240,19 @@ class SkeletonLoader:
         buf = np.zeros((len(seqs), t_max, self._m, self._v, self._c), dtype=np.float32)
         for b, s in enumerate(seqs):
             buf[b, : s.shape[0]] = s
-        x = torch.from_numpy(buf).to(self.device).permute(0, 2, 1, 3, 4).contiguous()  # [B, M, T, V, C]
-        lengths_d = lengths.to(self.device)
+        host = torch.from_numpy(buf)
+        if self.device.type == "cuda":
+            host = host.pin_memory()  # so the copy below is asynchronous
+        x = host.to(self.device, non_blocking=True).permute(0, 2, 1, 3, 4).contiguous()  # [B, M, T, V, C]
+        # Lengths stay on the CPU (the augmentations read them there): no device sync anywhere below.
         if params is not None:
-            x, lengths_d = apply(x, lengths_d, params)
+            x, lengths = apply(x, lengths, params)
         if resize is not None:
             assert self.crop_length is not None
-            x, lengths_d = crop_resize(x, lengths_d, resize[0], resize[1], self.crop_length)
+            x, lengths = crop_resize(x, lengths, resize[0], resize[1], self.crop_length)
         else:
-            x = x[:, :, : int(lengths_d.max())].contiguous()
-        return x, lengths_d
+            x = x[:, :, : int(lengths.max())].contiguous()
+        return x, lengths
 
     def _dali_batch(self, seqs: list[np.ndarray], params: AugmentParams | None,
                     resize: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:

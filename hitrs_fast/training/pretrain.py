@@ -264,7 +264,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     end_step = run["steps"] if args.max_steps_this_run is None else min(run["steps"],
                                                                         start_step + args.max_steps_this_run)
     progress = _progress(start_step, run["steps"], rank == 0)
-    window: dict[str, list[float]] = {}
+    # Running sums of the logged values stay on the device and are read once per log step: reading a
+    # loss after every micro-step would stall the GPU (a host sync) that often.
+    window: dict[str, torch.Tensor] = {}
+    window_steps = 0
     samples, t0 = 0, time.perf_counter()
     for step in range(start_step, end_step):
         for micro in range(run["grad_accum"]):
@@ -283,17 +286,19 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             samples += len(batch) * world_size
             for key in LOSS_KEYS + ACC_KEYS:
                 if key in out:
-                    window.setdefault(key, []).append(float(out[key].detach()))
+                    window[key] = window.get(key, 0) + out[key].detach().float()
+            window_steps += 1
         done = step + 1
         if done % args.log_every == 0 or done == end_step:
-            values = {k: float(np.mean(v)) for k, v in window.items()}
+            means = torch.stack(list(window.values())).div(window_steps).tolist()  # the one host sync
+            values = dict(zip(window, means, strict=True))
             if "loss" in values:
                 values["loss"] = _all_mean(values["loss"])  # each rank's total is its share of the global mean
             values["lr"] = scheduler.get_last_lr()[0]
             values["samples_per_s"] = samples / max(1e-9, time.perf_counter() - t0)
             logger.log(done, values)
             progress.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k in LOSS_KEYS or k == "samples_per_s"})
-            window = {}
+            window, window_steps = {}, 0
         progress.update(1)
         if (args.ckpt_every and done % args.ckpt_every == 0) or done == end_step:
             ckpt.save(engine, done, {"step": done, "run": run})
