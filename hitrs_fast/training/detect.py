@@ -34,17 +34,14 @@ from hitrs_fast.downstream import FrameDetector, clip_context
 from hitrs_fast.eval.detection import evaluate_detection
 from hitrs_fast.eval.segments import proposals_from_frame_probs
 from hitrs_fast.training.run import UsageError, atomic_torch_save
-from hitrs_fast.training.task_run import TaskRun, add_common_args, run_cli
+from hitrs_fast.training.task_run import TaskRun, run_cli, task_parser
 
 TASK = "detection"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python training/detect.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p, "the synthetic untrimmed set")
+    p = task_parser("detect", __doc__, "the synthetic untrimmed set")
     p.add_argument("--synthetic-sequences", type=int, default=48, help="sequences of the synthetic untrimmed set")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the generated synthetic set")
     p.add_argument("--protocol", default="both", choices=["A", "B", "both"],
                    help="A: official PKU-MMD mAP_a / mAP_v; B: VOC-style mAP; both (default)")
     p.add_argument("--theta", type=float, default=0.5, help="overlap / IoU threshold (default 0.5)")

@@ -26,17 +26,14 @@ import torch
 from hitrs_fast.downstream import MotionPredictor, euclidean_loss
 from hitrs_fast.eval.metrics import mpjpe, zero_velocity_baseline
 from hitrs_fast.training.run import UsageError
-from hitrs_fast.training.task_run import TaskRun, add_common_args, run_cli
+from hitrs_fast.training.task_run import TaskRun, run_cli, task_parser
 
 TASK = "motion"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python training/predict_motion.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p, "the synthetic long set")
+    p = task_parser("predict_motion", __doc__, "the synthetic long set")
     p.add_argument("--synthetic-sequences", type=int, default=36, help="sequences of the synthetic long set")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the generated synthetic set")
     p.add_argument("--observe", type=int, default=60, help="observed frames (default 60 = 2 s at 30 fps)")
     p.add_argument("--horizon", type=int, default=12, help="predicted frames (default 12 = 400 ms at 30 fps)")
     p.add_argument("--body", type=int, default=0, help="body slot to predict (default 0)")

@@ -29,17 +29,14 @@ from hitrs_fast.downstream import STREAMS, ActionRecognizer, apply_stream
 from hitrs_fast.eval.metrics import fuse_scores, knn_accuracy, topk_accuracy
 from hitrs_fast.eval.subsets import class_balanced_subset, load_index_list
 from hitrs_fast.training.run import UsageError, atomic_torch_save, atomic_write_json
-from hitrs_fast.training.task_run import TaskRun, add_common_args, run_cli
+from hitrs_fast.training.task_run import TaskRun, run_cli, task_parser
 
 TASK = "recognition"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python training/recognize.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p, "the synthetic trimmed set")
+    p = task_parser("recognize", __doc__, "the synthetic trimmed set")
     p.add_argument("--synthetic-per-class", type=int, default=60, help="samples per class of the synthetic set")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the generated synthetic set")
     p.add_argument("--stream", default="joint", choices=STREAMS, help="input view (default: joint)")
     p.add_argument("--label-fraction", type=float, default=1.0,
                    help="seeded class-balanced share of the training labels (0.01 / 0.05 / 0.10 semi-supervised)")

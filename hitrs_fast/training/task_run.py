@@ -1,13 +1,13 @@
 """The run every downstream task shares (``hitrs_fast.training.recognize``, ``detect``, ``predict_motion``):
 common arguments, the prologue (device, store, recipe, encoder + head, run directory) and the epilogue.
 
-A task module declares its parser with :func:`add_common_args`, then drives one :class:`TaskRun`::
+A task module builds its parser with :func:`task_parser`, then drives one :class:`TaskRun`::
 
-    run = TaskRun(args, "motion", synthetic=("long", args.synthetic_sequences))   # device, store
-    recipe = run.load_recipe(required=("hidden",))                                # --set, recipe
-    model = run.build_model(lambda enc: MotionPredictor(enc, ...), train_windows=n)  # encoder, head, config.json
-    res = run.fit(batches=..., loss_fn=..., evaluate=..., primary="mpjpe_mm", higher_is_better=False, desc=...)
-    return run.finish({...})                                                       # summary.json
+    job = TaskRun(args, "motion", synthetic=("long", args.synthetic_sequences))     # device, store
+    recipe = job.load_recipe(required=("hidden",))                                 # --set, recipe
+    model = job.build_model(lambda enc: MotionPredictor(enc, ...), train_windows=n)  # encoder + head, config.json
+    res = job.fit(batches=..., loss_fn=..., evaluate=..., primary="mpjpe_mm", higher_is_better=False, desc=...)
+    return job.finish({...})                                                        # summary.json
 
 Run directory of every downstream run::
 
@@ -38,11 +38,15 @@ from hitrs_fast.training.recipes import MODES, resolve_recipe
 from hitrs_fast.training.run import UsageError, atomic_write_json, parse_overrides
 
 
-def add_common_args(p: argparse.ArgumentParser, default_data: str) -> None:
-    """Arguments shared by the three downstream tasks."""
+def task_parser(script: str, doc: str | None, default_data: str) -> argparse.ArgumentParser:
+    """The parser of ``python training/<script>.py`` holding the arguments every downstream task shares;
+    the task adds its own (its synthetic set's size, its options)."""
+    p = argparse.ArgumentParser(prog=f"python training/{script}.py", description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=None, help=f"store directory; default: {default_data}, generated under "
                    "--cache-dir on first use")
     p.add_argument("--cache-dir", default="runs/data", help="where the synthetic set is generated")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the generated synthetic set")
     p.add_argument("--split", default="train", help="training split of the store (default: train)")
     p.add_argument("--test-split", default="test", help="evaluation split (default: test)")
     p.add_argument("--init", default="random", help="'random' or the path of a pre-training encoder.pt")
@@ -66,6 +70,7 @@ def add_common_args(p: argparse.ArgumentParser, default_data: str) -> None:
     p.add_argument("--run-dir", default=None, help="default: runs/<task>-<mode>-<time>")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
 
 
 def pick_device(name: str | None) -> torch.device:
