@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from data_fixtures import make_ntu_fixture, write_ctrgcn_npz, write_pku_fixture, write_pyskl, write_stgcn
 
-from hitrs_fast.data.__main__ import main, validate_store
+from hitrs_fast.data.__main__ import main
+from hitrs_fast.data.inspection import validate_store
 from hitrs_fast.data.store import SkeletonStore, StoreSample, write_store
 
 

@@ -89,6 +89,9 @@ def test_bad_skeleton_files(tmp_path: Path, lines: list[str], line: int, match: 
         ("52,2,3,1\n", 1, r"label 52: expected 1\.\.51"),
         ("5,9,3,1\n", 1, "expected 0 <= start <= end"),
         ("5,2,3,1\n5,2,3,3\n", 2, "confidence 3"),
+        # Past int64: a format error naming the line, not numpy's OverflowError.
+        ("5,2,3,1\n5,2,99999999999999999999,1\n", 2, "expected 0 <= start <= end <= 9223372036854775807"),
+        ("5,99999999999999999999,99999999999999999999,2\n", 1, "expected 0 <= start <= end <= 9223372036854775807"),
     ],
 )
 def test_bad_label_files(tmp_path: Path, text: str, line: int, match: str) -> None:
@@ -97,6 +100,12 @@ def test_bad_label_files(tmp_path: Path, text: str, line: int, match: str) -> No
     with pytest.raises(PkuFormatError, match=match) as ei:
         read_pku_labels(p)
     assert str(ei.value).startswith(f"{p}:{line}: ")
+
+
+def test_label_frames_up_to_the_int64_limit_are_read(tmp_path: Path) -> None:
+    p = tmp_path / "a.txt"
+    p.write_text("5,2,9223372036854775807,2\n")
+    assert read_pku_labels(p).tolist() == [[5, 2, 2**63 - 1, 2]]
 
 
 def test_label_trailing_comma_and_blank_lines(tmp_path: Path) -> None:
@@ -120,6 +129,25 @@ def test_bad_split_files(tmp_path: Path, text: str, match: str) -> None:
     p.write_text(text)
     with pytest.raises(PkuFormatError, match=match):
         read_pku_split(p)
+
+
+@pytest.mark.parametrize(
+    "text, line, match",
+    [
+        # The second header missing: reported on line 3 with what is there, not as a line count.
+        ("Training videos: \n0002-L, \n0291-M,\n", 3, "expected 'Validataion videos:', found '0291-M,'"),
+        ("Training videos: \n0002-L, \n", 3, "expected 4 lines .* found 2"),
+        ("Training videos: \n0002-L, \nValidation videos: \n", 4, "expected 4 lines .* found 3"),
+        ("Training videos: \n0002-L, \nValidation videos: \n0291-M,\n0292-M,\n", 5, "expected 4 lines .* found 5"),
+        ("0002-L, \nValidation videos: \n0291-M,\n", 1, "expected 'Training videos:', found '0002-L,'"),
+    ],
+)
+def test_bad_split_files_name_the_line(tmp_path: Path, text: str, line: int, match: str) -> None:
+    p = tmp_path / "split.txt"
+    p.write_text(text)
+    with pytest.raises(PkuFormatError, match=match) as ei:
+        read_pku_split(p)
+    assert str(ei.value).startswith(f"{p}:{line}: ")
 
 
 @pytest.mark.parametrize("frame_base", ["one_inclusive", "zero_exclusive"])

@@ -185,3 +185,18 @@ def test_bad_arguments(tmp_path):
     syn.write_synthetic(tmp_path / "y", samples_per_class=1, num_classes=2, num_subjects=3)
     with pytest.raises(FileExistsError):
         syn.write_synthetic(tmp_path / "y", samples_per_class=1, num_classes=2, num_subjects=3)
+
+
+# ---------------------------------------------------------------------------------------------- cache
+
+
+def test_cached_synthetic_is_generated_once_under_one_name(tmp_path, capsys):
+    path = syn.cached_synthetic(tmp_path, "untrimmed", seed=2, size=3)
+    assert path == syn.synthetic_cache_path(tmp_path, "untrimmed", 2, 3) == tmp_path / "synthetic-untrimmed-seed2-n3"
+    assert len(SkeletonStore(path)) == 3 and SkeletonStore(path).info["seed"] == 2
+    stamp = (path / "meta.json").stat().st_mtime_ns
+    assert syn.cached_synthetic(tmp_path, "untrimmed", seed=2, size=3) == path
+    assert (path / "meta.json").stat().st_mtime_ns == stamp
+    assert capsys.readouterr().out.count("generating") == 1
+    with pytest.raises(ValueError, match="synthetic kind 'short'"):
+        syn.cached_synthetic(tmp_path, "short", seed=0, size=3)

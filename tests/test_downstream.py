@@ -23,7 +23,10 @@ from hitrs_fast.downstream import (
 )
 from hitrs_fast.eval.metrics import fuse_scores, topk_accuracy, zero_velocity_baseline
 from hitrs_fast.models import HiTRS
-from hitrs_fast.training.downstream import UsageError, load_encoder_checkpoint, lr_factor
+from hitrs_fast.training.detect import ground_truth_segments
+from hitrs_fast.training.encoder import load_encoder_checkpoint
+from hitrs_fast.training.optim import lr_factor
+from hitrs_fast.training.run import UsageError
 from hitrs_fast.windowing import stride1_clip_indices
 
 REPO = Path(__file__).resolve().parents[1]
@@ -272,7 +275,7 @@ def test_predict_motion_end_to_end(stores):
 
 
 def test_detection_ground_truth_runs():
-    gt, dropped = _script("detect").ground_truth_segments(np.array([0, 2, 2, 2, 0, 0, 1, 3, 3, 0]))
+    gt, dropped = ground_truth_segments(np.array([0, 2, 2, 2, 0, 0, 1, 3, 3, 0]))
     assert gt.tolist() == [[2, 1, 3], [3, 7, 8]] and dropped == 1  # the 1-frame run of class 1 is dropped
 
 

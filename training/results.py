@@ -22,7 +22,6 @@ Every number in the table is read from the runs' ``summary.json`` files under ``
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -37,7 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from hitrs_fast.data.synthetic import synthetic_cache_path
+from hitrs_fast.training import detect, predict_motion, recognize
+from hitrs_fast.training.run import atomic_write_json
+
 REPO = Path(__file__).resolve().parents[1]
+TASKS = {"recognize": recognize.main, "detect": detect.main, "predict_motion": predict_motion.main}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,14 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"hitrs_results_{name}", REPO / "training" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _run_script(name: str, argv: list[str], run_dir: Path) -> dict[str, Any]:
+    """``training/<name>.py ARGV --run-dir RUN_DIR``, run in this process."""
     summary = run_dir / "summary.json"
     argv_file = run_dir / "argv.json"
     if summary.exists() and argv_file.exists() and json.loads(argv_file.read_text()) == argv:
@@ -70,13 +68,13 @@ def _run_script(name: str, argv: list[str], run_dir: Path) -> dict[str, Any]:
     if run_dir.exists():
         shutil.rmtree(run_dir)
     t0 = time.perf_counter()
-    rc = _script(name).main(argv + ["--run-dir", str(run_dir), "--no-progress"])
+    rc = TASKS[name](argv + ["--run-dir", str(run_dir), "--no-progress"])
     if rc != 0:
         raise SystemExit(f"results.py: {name}.py {' '.join(argv)} failed with exit code {rc}")
-    (run_dir / "argv.json").write_text(json.dumps(argv))
+    atomic_write_json(argv_file, argv)
     out = json.loads(summary.read_text())
     out["wall_seconds"] = time.perf_counter() - t0
-    summary.write_text(json.dumps(out, indent=2))
+    atomic_write_json(summary, out)
     return out
 
 
@@ -136,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         enc, secs = pretrain(seed, args, root)
         timed("pre-training", secs)
-        trimmed = root / "data" / f"synthetic-trimmed-seed{seed}-n{args.per_class}"
+        trimmed = synthetic_cache_path(root / "data", "trimmed", seed, args.per_class)  # pre-training's set
         common = ["--cache-dir", str(root / "data"), "--seed", str(seed), "--threads", str(args.threads),
                   "--device", args.device]
         for init, init_arg in (("pre-trained", str(enc)), ("random init", "random")):

@@ -1,4 +1,4 @@
-"""PKU-MMD Part I / Part II reader and converter to an untrimmed canonical store (``data-formats.md`` §7).
+"""PKU-MMD Part I / Part II reader and converter to an untrimmed canonical store.
 
 * Skeleton file: one line per frame (30 fps), 150 whitespace-separated floats = person 1's joints 1..25 as
   (x, y, z), then person 2 (zeros when absent); lines after the first usually start with a space.
@@ -44,6 +44,8 @@ FRAME_BASES = ("one_inclusive", "zero_exclusive")
 FLOATS_PER_LINE = 150
 NUM_LABELS = 51
 FPS = 30
+# Frame numbers are held as int64; a larger one in a label file is a format error, not an overflow.
+_MAX_FRAME = int(np.iinfo(np.int64).max)
 PART1_RE = re.compile(r"^\d{4}-[LMR]$")
 PART2_RE = re.compile(r"^A\d{2}N\d{2}-[LMR]$")
 _SKELETON_SUFFIXES = (".txt", ".skeleton")
@@ -103,7 +105,7 @@ def read_pku_labels(path: str | Path) -> np.ndarray:
 
     Raises:
         PkuFormatError: a line without 4 comma-separated integers, a label outside 1..51, start > end,
-            a negative frame or a confidence outside {1, 2}.
+            a negative frame or one beyond the int64 range, or a confidence outside {1, 2}.
     """
     path = Path(path)
     out = []
@@ -121,8 +123,9 @@ def read_pku_labels(path: str | Path) -> np.ndarray:
             raise PkuFormatError(path, i + 1, f"expected 4 integers, found {line.strip()!r}") from None
         if not 1 <= label <= NUM_LABELS:
             raise PkuFormatError(path, i + 1, f"label {label}: expected 1..{NUM_LABELS}")
-        if start < 0 or end < start:
-            raise PkuFormatError(path, i + 1, f"frames start={start} end={end}: expected 0 <= start <= end")
+        if start < 0 or end < start or end > _MAX_FRAME:
+            raise PkuFormatError(path, i + 1, f"frames start={start} end={end}: expected 0 <= start <= end "
+                                 f"<= {_MAX_FRAME}")
         if conf not in (1, 2):
             raise PkuFormatError(path, i + 1, f"confidence {conf}: expected 1 (slight) or 2 (strong)")
         out.append((label, start, end, conf))
@@ -139,13 +142,17 @@ def read_pku_split(path: str | Path) -> dict[str, list[str]]:
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
-    if len(lines) != 4:
-        raise PkuFormatError(path, None, f"expected 4 lines (header, ids, header, ids), found {len(lines)}")
-    if not lines[0].strip().lower().startswith("training videos"):
+    # Headers first, so that a missing or misspelt one is reported on its own line.
+    if lines and not lines[0].strip().lower().startswith("training videos"):
         raise PkuFormatError(path, 1, f"expected 'Training videos:', found {lines[0].strip()!r}")
-    h2 = lines[2].strip().lower()
-    if not (h2.startswith("validataion videos") or h2.startswith("validation videos")):
-        raise PkuFormatError(path, 3, f"expected 'Validataion videos:', found {lines[2].strip()!r}")
+    if len(lines) >= 3:
+        h2 = lines[2].strip().lower()
+        if not (h2.startswith("validataion videos") or h2.startswith("validation videos")):
+            raise PkuFormatError(path, 3, f"expected 'Validataion videos:', found {lines[2].strip()!r}")
+    if len(lines) != 4:
+        # The first missing line, or the first extra one.
+        raise PkuFormatError(path, min(len(lines), 4) + 1,
+                             f"expected 4 lines (header, ids, header, ids), found {len(lines)}")
     parts = {}
     for key, ln in (("train", 1), ("test", 3)):
         ids = [t.strip() for t in lines[ln].split(",") if t.strip()]

@@ -1,4 +1,4 @@
-"""The canonical on-disk skeleton store (``data-formats.md`` §5.5).
+"""The canonical on-disk skeleton store.
 
 A store is a directory::
 
@@ -171,7 +171,8 @@ def write_store(
             permuted into sorted order in a second, chunked pass.
         info: sidecar entries written to ``meta.json`` (``source``, ``body_selection``, ``num_classes``,
             ``fps``, ...). Defaults filled in: ``centring="none"``, ``joint_layout="ntu25"``,
-            ``num_classes = max(label) + 1``, ``config_hash`` (hash of ``info``).
+            ``num_classes = max(label) + 1``, ``config_hash`` (hash of ``info``). Read after the last
+            sample, so a converter may fill it while ``samples`` streams.
         splits: split name -> int64 indices into the *input order* of ``samples`` (remapped to store
             order on write); or a callable receiving the final index (a dict with ``names`` and the
             ``index.npz`` arrays, all in store order) and returning split name -> store indices. The
@@ -182,124 +183,177 @@ def write_store(
     Raises:
         FileExistsError: ``root`` exists and ``overwrite`` is False (or it is not a store).
         ValueError: a sample with the wrong rank/shape, an empty sequence, a duplicate name, a bad split.
+
+    Steps: check the destination; stream and validate the samples into a temporary sibling directory
+    (:class:`_SampleStream`); sort by name (:func:`_sort_by_name`); write the index, names, splits and
+    ``meta.json``; rename the directory into place (:func:`_replace_into_place`). Any exception, an
+    interrupt included, removes the temporary directory.
     """
     root = Path(root)
     _check_destination(root, overwrite)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
-    data_w: _NpyStreamWriter | None = None
-    fl_w: _NpyStreamWriter | None = None
+    stream = _SampleStream(tmp)
     try:
-        names: list[str] = []
-        seen: set[str] = set()
-        lengths: list[int] = []
-        labels: list[int] = []
-        meta_fields: dict[str, list[int]] = {k: [] for k in _INDEX_INT16_FIELDS}
-        num_bodies: list[int] = []
-        has_fl: bool | None = None
-        for k, s in enumerate(samples):
-            d = np.asarray(s.data)
-            if d.ndim != 4:
-                raise ValueError(f"sample {k} ({s.name!r}): data must be [T, M, V, C], got shape {d.shape}")
-            if d.shape[0] < 1:
-                raise ValueError(f"sample {k} ({s.name!r}): empty sequence (T = 0); stores hold T >= 1")
-            if "\n" in s.name or "\r" in s.name or not s.name:
-                raise ValueError(f"sample {k}: name {s.name!r} must be non-empty and contain no line break")
-            if s.name in seen:
-                raise ValueError(f"sample {k}: duplicate name {s.name!r}; store names must be unique")
-            seen.add(s.name)
-            if data_w is None:
-                data_w = _NpyStreamWriter(tmp / _DATA, d.shape[1:], np.float32)
-            elif d.shape[1:] != data_w.tail:
-                raise ValueError(
-                    f"sample {k} ({s.name!r}): trailing shape [M, V, C] = {list(d.shape[1:])} differs from the "
-                    f"first sample's {list(data_w.tail)}"
-                )
-            this_fl = s.frame_labels is not None
-            if has_fl is None:
-                has_fl = this_fl
-                if has_fl:
-                    fl_w = _NpyStreamWriter(tmp / _FRAME_LABELS, (), np.int16)
-            elif this_fl != has_fl:
-                raise ValueError(
-                    f"sample {k} ({s.name!r}): frame_labels {'given' if this_fl else 'missing'}, but "
-                    f"{'not ' if this_fl else ''}given for earlier samples; a store is all trimmed or all untrimmed"
-                )
-            if this_fl:
-                fl = np.asarray(s.frame_labels)
-                if fl.shape != (d.shape[0],):
-                    raise ValueError(
-                        f"sample {k} ({s.name!r}): frame_labels shape {fl.shape}, expected ({d.shape[0]},)"
-                    )
-                if fl.size and (fl.min() < np.iinfo(np.int16).min or fl.max() > np.iinfo(np.int16).max):
-                    raise ValueError(f"sample {k} ({s.name!r}): frame_labels outside the int16 range")
-                assert fl_w is not None
-                fl_w.append(fl.astype(np.int16))
-            data_w.append(d)
-            names.append(s.name)
-            lengths.append(int(d.shape[0]))
-            labels.append(int(s.label))
-            for f in _INDEX_INT16_FIELDS:
-                meta_fields[f].append(int(getattr(s, f)))
-            # A slot is "occupied" if it ever holds a non-zero value (NaN counts: it is data, not padding).
-            num_bodies.append(int(np.count_nonzero((d != 0).reshape(d.shape[0], d.shape[1], -1).any(axis=(0, 2)))))
-        if data_w is None:
-            raise ValueError("write_store: no samples; a store holds at least one sample")
-        data_w.finish()
-        if fl_w is not None:
-            fl_w.finish()
-
-        n = len(names)
-        lengths_a = np.asarray(lengths, dtype=np.int64)
-        offsets_a = np.zeros(n, dtype=np.int64)
-        np.cumsum(lengths_a[:-1], out=offsets_a[1:])
-        order = np.asarray(sorted(range(n), key=names.__getitem__), dtype=np.int64)
-        sorted_already = bool(np.all(order == np.arange(n)))
-        if not sorted_already:
-            _permute_frames(tmp / _DATA, offsets_a, lengths_a, order)
-            if fl_w is not None:
-                _permute_frames(tmp / _FRAME_LABELS, offsets_a, lengths_a, order)
-        lengths_a = lengths_a[order]
-        offsets_a = np.zeros(n, dtype=np.int64)
-        np.cumsum(lengths_a[:-1], out=offsets_a[1:])
-        names_sorted = [names[i] for i in order]
-        index: dict[str, np.ndarray] = {
-            "offsets": offsets_a,
-            "lengths": lengths_a,
-            "num_bodies": np.asarray(num_bodies, dtype=np.int8)[order],
-            "labels": np.asarray(labels, dtype=np.int64)[order],
-            "source_index": order.copy(),
-        }
-        for f in _INDEX_INT16_FIELDS:
-            index[f] = np.asarray(meta_fields[f], dtype=np.int16)[order]
+        for k, sample in enumerate(samples):
+            stream.add(k, sample)
+        stream.finish()
+        order, index, names = _sort_by_name(tmp, stream)
+        split_map = _store_order_splits(splits, order, index, names)
         np.savez(tmp / _INDEX, **index)
-        (tmp / _NAMES).write_text("".join(f"{nm}\n" for nm in names_sorted), encoding="utf-8")
-
-        split_map: dict[str, np.ndarray] = {}
-        if callable(splits):
-            split_map = {
-                str(k): _check_split(k, v, n) for k, v in splits({"names": names_sorted, **index}).items()
-            }
-        elif splits is not None:
-            # Input-order indices -> store order.
-            inverse = np.empty(n, dtype=np.int64)
-            inverse[order] = np.arange(n, dtype=np.int64)
-            split_map = {str(k): np.sort(inverse[_check_split(k, v, n)]) for k, v in splits.items()}
+        (tmp / _NAMES).write_text("".join(f"{nm}\n" for nm in names), encoding="utf-8")
         if split_map:
             np.savez(tmp / _SPLITS, **split_map)
-
-        meta = _build_meta(info, index, data_w.tail, n, int(lengths_a.sum()), fl_w is not None, split_map)
+        meta = _build_meta(info, index, stream.tail, len(names), int(index["lengths"].sum()),
+                           stream.has_frame_labels, split_map)
         (tmp / _META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         _replace_into_place(tmp, root, overwrite)
     except BaseException:
         # BaseException: a KeyboardInterrupt mid-conversion must clean up too.
-        for w in (data_w, fl_w):
-            if w is not None:
-                w.abort()
+        stream.abort()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return root
+
+
+class _SampleStream:
+    """First pass of :func:`write_store`: validates each sample and appends its frames to ``data.npy``
+    (and its per-frame labels to ``frame_labels.npy``) in input order, keeping only the O(N) index lists."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.names: list[str] = []
+        self._seen: set[str] = set()
+        self.lengths: list[int] = []
+        self.labels: list[int] = []
+        self.meta_fields: dict[str, list[int]] = {k: [] for k in _INDEX_INT16_FIELDS}
+        self.num_bodies: list[int] = []
+        self._data: _NpyStreamWriter | None = None
+        self._frame_labels: _NpyStreamWriter | None = None
+        self._has_fl: bool | None = None  # decided by the first sample
+
+    @property
+    def tail(self) -> tuple[int, ...]:
+        """``(M, V, C)`` of the first sample."""
+        assert self._data is not None
+        return self._data.tail
+
+    @property
+    def has_frame_labels(self) -> bool:
+        return self._frame_labels is not None
+
+    def add(self, k: int, s: StoreSample) -> None:
+        """Checks sample ``k`` (input position) against the store rules and the earlier samples, then writes it."""
+        d = np.asarray(s.data)
+        if d.ndim != 4:
+            raise ValueError(f"sample {k} ({s.name!r}): data must be [T, M, V, C], got shape {d.shape}")
+        if d.shape[0] < 1:
+            raise ValueError(f"sample {k} ({s.name!r}): empty sequence (T = 0); stores hold T >= 1")
+        if "\n" in s.name or "\r" in s.name or not s.name:
+            raise ValueError(f"sample {k}: name {s.name!r} must be non-empty and contain no line break")
+        if s.name in self._seen:
+            raise ValueError(f"sample {k}: duplicate name {s.name!r}; store names must be unique")
+        self._seen.add(s.name)
+        if self._data is None:
+            self._data = _NpyStreamWriter(self.tmp / _DATA, d.shape[1:], np.float32)
+        elif d.shape[1:] != self._data.tail:
+            raise ValueError(
+                f"sample {k} ({s.name!r}): trailing shape [M, V, C] = {list(d.shape[1:])} differs from the "
+                f"first sample's {list(self._data.tail)}"
+            )
+        this_fl = s.frame_labels is not None
+        if self._has_fl is None:
+            self._has_fl = this_fl
+            if this_fl:
+                self._frame_labels = _NpyStreamWriter(self.tmp / _FRAME_LABELS, (), np.int16)
+        elif this_fl != self._has_fl:
+            raise ValueError(
+                f"sample {k} ({s.name!r}): frame_labels {'given' if this_fl else 'missing'}, but "
+                f"{'not ' if this_fl else ''}given for earlier samples; a store is all trimmed or all untrimmed"
+            )
+        if this_fl:
+            fl = np.asarray(s.frame_labels)
+            if fl.shape != (d.shape[0],):
+                raise ValueError(f"sample {k} ({s.name!r}): frame_labels shape {fl.shape}, expected ({d.shape[0]},)")
+            if fl.size and (fl.min() < np.iinfo(np.int16).min or fl.max() > np.iinfo(np.int16).max):
+                raise ValueError(f"sample {k} ({s.name!r}): frame_labels outside the int16 range")
+            assert self._frame_labels is not None
+            self._frame_labels.append(fl.astype(np.int16))
+        self._data.append(d)
+        self.names.append(s.name)
+        self.lengths.append(int(d.shape[0]))
+        self.labels.append(int(s.label))
+        for f in _INDEX_INT16_FIELDS:
+            self.meta_fields[f].append(int(getattr(s, f)))
+        # A slot is "occupied" if it ever holds a non-zero value (NaN counts: it is data, not padding).
+        self.num_bodies.append(int(np.count_nonzero((d != 0).reshape(d.shape[0], d.shape[1], -1).any(axis=(0, 2)))))
+
+    def finish(self) -> None:
+        """Completes the .npy headers; an empty stream is an error (a store holds at least one sample)."""
+        if self._data is None:
+            raise ValueError("write_store: no samples; a store holds at least one sample")
+        self._data.finish()
+        if self._frame_labels is not None:
+            self._frame_labels.finish()
+
+    def abort(self) -> None:
+        for w in (self._data, self._frame_labels):
+            if w is not None:
+                w.abort()
+
+
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    """Start frame of each sample: the running sum of ``lengths`` (int64), 0 first."""
+    offsets = np.zeros(lengths.shape[0], dtype=np.int64)
+    np.cumsum(lengths[:-1], out=offsets[1:])
+    return offsets
+
+
+def _sort_by_name(tmp: Path, stream: _SampleStream) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
+    """Second pass: puts the written frames in name order (only when the input was not sorted).
+
+    Returns:
+        ``order`` (int64 ``[N]``, store position -> input position), the ``index.npz`` arrays in store
+        order, and the sorted names.
+    """
+    n = len(stream.names)
+    lengths = np.asarray(stream.lengths, dtype=np.int64)
+    order = np.asarray(sorted(range(n), key=stream.names.__getitem__), dtype=np.int64)
+    if not np.all(order == np.arange(n)):
+        input_offsets = _offsets(lengths)
+        _permute_frames(tmp / _DATA, input_offsets, lengths, order)
+        if stream.has_frame_labels:
+            _permute_frames(tmp / _FRAME_LABELS, input_offsets, lengths, order)
+    lengths = lengths[order]
+    index: dict[str, np.ndarray] = {
+        "offsets": _offsets(lengths),
+        "lengths": lengths,
+        "num_bodies": np.asarray(stream.num_bodies, dtype=np.int8)[order],
+        "labels": np.asarray(stream.labels, dtype=np.int64)[order],
+        "source_index": order.copy(),
+    }
+    for f in _INDEX_INT16_FIELDS:
+        index[f] = np.asarray(stream.meta_fields[f], dtype=np.int16)[order]
+    return order, index, [stream.names[i] for i in order]
+
+
+def _store_order_splits(
+    splits: Mapping[str, np.ndarray] | Callable[[dict[str, Any]], Mapping[str, np.ndarray]] | None,
+    order: np.ndarray,
+    index: dict[str, np.ndarray],
+    names: list[str],
+) -> dict[str, np.ndarray]:
+    """The ``splits`` argument of :func:`write_store` as checked, sorted store indices per split."""
+    n = len(names)
+    if callable(splits):
+        return {str(k): _check_split(k, v, n) for k, v in splits({"names": names, **index}).items()}
+    if splits is None:
+        return {}
+    # Input-order indices -> store order.
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = np.arange(n, dtype=np.int64)
+    return {str(k): np.sort(inverse[_check_split(k, v, n)]) for k, v in splits.items()}
 
 
 def _check_destination(root: Path, overwrite: bool) -> None:

@@ -56,6 +56,7 @@ __all__ = [
     "KINDS",
     "CameraPose",
     "Subject",
+    "cached_synthetic",
     "forward_kinematics",
     "is_test_subject",
     "iter_synthetic",
@@ -63,6 +64,7 @@ __all__ = [
     "rest_offsets",
     "sample_camera",
     "synthesize_body",
+    "synthetic_cache_path",
     "synthetic_splits",
     "write_synthetic",
 ]
@@ -709,3 +711,30 @@ def write_synthetic(output: str | os.PathLike, kind: str = "trimmed", *, seed: i
                              num_subjects=num_subjects, num_classes=num_classes, two_person_prob=two_person_prob)
     assert len(plan.items) == sum(v.size for v in splits.values())
     return write_store(output, samples, info=info, splits=splits, overwrite=overwrite)
+
+
+def synthetic_cache_path(cache_dir: str | os.PathLike, kind: str, seed: int, size: int) -> Path:
+    """Where :func:`cached_synthetic` keeps the default-parameter set of ``(kind, seed, size)``:
+    ``cache_dir/synthetic-<kind>-seed<seed>-n<size>``. ``size`` is ``samples_per_class`` for
+    ``"trimmed"`` and ``num_sequences`` otherwise."""
+    if kind not in KINDS:
+        raise ValueError(f"synthetic kind {kind!r}: expected one of {KINDS}")
+    return Path(cache_dir) / f"synthetic-{kind}-seed{int(seed)}-n{int(size)}"
+
+
+def cached_synthetic(cache_dir: str | os.PathLike, kind: str, seed: int, size: int) -> Path:
+    """The synthetic store of ``kind`` with ``size`` samples per class (trimmed) or sequences (untrimmed,
+    long) and default other parameters, generated on first use under ``cache_dir``.
+
+    Pre-training and the downstream tasks share this cache, so a set is generated once whoever asks for
+    it first. A directory without ``meta.json`` (an interrupted generation) is regenerated.
+
+    Returns:
+        The store directory (:func:`synthetic_cache_path`).
+    """
+    path = synthetic_cache_path(cache_dir, kind, seed, size)
+    if not (path / "meta.json").exists():
+        print(f"generating the synthetic {kind} set in {path} ...", flush=True)
+        sizes = {"samples_per_class": size} if kind == "trimmed" else {"num_sequences": size}
+        write_synthetic(path, kind, seed=seed, overwrite=path.exists(), **sizes)
+    return path

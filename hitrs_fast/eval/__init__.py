@@ -1,17 +1,10 @@
-"""Downstream evaluation: detection protocols, recognition / retrieval / forecasting metrics, label subsets.
+"""Downstream evaluation: detection protocols and frame-to-segment post-processing, recognition /
+retrieval / forecasting metrics, label subsets.
 
-Pure numpy / torch, independent of the model. See ``docs/evaluation.md`` for the conventions
-(``data-formats.md`` §3 and §9).
+Pure numpy / torch, independent of the model. See ``docs/evaluation.md`` for the conventions.
 """
 
-from hitrs_fast.eval.detection import (
-    PKU_NUM_CLASSES,
-    THETAS_2D_AP,
-    evaluate_detection,
-    frame_probs_to_segments,
-    frame_probs_to_segments_jhang2020,
-    proposals_from_frame_probs,
-)
+from hitrs_fast.eval.detection import PKU_NUM_CLASSES, THETAS_2D_AP, evaluate_detection
 from hitrs_fast.eval.metrics import (
     MPJPEResult,
     fuse_scores,
@@ -20,6 +13,11 @@ from hitrs_fast.eval.metrics import (
     mpjpe,
     topk_accuracy,
     zero_velocity_baseline,
+)
+from hitrs_fast.eval.segments import (
+    frame_probs_to_segments,
+    frame_probs_to_segments_jhang2020,
+    proposals_from_frame_probs,
 )
 from hitrs_fast.eval.subsets import (
     SEMI_SUPERVISED_FRACTIONS,

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from hitrs_fast.training.run import atomic_write_text
+from hitrs_fast.training.run import atomic_torch_save, atomic_write_text
 
 LATEST = "latest_tag"
 COMPLETE = "COMPLETE"  # written into a tag directory once every rank has finished saving it
@@ -80,9 +80,5 @@ class CheckpointManager:
 
 
 def save_module_atomic(module: torch.nn.Module, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
-    """``torch.save`` of a state dict through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"state_dict": module.state_dict(), **(extra or {})}, tmp)
-    os.replace(tmp, path)
+    """Saves ``{"state_dict": module.state_dict(), **extra}`` to ``path`` atomically (:func:`atomic_torch_save`)."""
+    atomic_torch_save({"state_dict": module.state_dict(), **(extra or {})}, path)

@@ -1,11 +1,14 @@
-"""Parameter groups and learning-rate schedules of the released recipes."""
+"""Parameter groups and learning-rate schedules of the released recipes: the per-step warm-up and
+decay of pre-training, and the per-epoch schedules of the downstream recipes."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from torch import nn
 
+SCHEDULES = ("constant", "released_finetune", "released_scratch", "cosine")
 # Names the released code exempts from weight decay: biases, norms, positional embeddings, CLS tokens.
 NO_DECAY_MARKERS = ("bias", "norm", ".pos", "cls_token")
 
@@ -36,3 +39,27 @@ def warmup_linear_decay(warmup_steps: int, total_steps: int, final_ratio: float)
         return 1.0 + (final_ratio - 1.0) * progress
 
     return factor
+
+
+def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    """Learning-rate multiplier of 1-based ``epoch`` under a downstream recipe's ``schedule``.
+
+    - ``released_finetune`` (the released fine-tuning steps): 1 for e <= 20, else
+      max(0.5 ** ceil((e - 20) / 10), 0.0025);
+    - ``released_scratch`` (the released from-scratch steps): 1 (<= 30), 0.5 (31-40), 0.25 (41-50),
+      0.125 (51-55), 0.0125 (> 55);
+    - ``cosine``: 0.5 (1 + cos(pi (e - 1) / epochs)), for short recipes;
+    - ``constant``: 1.
+    """
+    if schedule == "constant":
+        return 1.0
+    if schedule == "released_finetune":
+        return 1.0 if epoch <= 20 else max(0.5 ** math.ceil((epoch - 20) / 10), 0.0025)
+    if schedule == "released_scratch":
+        for last, value in ((30, 1.0), (40, 0.5), (50, 0.25), (55, 0.125)):
+            if epoch <= last:
+                return value
+        return 0.0125
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / max(1, epochs)))
+    raise ValueError(f"unknown schedule {schedule!r}; available: {SCHEDULES}")

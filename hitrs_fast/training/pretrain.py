@@ -4,13 +4,12 @@
 built-in synthetic motion set on whatever hardware is present, then prints a linear
 probe (10 % of the labels) of the pre-trained encoder next to a random-init encoder.
 Full-scale runs pick a dataset, a preset, a DeepSpeed config from ``training/configs/``
-and the step count; see ``docs/training.md``.
+(installed as the package ``hitrs_fast.configs``) and the step count; see ``docs/training.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -25,10 +24,10 @@ from hitrs_fast.models import HiTRS
 from hitrs_fast.pretext import HiTRSForPretraining, rank_mean
 from hitrs_fast.sampling import SampleRandom
 from hitrs_fast.training.checkpoint import CheckpointManager, barrier, save_module_atomic
+from hitrs_fast.training.config_files import DEEPSPEED, load_config
 from hitrs_fast.training.optim import parameter_groups, warmup_linear_decay
-from hitrs_fast.training.run import RunLogger, UsageError, atomic_write_json, parse_overrides
+from hitrs_fast.training.run import RunLogger, UsageError, atomic_write_json, mix_seed, parse_overrides
 
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 DEFAULT_DS_CONFIG = "cpu_fp32.json"
 DEFAULT_CUDA_DS_CONFIG = "zero1_bf16.json"
 LOSS_KEYS = ("loss", "pose_loss", "clip_order_loss", "video_order_loss", "nce_loss")
@@ -88,18 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 
-def resolve_ds_config(name: str | None, cuda: bool) -> tuple[Path, dict[str, Any]]:
-    name = name or (DEFAULT_CUDA_DS_CONFIG if cuda else DEFAULT_DS_CONFIG)
-    path = Path(name)
-    if not path.exists():
-        path = REPO_CONFIGS / name
-    if not path.exists():
-        available = sorted(p.name for p in REPO_CONFIGS.glob("*.json"))
-        raise UsageError(f"--ds-config {name!r}: no such file (configs in {REPO_CONFIGS}: {available})")
-    try:
-        return path, json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UsageError(f"--ds-config {path}: not valid JSON at line {e.lineno}: {e.msg}") from None
+def resolve_ds_config(name: str | None, cuda: bool) -> tuple[str, dict[str, Any]]:
+    """``--ds-config``: a path, or a packaged DeepSpeed config (``training/configs/*.json``)."""
+    return load_config(name or (DEFAULT_CUDA_DS_CONFIG if cuda else DEFAULT_DS_CONFIG), DEEPSPEED, "--ds-config")
 
 
 def resolve(args: argparse.Namespace, world_size: int, cuda: bool) -> dict[str, Any]:
@@ -180,19 +170,12 @@ def ensure_dataset(args: argparse.Namespace, rank: int) -> Path:
     """The store to train on: ``--data``, or the synthetic set (generated once by rank 0)."""
     if args.data is not None:
         return Path(args.data)
-    from hitrs_fast.data.synthetic import write_synthetic
+    from hitrs_fast.data.synthetic import cached_synthetic, synthetic_cache_path
 
-    path = Path(args.cache_dir) / f"synthetic-trimmed-seed{args.seed}-n{args.synthetic_per_class}"
-    if rank == 0 and not (path / "meta.json").exists():
-        print(f"generating the synthetic motion set in {path} ...", flush=True)
-        write_synthetic(path, "trimmed", seed=args.seed, samples_per_class=args.synthetic_per_class,
-                        overwrite=path.exists())
+    if rank == 0:
+        cached_synthetic(args.cache_dir, "trimmed", args.seed, args.synthetic_per_class)
     barrier()
-    return path
-
-
-def mix_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
+    return synthetic_cache_path(args.cache_dir, "trimmed", args.seed, args.synthetic_per_class)
 
 
 def make_optimizer(model: torch.nn.Module, run: dict[str, Any], cuda: bool) -> torch.optim.Optimizer:

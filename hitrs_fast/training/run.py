@@ -1,13 +1,17 @@
-"""Run directories: resolved config, metrics as JSON lines, TensorBoard events, loss curves,
-and atomic file writes."""
+"""Run-level helpers shared by pre-training and the downstream tasks: command-line overrides,
+seed mixing, atomic file writes and the metrics logger (JSON lines, TensorBoard, loss curves)."""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+import numpy as np
 
 
 class UsageError(ValueError):
@@ -28,25 +32,57 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes ``text`` to a temporary sibling, fsyncs and renames it over ``path``: a reader
-    sees the old file or the new one, never half of one."""
+def mix_seed(*parts: int) -> int:
+    """One 32-bit seed from integer parts (e.g. ``(seed, step, micro, rank)``), through numpy's
+    ``SeedSequence``: nearby tuples give unrelated seeds. Parts are taken modulo 2**32."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
+    """Opens a temporary sibling of ``path`` for writing; on a clean exit it is flushed, fsynced and
+    renamed over ``path``, on an exception it is removed. A reader (or a resumed run) sees the old
+    file or the new one, never half of one.
+
+    Examples::
+
+        with atomic_file("run/summary.json") as f:
+            f.write(text)
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_file: mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # A unique name per writer (two processes may save the same file), created with "x" so that the
+    # file gets the usual umask permissions.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with open(tmp, mode.replace("w", "x")) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes ``text`` to ``path`` through :func:`atomic_file`."""
+    with atomic_file(path, "w") as f:
+        f.write(text)
 
 
 def atomic_write_json(path: str | os.PathLike, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` through :func:`atomic_file`: a killed run never leaves half a checkpoint."""
+    import torch
+
+    with atomic_file(path, "wb") as f:
+        torch.save(obj, f)
 
 
 class RunLogger:

@@ -1,0 +1,191 @@
+"""The run every downstream task shares (``hitrs_fast.training.recognize``, ``detect``, ``predict_motion``):
+common arguments, the prologue (device, store, recipe, encoder + head, run directory) and the epilogue.
+
+A task module builds its parser with :func:`task_parser`, then drives one :class:`TaskRun`::
+
+    job = TaskRun(args, "motion", synthetic=("long", args.synthetic_sequences))     # device, store
+    recipe = job.load_recipe(required=("hidden",))                                 # --set, recipe
+    model = job.build_model(lambda enc: MotionPredictor(enc, ...), train_windows=n)  # encoder + head, config.json
+    res = job.fit(batches=..., loss_fn=..., evaluate=..., primary="mpjpe_mm", higher_is_better=False, desc=...)
+    return job.finish({...})                                                        # summary.json
+
+Run directory of every downstream run::
+
+    RUN_DIR/config.json        resolved arguments + recipe + model config
+    RUN_DIR/metrics.jsonl      one row per epoch; TensorBoard alongside (see hitrs_fast.training.loop)
+    RUN_DIR/checkpoint.pt      last finished epoch, written atomically
+    RUN_DIR/summary.json       final result: last-epoch and best-epoch metrics, labelled as such
+    RUN_DIR/loss_curve.png     curves of the logged values
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hitrs_fast.config import PRESETS
+from hitrs_fast.models import HiTRS
+from hitrs_fast.training.encoder import build_encoder, check_mode, freeze_encoder
+from hitrs_fast.training.loop import FitResult, fit
+from hitrs_fast.training.recipes import MODES, resolve_recipe
+from hitrs_fast.training.run import UsageError, atomic_write_json, parse_overrides
+
+
+def task_parser(script: str, doc: str | None, default_data: str) -> argparse.ArgumentParser:
+    """The parser of ``python training/<script>.py`` holding the arguments every downstream task shares;
+    the task adds its own (its synthetic set's size, its options)."""
+    p = argparse.ArgumentParser(prog=f"python training/{script}.py", description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=None, help=f"store directory; default: {default_data}, generated under "
+                   "--cache-dir on first use")
+    p.add_argument("--cache-dir", default="runs/data", help="where the synthetic set is generated")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the generated synthetic set")
+    p.add_argument("--split", default="train", help="training split of the store (default: train)")
+    p.add_argument("--test-split", default="test", help="evaluation split (default: test)")
+    p.add_argument("--init", default="random", help="'random' or the path of a pre-training encoder.pt")
+    p.add_argument("--mode", default="finetune", choices=MODES,
+                   help="linear: frozen encoder in eval mode, head only; finetune: everything trained; "
+                   "scratch: random init with the from-scratch schedule")
+    p.add_argument("--preset", default=None, help=f"model preset for --init random: {sorted(PRESETS)} (default "
+                   "tiny); with a checkpoint the checkpoint's config is used and a different --preset is an error")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a HiTRSConfig field (with a checkpoint only shape-free fields such as dropout "
+                   "and body_reduce)")
+    p.add_argument("--recipe", default=None, help="recipe JSON (a name in training/configs/downstream/ or a path); "
+                   "default: the synthetic recipe on the synthetic sets, the released recipe otherwise")
+    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
+    p.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
+    p.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "triton"], help="model backend")
+    p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--run-dir", default=None, help="default: runs/<task>-<mode>-<time>")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def pick_device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise UsageError(f"--device {name!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine")
+    return dev
+
+
+def is_synthetic(store) -> bool:
+    """True for the built-in synthetic sets: their default recipe is the small CPU one."""
+    return store.info.get("source") == "synthetic"
+
+
+def open_store(data: str | None, default: Callable[[], Path], splits: tuple[str, ...]):
+    """Opens ``--data`` (or the default synthetic store) and checks the requested splits exist."""
+    from hitrs_fast.data.store import SkeletonStore
+
+    path = Path(data) if data is not None else default()
+    if not (path / "meta.json").exists():
+        raise UsageError(f"--data {path}: not a hitrs_fast store (no meta.json); convert a dataset with "
+                         "`python -m hitrs_fast.data convert ...` or omit --data for the synthetic set")
+    store = SkeletonStore(path)
+    for split in splits:
+        if split not in store.split_names:
+            raise UsageError(f"split {split!r}: not in {path} (splits: {store.split_names})")
+    return store
+
+
+def make_run_dir(run_dir: str | None, task: str, mode: str, resume: bool) -> Path:
+    path = Path(run_dir or f"runs/{task}-{mode}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if resume and not (path / "checkpoint.pt").exists():
+        raise UsageError(f"--resume: no checkpoint.pt in {path}")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class TaskRun:
+    """One downstream run, in the order every task follows.
+
+    Constructing it checks ``--mode`` against ``--init``, picks the device and thread count, and opens
+    the store (``--data``, or the built-in synthetic set ``synthetic = (kind, size)`` generated under
+    ``--cache-dir`` with ``--data-seed``) with its two splits. Then :meth:`load_recipe`,
+    :meth:`build_model`, :meth:`fit` and :meth:`finish`, in that order.
+
+    Attributes:
+        args, task, device, store: as given / opened.
+        recipe_path, recipe: set by :meth:`load_recipe`.
+        encoder_info, run_dir, model: set by :meth:`build_model`.
+    """
+
+    def __init__(self, args: argparse.Namespace, task: str, synthetic: tuple[str, int]) -> None:
+        from hitrs_fast.data.synthetic import cached_synthetic
+
+        check_mode(args.mode, args.init)
+        self.args, self.task = args, task
+        self.device = pick_device(args.device)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        kind, size = synthetic
+        self.store = open_store(args.data, lambda: cached_synthetic(args.cache_dir, kind, args.data_seed, size),
+                                (args.split, args.test_split))
+
+    def load_recipe(self, required: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Parses ``--set`` and resolves the recipe (command-line epochs, lr and batch size win);
+        ``required``: task-specific keys the recipe must hold."""
+        a = self.args
+        self.overrides = parse_overrides(a.set)
+        self.recipe_path, self.recipe = resolve_recipe(
+            self.task, a.recipe, is_synthetic(self.store), a.mode,
+            {"epochs": a.epochs, "lr": a.lr, "batch_size": a.batch_size}, required)
+        return self.recipe
+
+    def build_model(self, head: Callable[[HiTRS], nn.Module], **config: Any) -> nn.Module:
+        """Builds the encoder (``--init``), the run directory and ``head(encoder)`` on the device (the
+        encoder frozen in linear mode), and writes ``config.json`` with ``config`` as extra entries."""
+        a = self.args
+        encoder, self.encoder_info = build_encoder(a.init, a.preset, self.overrides, a.backend, a.seed)
+        self.run_dir = make_run_dir(a.run_dir, self.task, a.mode, a.resume)
+        torch.manual_seed(a.seed + 1)  # the head's init does not depend on how the encoder was built
+        self.model = head(encoder).to(self.device)
+        freeze_encoder(self.model, a.mode)
+        atomic_write_json(self.run_dir / "config.json", {
+            "args": vars(a), "recipe_file": self.recipe_path, "recipe": self.recipe, "encoder": self.encoder_info,
+            "data": str(self.store.root), **config})
+        return self.model
+
+    def fit(self, *, batches, loss_fn, evaluate, primary: str, higher_is_better: bool, desc: str) -> FitResult:
+        """:func:`hitrs_fast.training.loop.fit` with this run's model, mode, recipe, directory, seed and
+        resume / progress flags."""
+        a = self.args
+        return fit(model=self.model, mode=a.mode, recipe=self.recipe, run_dir=self.run_dir, batches=batches,
+                   loss_fn=loss_fn, evaluate=evaluate, primary=primary, higher_is_better=higher_is_better,
+                   seed=a.seed, resume=a.resume, desc=desc, progress=not a.no_progress)
+
+    def finish(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Adds ``run_dir`` to ``result``, writes it as ``summary.json`` and returns it."""
+        result = {**result, "run_dir": str(self.run_dir)}
+        atomic_write_json(self.run_dir / "summary.json", result)
+        return result
+
+
+def run_cli(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], Any],
+            argv: list[str] | None, name: str) -> int:
+    """Parses ``argv`` and runs a task: 0 on success, 2 with a one-line ``<name>: error: ...`` on a
+    :class:`UsageError`."""
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except UsageError as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
