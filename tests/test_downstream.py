@@ -13,16 +13,10 @@ import torch
 
 from hitrs_fast.config import HiTRSConfig
 from hitrs_fast.data.skeleton import BONE_PAIRS_1BASED
-from hitrs_fast.downstream import (
-    ActionRecognizer,
-    FrameDetector,
-    MotionPredictor,
-    apply_stream,
-    bone_stream,
-    motion_stream,
-)
+from hitrs_fast.data.streams import apply_stream, bone_stream, motion_stream
 from hitrs_fast.eval.metrics import fuse_scores, topk_accuracy, zero_velocity_baseline
 from hitrs_fast.models import HiTRS
+from hitrs_fast.tasks import ActionRecognizer, FrameDetector, MotionPredictor
 from hitrs_fast.training.detect import ground_truth_segments
 from hitrs_fast.training.encoder import load_encoder_checkpoint
 from hitrs_fast.training.optim import lr_factor

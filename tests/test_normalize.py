@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from hitrs_fast import HiTRS, HiTRSConfig, HiTRSForPretraining
-from hitrs_fast.downstream import FrameDetector
 from hitrs_fast.normalize import apply_centering, center_on_first_frame
 from hitrs_fast.sampling import SampleRandom
+from hitrs_fast.tasks import FrameDetector
 
 SPINE_MID = 1
 CENTRED = HiTRSConfig.preset("tiny", dropout=0.0, centering="first_frame", use_video_tasks=True)

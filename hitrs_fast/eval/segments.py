@@ -1,6 +1,6 @@
 """Temporal action detection post-processing: per-frame class probabilities -> action segments.
 
-A per-frame classifier (``hitrs_fast.downstream.FrameDetector``) gives ``[T, K + 1]`` probabilities per
+A per-frame classifier (``hitrs_fast.tasks.FrameDetector``) gives ``[T, K + 1]`` probabilities per
 video, column 0 = background. The functions here turn them into proposals ``(label, start, end,
 confidence)`` for :func:`hitrs_fast.eval.detection.evaluate_detection`:
 

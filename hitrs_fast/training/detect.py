@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from hitrs_fast.downstream import FrameDetector, clip_context
 from hitrs_fast.eval.detection import evaluate_detection
 from hitrs_fast.eval.segments import proposals_from_frame_probs
+from hitrs_fast.tasks import FrameDetector, clip_context
 from hitrs_fast.training.run import UsageError, atomic_torch_save
 from hitrs_fast.training.task_run import TaskRun, run_cli, task_parser
 

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from hitrs_fast.downstream import MotionPredictor, euclidean_loss
 from hitrs_fast.eval.metrics import mpjpe, zero_velocity_baseline
+from hitrs_fast.tasks import MotionPredictor, euclidean_loss
 from hitrs_fast.training.run import UsageError
 from hitrs_fast.training.task_run import TaskRun, run_cli, task_parser
 

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from hitrs_fast.downstream import STREAMS, ActionRecognizer, apply_stream
+from hitrs_fast.data.streams import STREAMS, apply_stream
 from hitrs_fast.eval.metrics import fuse_scores, knn_accuracy, topk_accuracy
 from hitrs_fast.eval.subsets import class_balanced_subset, load_index_list
+from hitrs_fast.tasks import ActionRecognizer
 from hitrs_fast.training.run import UsageError, atomic_torch_save, atomic_write_json
 from hitrs_fast.training.task_run import TaskRun, run_cli, task_parser
 
