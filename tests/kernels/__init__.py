@@ -1,1 +1,1 @@
-"""Kernel tests (Triton kernels vs their references). Shared skip helpers live in tests/utils.py."""
+"""Kernel tests (Triton kernels vs their references). Shared skip helpers live in tests/support/devices.py."""

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
-from nan_poison import poison_torch_empty
-from tolerances import assert_close_verbose, assert_low_precision_close, tolerance
-from utils import REQUIRES_CUDA, kernel_device
 
 from hitrs_fast.masks import FrameMask, KeyPaddingMask, NoMask
 from hitrs_fast.reference.attention import naive_attention
+from tests.support.devices import REQUIRES_CUDA, kernel_device
+from tests.support.nan_poison import poison_torch_empty
+from tests.support.tolerances import assert_close_verbose, assert_low_precision_close, tolerance
 
 OP = "frame_attention"
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from nan_poison import poison_torch_empty
-from tolerances import assert_close_verbose, assert_low_precision_close, tolerance
 
 from hitrs_fast.embedding import joint_embedding
 from hitrs_fast.reference import naive_joint_embedding
+from tests.support.nan_poison import poison_torch_empty
+from tests.support.tolerances import assert_close_verbose, assert_low_precision_close, tolerance
 
 pytestmark = pytest.mark.interpreter
 

@@ -23,7 +23,7 @@ from hitrs_fast.training.optim import lr_factor
 from hitrs_fast.training.run import UsageError
 from hitrs_fast.windowing import stride1_clip_indices
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _script(name: str):

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import write_ctrgcn_npz, write_pyskl, write_stgcn
 
 from hitrs_fast.data import importers
 from hitrs_fast.data.importers import import_ctrgcn_npz, import_pyskl, import_stgcn, valid_length
 from hitrs_fast.data.safe_pickle import UnsafePickleError, safe_load, safe_loads
 from hitrs_fast.data.store import SkeletonStore
+from tests.support.data_fixtures import write_ctrgcn_npz, write_pyskl, write_stgcn
 
 
 @pytest.mark.parametrize("compressed", [False, True])

@@ -6,10 +6,10 @@ import warnings
 
 import pytest
 import torch
-from tolerances import assert_close_verbose, tolerance
 
 from hitrs_fast.embedding import JointEmbedding, joint_embedding, not_supported_reasons
 from hitrs_fast.reference import naive_joint_embedding
+from tests.support.tolerances import assert_close_verbose, tolerance
 
 KEYS = {"linear.weight", "linear.bias", "norm.weight", "norm.bias", "pos"}
 

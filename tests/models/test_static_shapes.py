@@ -8,10 +8,10 @@ no boolean-mask indexing, no data-dependent shape anywhere in the step).
 
 import pytest
 import torch
-from tolerances import tolerance
 
 from hitrs_fast import HiTRS, HiTRSConfig, HiTRSForPretraining
 from hitrs_fast.sampling import SampleRandom
+from tests.support.tolerances import tolerance
 
 TINY_ALL = HiTRSConfig.preset("tiny", use_video_tasks=True)  # every pretext task on
 

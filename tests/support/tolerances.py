@@ -28,7 +28,7 @@ def tolerance(op: str, dtype: torch.dtype) -> tuple[float, float]:
     try:
         return TOLERANCES[(op, dtype)]
     except KeyError:
-        raise KeyError(f"no tolerance for op {op!r} in {dtype}; add a row to tests/tolerances.py") from None
+        raise KeyError(f"no tolerance for op {op!r} in {dtype}; add a row to tests/support/tolerances.py") from None
 
 
 def assert_close_verbose(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float, name: str) -> None:

@@ -18,7 +18,7 @@ from hitrs_fast.training.checkpoint import CheckpointManager
 from hitrs_fast.training.optim import parameter_groups, warmup_linear_decay
 from hitrs_fast.training.pretrain import UsageError, build_parser, resolve
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEEPSPEED = shutil.which("deepspeed", path=os.path.dirname(sys.executable)) or shutil.which("deepspeed")
 needs_deepspeed = pytest.mark.skipif(DEEPSPEED is None, reason="deepspeed launcher not installed (train extra)")
 LOSSES = ("loss", "pose_loss", "clip_order_loss", "video_order_loss", "nce_loss")

@@ -9,13 +9,13 @@ import warnings
 
 import pytest
 import torch
-from tolerances import assert_close_verbose, tolerance
-from utils import REQUIRES_CUDA
 
 import hitrs_fast.attention as attention
 from hitrs_fast.attention import FrameMaskedAttention, MultiHeadAttention, TritonFrameAttention, frame_masked_attention
 from hitrs_fast.masks import FrameMask, KeyPaddingMask, NoMask
 from hitrs_fast.reference.attention import naive_attention
+from tests.support.devices import REQUIRES_CUDA
+from tests.support.tolerances import assert_close_verbose, tolerance
 
 
 def qkv(b=2, h=2, n=51, d=16, dtype=torch.float32, device="cpu"):

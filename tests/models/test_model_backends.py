@@ -3,10 +3,10 @@ matches the torch backend: same weights, same losses, same gradients."""
 
 import pytest
 import torch
-from tolerances import assert_close_verbose, tolerance
 
 from hitrs_fast import HiTRS, HiTRSConfig, HiTRSForPretraining
 from hitrs_fast.sampling import SampleRandom
+from tests.support.tolerances import assert_close_verbose, tolerance
 
 pytestmark = pytest.mark.interpreter
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import make_ntu_fixture, write_ctrgcn_npz, write_pku_fixture, write_pyskl, write_stgcn
 
 from hitrs_fast.data.__main__ import main
 from hitrs_fast.data.inspection import validate_store
 from hitrs_fast.data.store import SkeletonStore, StoreSample, write_store
+from tests.support.data_fixtures import make_ntu_fixture, write_ctrgcn_npz, write_pku_fixture, write_pyskl, write_stgcn
 
 
 def test_convert_ntu_describe_validate(tmp_path: Path, capsys) -> None:

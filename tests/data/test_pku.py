@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import write_pku_fixture
 
 from hitrs_fast.data.pku import (
     PkuFormatError,
@@ -17,6 +16,7 @@ from hitrs_fast.data.pku import (
     read_pku_split,
 )
 from hitrs_fast.data.store import SkeletonStore
+from tests.support.data_fixtures import write_pku_fixture
 
 
 @pytest.fixture

@@ -6,13 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import (
-    BODY_ID_BASE,
-    expected_hitrs,
-    make_ntu_fixture,
-    write_missing_lists,
-    write_ntu_skeleton,
-)
 
 from hitrs_fast.data import ntu
 from hitrs_fast.data.ntu import (
@@ -28,6 +21,13 @@ from hitrs_fast.data.ntu import (
     select_bodies,
 )
 from hitrs_fast.data.store import SkeletonStore
+from tests.support.data_fixtures import (
+    BODY_ID_BASE,
+    expected_hitrs,
+    make_ntu_fixture,
+    write_missing_lists,
+    write_ntu_skeleton,
+)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from hitrs_fast.training.pretrain import resolve_ds_config
 from hitrs_fast.training.recipes import MODES, resolve_recipe
 from hitrs_fast.training.run import UsageError
 
-REPO_CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 TASKS = ("recognition", "detection", "motion")
 
 

@@ -1,0 +1,2 @@
+"""Helpers shared by the test suite: the tolerance table (``tolerances``), NaN-poisoned allocations
+(``nan_poison``), device skip markers (``devices``) and on-disk dataset fixtures (``data_fixtures``)."""
