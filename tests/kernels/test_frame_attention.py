@@ -302,3 +302,70 @@ def test_grid_decode_puts_the_tiles_of_one_head_next_to_each_other():
     _decode_probe[(heads * tiles,)](out, n, BLOCK=block)
     pid = torch.arange(heads * tiles, device=out.device)
     assert torch.equal(out[:, 0], pid // tiles) and torch.equal(out[:, 1], pid % tiles)
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("precision", ["tf32x3", "ieee", "tf32"])
+def test_fp32_precision_setting(monkeypatch, precision):
+    """Every HITRS_FAST_FP32_PRECISION value is accepted by tl.dot (the interpreter validates it, then
+    computes in fp32 whatever it is). On a GPU ieee and tf32x3 must meet the fp32 row of the table;
+    plain TF32 rounds operands to 10 mantissa bits and has its own row."""
+    from hitrs_fast.kernels import frame_attention as fa
+
+    monkeypatch.setenv(fa.FP32_PRECISION_ENV, precision)
+    case = Case(2, 2, 2, 32, allow_self=False)
+    q, k, v = make_inputs(case, kernel_device())
+    do = torch.randn(q.shape, device=q.device)
+    mask, scale = case.typed_mask(), 1.0 / math.sqrt(case.head_dim)
+    assert fa._common_meta(q, fa.MASK_FRAME, 25, fa.CLS_LAST, False, False, True)["INPUT_PRECISION"] == precision
+    got = kernel_run(case, q, k, v, do, mask, scale)
+    gpu_tf32 = precision == "tf32" and q.device.type == "cuda"
+    check_against_oracle(case, got, q, k, v, do, mask, scale, op="frame_attention_tf32" if gpu_tf32 else OP)
+
+
+@pytest.mark.interpreter
+def test_fp32_precision_default_and_bad_value(monkeypatch):
+    from hitrs_fast.kernels import frame_attention as fa
+
+    q = torch.randn(1, 1, 26, 16, device=kernel_device())
+    monkeypatch.delenv(fa.FP32_PRECISION_ENV, raising=False)
+    assert fa._common_meta(q, 1, 25, 2, True, False, True)["INPUT_PRECISION"] == "tf32x3"
+    # 16-bit operands always take the tensor cores; the setting is not consulted for them.
+    monkeypatch.setenv(fa.FP32_PRECISION_ENV, "fast")
+    assert fa._common_meta(q.bfloat16(), 1, 25, 2, True, False, True)["INPUT_PRECISION"] == "tf32"
+    with pytest.raises(ValueError, match="HITRS_FAST_FP32_PRECISION='fast': expected one of tf32x3, ieee, tf32"):
+        fa.frame_attention_fwd(q, q, q, None, 0.25, 1, 25, 2, True, True)
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("mode", ["autocast-fp32-params", "bf16-params"])
+def test_multi_head_attention_bf16_training_modes(mode):
+    """``MultiHeadAttention(backend="triton")`` in the two bf16 training set-ups: CPU autocast over fp32
+    parameters, and bf16 parameters with bf16 activations (DeepSpeed's bf16 mode casts the parameters;
+    the layer before hands bf16 on). Output and the gradients of x and of every projection against the
+    float64 module, by the 2x rule against the same module on the eager reference backend."""
+    from hitrs_fast.attention import MultiHeadAttention
+
+    mask = FrameMask(frame_size=25, num_frames=2, cls="last", allow_self=True)
+    oracle_module = MultiHeadAttention(32, 2, 16, backend="torch").double()
+    x = torch.randn(2, mask.num_tokens, 32, dtype=torch.float64)
+    dy = torch.randn_like(x)
+
+    def run(backend: str, dtype: torch.dtype) -> list[torch.Tensor]:
+        module = MultiHeadAttention(32, 2, 16, backend=backend)
+        module.load_state_dict(oracle_module.state_dict())
+        module = module.to(dtype)
+        leaf = x.to(dtype).requires_grad_()
+        use_autocast = mode.startswith("autocast") and dtype != torch.float64
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_autocast), poison_torch_empty():
+            out = module(leaf, mask)
+        out.backward(dy.to(out.dtype))
+        return [out.detach(), leaf.grad] + [p.grad for p in module.parameters()]
+
+    dtype = torch.float32 if mode.startswith("autocast") else torch.bfloat16
+    got, same, oracle = run("triton", dtype), run("torch", dtype), run("torch", torch.float64)
+    names = ["out", "dx"] + [f"d{name}" for name, _ in oracle_module.named_parameters()]
+    assert got[0].dtype == torch.bfloat16
+    assert all(g.dtype == dtype for g in got[1:]), "gradients come back in the parameter / input dtype"
+    for name, a, t, e in zip(names, got, same, oracle, strict=True):
+        assert_low_precision_close(a, t, e, OP, name=f"{name} ({mode})")
