@@ -33,17 +33,44 @@ recompute-from-LSE backward of FlashAttention / FlashAttention-2 (Dao et al.), w
 the dK/dV and dQ passes split into two kernels as in the Triton fused-attention
 tutorial so the backward needs no atomics and is deterministic; ``exp2`` with
 ``log2(e)`` folded into the scale; the whole-row-on-chip single pass of
-window-attention kernels as the second forward variant (performance.md §2.3).
+window-attention kernels as the second forward variant.
 
-Grid: axis 0 = sequence * head (int64 offsets; limit 2^31 - 1, so B * H may exceed
-65 535), axis 1 = q-tiles (forward, dQ) or kv-tiles (dK/dV): cdiv(N, BLOCK), 11 for
-the official N = 176 with 16-row tiles.
+Grid: one axis of ``B * H * n_tiles`` programs, ``n_tiles = cdiv(N, BLOCK)`` q-tiles
+(forward, dQ, preprocess) or kv-tiles (dK/dV), 11 for the official N = 176 with 16-row
+tiles. Program ``p`` is tile ``p % n_tiles`` of sequence-head ``p // n_tiles`` (int64
+offsets): the tile varies fastest, so the tiles of one head run side by side and share
+its K/V through L2. (With the tiles on a second axis, blocks are dispatched axis 0
+first and the tiles of one head start ``B * H`` blocks apart, long after its K/V left
+L2: one HBM re-read per tile.) Axis 0 allows 2^31 - 1 programs, far beyond the 65 535
+limit of axes 1 and 2; ``not_supported_reasons`` refuses larger grids.
 
-Forward variants, picked by autotuning per (N, D, dtype, mask kind):
+Forward variants, picked by autotuning:
 
 - online (``WHOLE_ROW=False``): loop over ``BLOCK_N``-wide KV chunks with rescaling;
-- whole row (``WHOLE_ROW=True``): the full key row (next power of two >= N, only
-  offered while it is <= 256) in one score tile, one max, one exp2 pass, no rescale.
+- whole row (``WHOLE_ROW=True``): the full key row (next power of two >= N) in one
+  score tile, one max, one exp2 pass, no rescale; offered while that row is <= 256 keys
+  and its K and V rows fit in 128 KiB (:func:`whole_row_fits`: not fp32 at D = 128).
+
+Autotuning: the key (``AUTOTUNE_KEY``) is ``N_POW2`` (next power of two of N), a log2
+bucket of ``B * H`` (``BH_BUCKET``, :func:`bh_bucket`), D, the mask fields, the fp32
+precision and, added by Triton, every tensor's dtype. Exact N and B are not in it: a
+V-TRS batch (N = clips + 1, new nearly every batch) would re-tune each time, and a
+B = 3 correctness launch would choose the config later reused at B = 8 192. ``N`` and
+``BH_BUCKET`` are ``do_not_specialize`` so neither compiles a new binary. The prune
+functions drop tiles wider than ``N_POW2`` and whole-row configs that do not fit; they
+read Triton's positional ``named_args`` and its keyword ``kwargs`` together (the
+constexprs arrive as keywords). Configs that still exceed the GPU's shared memory (some
+fp32 D = 128 ones on sm_90) fail to launch and Triton's autotuner times them as
+infinite. Under ``TRITON_INTERPRET=1`` the benchmarker is a CPU wall clock
+(:func:`_cpu_timer`; ``triton.testing.do_bench`` needs a GPU driver) and the config
+list is one config unless :func:`autotune_configs` supplies one (the tests do).
+
+Precision: fp32 inputs use ``tl.dot(input_precision="tf32x3")`` by default (three TF32
+tensor-core products, close to fp32 accuracy), ``HITRS_FAST_FP32_PRECISION=ieee`` for
+exact fp32 FMA dots without tensor cores, ``=tf32`` for one TF32 product (about 1e-3
+relative error). 16-bit inputs always use the tensor cores with fp32 accumulation. The
+interpreter validates the value and computes every dot in fp32 whatever it is, so the
+fp32 tolerance (1e-5) under tf32x3 is only checked on a GPU.
 
 Tile skipping: a (q-tile, kv-tile) pair whose queries and keys all lie in one and the
 same frame (no CLS among them) has every score masked, except the diagonal under
@@ -51,12 +78,12 @@ same frame (no CLS among them) has every score masked, except the diagonal under
 do not overlap. With 25-joint frames this needs 16-wide tiles and ``allow_self=False``
 (a 16-aligned tile inside one frame can only meet another such tile of the same frame
 on the diagonal): at N = 176 it skips 4 of the 121 tile pairs (q-tiles 0, 2, 5, 8). Wider tiles never fit
-inside a 25-token frame, so nothing is skipped there (performance.md §2: skipping buys
-little; padding and bytes matter). Where no skip is possible the test is not even compiled in
+inside a 25-token frame, so nothing is skipped there (skipping buys little at
+best: padding and bytes matter more). Where no skip is possible the test is not even compiled in
 (constexpr conditions), so the official allow_self=True loop has no branch.
 
 Environment: ``HITRS_FAST_SINGLE_CONFIG=1`` replaces autotuning with one config per
-kernel (needed under ``TRITON_INTERPRET=1``, which also forces it).
+kernel (the default under ``TRITON_INTERPRET=1``); ``HITRS_FAST_FP32_PRECISION`` (above).
 """
 
 from __future__ import annotations

@@ -6,18 +6,19 @@ ops with ``torch.library.triton_op`` exactly as on a GPU. Without a GPU, Triton 
 active driver; :class:`TargetOnlyDriver` answers the one question compilation and
 torch's kernel analysis ask ("which GPU?") and nothing else, so nothing can launch.
 
-Commands (each prints one JSON document on stdout):
+Commands (each prints one JSON document on stdout; ``python tests/kernels/triton_without_gpu.py``):
 
 - ``trace``: ``torch.compile(fullgraph=True)`` with an AOTAutograd backend that records the
   forward and backward graphs of ``frame_attention`` and ``joint_embedding`` (fake CPU
   tensors: the graphs are traced, never run) and reports every
   ``triton_kernel_wrapper_functional`` node: kernel name, the tensors torch found the
   kernel writes (from the kernel's TTIR), and the grid of every candidate config;
-- ``compile``: records the launches the real launchers make (``wrap_triton`` replaced by
-  a recorder), runs each autotuner's own prune function on them with the Hopper config
-  lists, and compiles every kept config to a cubin for sm_90 through
-  ``JITFunction.warmup`` (the JIT's own argument specialization), reporting shared memory,
-  registers and spills (cuobjdump); also counts compiled binaries across several N and B.
+- ``compile CASE...`` (or ``compile-one-per-tile``): records the launches the real
+  launchers make (``wrap_triton`` replaced by a recorder), runs each autotuner's own prune
+  function on them with the Hopper config lists, and compiles every kept config to a cubin
+  for sm_90 through ``JITFunction.warmup`` (the JIT's own argument specialization),
+  reporting shared memory, registers, stack (spills) and whether the PTX uses wgmma;
+- ``binaries``: how many binaries each kernel compiles across several N and B * H.
 """
 
 from __future__ import annotations
@@ -128,8 +129,12 @@ def resource_usage(cubin: bytes) -> dict:
     return {k.lower(): int(v) for k, v in usage.items()}
 
 
-def compile_launches(launches: list[Launch]) -> list[dict]:
-    """Compile every config each launch's autotuner keeps after pruning (or the one fixed config)."""
+def compile_launches(launches: list[Launch], one_per_tile: bool = False) -> list[dict]:
+    """Compile every config each launch's autotuner keeps after pruning (or the launch's fixed config).
+
+    ``one_per_tile``: of configs that differ only in ``num_warps``, compile the first (shared
+    memory is a matter of tiles and stages; halves the compile time of the wider sweep).
+    """
     rows = []
     for launch in launches:
         kernel = launch.kernel
@@ -139,28 +144,34 @@ def compile_launches(launches: list[Launch]) -> list[dict]:
             jit = kernel.fn
         else:
             configs, jit = [None], kernel
+        seen = set()
         for config in configs:
+            tile = (str(config.kwargs), config.num_stages) if config else None
+            if one_per_tile and tile in seen:
+                continue
+            seen.add(tile)
             meta = {**launch.kwargs, **(config.all_kwargs() if config else {})}
             grid = launch.grid({**named, **meta}) if callable(launch.grid) else launch.grid
             compiled = jit.warmup(*launch.args, grid=grid, **meta)
-            rows.append({"kernel": _kernel_name(jit), "config": str(config.kwargs if config else {}),
+            rows.append({"kernel": _kernel_name(jit), "config": config.kwargs if config else {},
                          "num_warps": compiled.metadata.num_warps, "num_stages": compiled.metadata.num_stages,
                          "grid": list(grid), "shared": compiled.metadata.shared,
                          "usage": resource_usage(compiled.asm["cubin"]), "wgmma": "wgmma" in compiled.asm["ptx"]})
     return rows
 
 
-# (name, dtype, B, H, N, D, mask kind, cls, allow_self, lengths)
-AOT_CASES = [
-    ("official-bf16-N176-D64", torch.bfloat16, 2, 8, 176, 64, fa.MASK_FRAME, fa.CLS_LAST, True, None),
-    ("fp32-tf32x3-N176-D64", torch.float32, 2, 8, 176, 64, fa.MASK_FRAME, fa.CLS_LAST, True, None),
-    ("fp16-noself-N151-D32", torch.float16, 2, 8, 151, 32, fa.MASK_FRAME, fa.CLS_LAST, False, None),
-    ("bf16-N251-D128", torch.bfloat16, 2, 2, 251, 128, fa.MASK_FRAME, fa.CLS_FIRST, True, None),
-    ("fp32-N251-D128", torch.float32, 2, 2, 251, 128, fa.MASK_FRAME, fa.CLS_LAST, True, None),
-    ("vtrs-keypad-bf16-N14-D64", torch.bfloat16, 4, 8, 14, 64, fa.MASK_NONE, fa.CLS_NONE, True, [3, 14, 7, 1]),
-    ("ftrs-nomask-bf16-N25-D64", torch.bfloat16, 4, 8, 25, 64, fa.MASK_NONE, fa.CLS_NONE, True, None),
-    ("online-only-fp16-N1026-D16", torch.float16, 1, 1, 1026, 16, fa.MASK_FRAME, fa.CLS_LAST, True, None),
-]
+# name -> (dtype, B, H, N, D, mask kind, cls, allow_self, lengths)
+ATTENTION_CASES = {
+    "official-bf16-N176-D64": (torch.bfloat16, 2, 8, 176, 64, fa.MASK_FRAME, fa.CLS_LAST, True, None),
+    "fp32-tf32x3-N176-D64": (torch.float32, 2, 8, 176, 64, fa.MASK_FRAME, fa.CLS_LAST, True, None),
+    "fp16-noself-N151-D32": (torch.float16, 2, 8, 151, 32, fa.MASK_FRAME, fa.CLS_LAST, False, None),
+    "bf16-clsfirst-N251-D128": (torch.bfloat16, 2, 2, 251, 128, fa.MASK_FRAME, fa.CLS_FIRST, True, None),
+    "fp32-N251-D128": (torch.float32, 2, 2, 251, 128, fa.MASK_FRAME, fa.CLS_LAST, True, None),
+    "vtrs-keypad-bf16-N14-D64": (torch.bfloat16, 4, 8, 14, 64, fa.MASK_NONE, fa.CLS_NONE, True, [3, 14, 7, 1]),
+    "ftrs-nomask-bf16-N25-D64": (torch.bfloat16, 4, 8, 25, 64, fa.MASK_NONE, fa.CLS_NONE, True, None),
+    "fp16-N1026-D16": (torch.float16, 1, 1, 1026, 16, fa.MASK_FRAME, fa.CLS_LAST, True, None),
+}
+EMBEDDING_CASES = {"joint-embedding-fp32-out": torch.float32, "joint-embedding-bf16-out": torch.bfloat16}
 
 
 def _attention_launches(dtype, b, h, n, d, kind, cls_pos, allow_self, lengths) -> list[Launch]:
@@ -169,40 +180,54 @@ def _attention_launches(dtype, b, h, n, d, kind, cls_pos, allow_self, lengths) -
     mask = (lens, d ** -0.5, kind, 25, cls_pos, allow_self, True)
     fwd = record_launches(fa, fa.frame_attention_fwd, q, k, v, *mask)
     lse = torch.zeros(b, h, n)
-    bwd = record_launches(fa, fa.frame_attention_bwd, do, q, k, v, q, lse, *mask)
-    return fwd + bwd
+    return fwd + record_launches(fa, fa.frame_attention_bwd, do, q, k, v, q, lse, *mask)
 
 
-def _binaries_across_shapes() -> dict:
-    """Forward binaries compiled for one config over N = 13, 14, 15, 16 and B * H = 1, 3, 64, 4096."""
-    counts = {}
-    for kernel in (fa.frame_attention_fwd_kernel, fa.frame_attention_bwd_dq_kernel):
-        before = sum(len(c[0]) for c in kernel.device_caches.values())
-        for b, n in ((1, 13), (3, 14), (64, 15), (4096, 16)):
-            launches = [launch for launch in _attention_launches(torch.bfloat16, b, 1, n, 64, fa.MASK_NONE,
-                                                                 fa.CLS_NONE, True, [n] * b)
-                        if getattr(launch.kernel, "fn", None) is kernel]
-            compile_launches(launches)
-        counts[kernel.__name__] = sum(len(c[0]) for c in kernel.device_caches.values()) - before
-    return counts
+def _embedding_launches(out_dtype: torch.dtype) -> list[Launch]:
+    """The model's joint embedding (V = 25, C = 3, d = 128), fp32 coordinates and parameters."""
+    x = torch.randn(64, 25, 3)
+    params = [torch.randn(128, 3), torch.randn(128), torch.randn(128), torch.randn(128), torch.randn(25, 128)]
+    fwd = record_launches(je, je.joint_embedding_fwd, x, *params, 1e-5, out_dtype, True)
+    stats = torch.zeros(64 * 25)
+    dy = torch.randn(64, 25, 128, dtype=out_dtype)
+    weight, bias, ln_weight, _, pos = params
+    return fwd + record_launches(je, je.joint_embedding_bwd, dy, x, weight, bias, ln_weight, pos, stats, stats)
 
 
-def compile_all() -> dict:
-    report = {"cases": {}}
+def compile_cases(names: list[str], one_per_tile: bool) -> dict:
+    """Every named case compiled for the GPU with the Hopper config lists, as the real launchers launch it."""
+    report = {}
     with fa.autotune_configs(fa.gpu_fwd_configs(hopper=True), fa.gpu_bwd_configs(hopper=True)):
-        for name, *case in AOT_CASES:
-            report["cases"][name] = compile_launches(_attention_launches(*case))
-        with fa.autotune_configs([fa._SAFE_FWD], [fa._SAFE_BWD]):
-            report["binaries_across_shapes"] = _binaries_across_shapes()
+        for name in names:
+            launches = (_embedding_launches(EMBEDDING_CASES[name]) if name in EMBEDDING_CASES
+                        else _attention_launches(*ATTENTION_CASES[name]))
+            report[name] = compile_launches(launches, one_per_tile)
     return report
 
 
+def binaries_across_shapes() -> dict:
+    """Binaries compiled per kernel for one config over N = 13, 14, 15, 16 and B * H = 1, 3, 64, 4096
+    (V-TRS-like: key padding, no frame mask): ``do_not_specialize`` should keep it at one each."""
+    counts = {}
+    with fa.autotune_configs([fa._SAFE_FWD], [fa._SAFE_BWD]):
+        for kernel in (fa.frame_attention_fwd_kernel, fa.frame_attention_bwd_dkdv_kernel,
+                       fa.frame_attention_bwd_dq_kernel, fa.frame_attention_bwd_preprocess_kernel):
+            before = sum(len(c[0]) for c in kernel.device_caches.values())
+            for b, n in ((1, 13), (3, 14), (64, 15), (4096, 16)):
+                launches = _attention_launches(torch.bfloat16, b, 1, n, 64, fa.MASK_NONE, fa.CLS_NONE, True, [n] * b)
+                compile_launches([x for x in launches if kernel in (x.kernel, getattr(x.kernel, "fn", None))])
+            counts[kernel.__name__] = sum(len(c[0]) for c in kernel.device_caches.values()) - before
+    return counts
+
+
 if __name__ == "__main__":
-    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    command, names = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
     if command == "trace":
         print(json.dumps(trace()))
-    elif command == "compile":
-        print(json.dumps(compile_all()))
+    elif command in ("compile", "compile-one-per-tile"):
+        print(json.dumps(compile_cases(names, one_per_tile=command == "compile-one-per-tile")))
+    elif command == "binaries":
+        print(json.dumps(binaries_across_shapes()))
     else:
-        sys.stderr.write("usage: triton_without_gpu.py trace|compile\n")
+        sys.stderr.write("usage: triton_without_gpu.py trace | binaries | compile[-one-per-tile] CASE...\n")
         raise SystemExit(2)
