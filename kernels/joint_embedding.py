@@ -18,8 +18,8 @@ partial-sum backward of Liger's and FLA's LayerNorm kernels; written here). dbet
 Shapes and dtypes: x ``[..., V, C]`` with any V and small C (<= 16, unrolled), any d
 (padded to a power of two and masked); x, weights and output each in fp32, bf16 or fp16,
 independently (e.g. fp32 coordinates into bf16 parameters: the coordinates are read as
-they are, never rounded), all arithmetic in fp32; gradients in each input's own dtype. x may have any strides; the output and the statistics are
-contiguous.
+they are, never rounded), all arithmetic in fp32; gradients in each input's own dtype.
+x may have any strides; the output and the statistics are contiguous.
 
 Grid:
 - forward: one program per ``BLOCK_M`` consecutive tokens (flattened ``[..., V]``),

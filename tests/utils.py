@@ -28,7 +28,7 @@ def kernel_device() -> torch.device:
 
 @dataclass
 class Launch:
-    """One Triton launch a launcher asked for: ``kernel`` (a JITFunction or an Autotuner) ``[grid](*args, **kwargs)``."""
+    """One Triton launch a launcher asked for: ``kernel[grid](*args, **kwargs)``, kernel a JITFunction or Autotuner."""
 
     kernel: object
     grid: object
@@ -41,7 +41,7 @@ class Launch:
 
 
 def record_launches(module, fn, *args, **kwargs) -> list[Launch]:
-    """Runs launcher ``fn`` with ``module.wrap_triton`` replaced by a recorder: every launch it would make, none made."""
+    """Runs launcher ``fn`` with ``module.wrap_triton`` replaced by a recorder: each launch it would make, none made."""
     launches = []
 
     class Recorder:

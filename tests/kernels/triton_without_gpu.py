@@ -13,7 +13,7 @@ Commands (each prints one JSON document on stdout; ``python tests/kernels/triton
   tensors: the graphs are traced, never run) and reports every
   ``triton_kernel_wrapper_functional`` node: kernel name, the tensors torch found the
   kernel writes (from the kernel's TTIR), and the grid of every candidate config;
-- ``compile CASE...`` (or ``compile-one-per-tile``): records the launches the real
+- ``compile CASE...`` (``compile-deepest``: one config per tile shape): records the launches the real
   launchers make (``wrap_triton`` replaced by a recorder), runs each autotuner's own prune
   function on them with the Hopper config lists, and compiles every kept config to a cubin
   for sm_90 through ``JITFunction.warmup`` (the JIT's own argument specialization),
@@ -129,27 +129,31 @@ def resource_usage(cubin: bytes) -> dict:
     return {k.lower(): int(v) for k, v in usage.items()}
 
 
-def compile_launches(launches: list[Launch], one_per_tile: bool = False) -> list[dict]:
-    """Compile every config each launch's autotuner keeps after pruning (or the launch's fixed config).
+def _deepest_per_tile(configs: list) -> list:
+    """One config per tile shape: the one with the most pipeline stages (the most shared memory: a tile's
+    shared memory grows with its stages and does not depend on num_warps in any sm_90 compile seen)."""
+    deepest = {}
+    for config in configs:
+        key = str(config.kwargs)
+        if key not in deepest or config.num_stages > deepest[key].num_stages:
+            deepest[key] = config
+    return list(deepest.values())
 
-    ``one_per_tile``: of configs that differ only in ``num_warps``, compile the first (shared
-    memory is a matter of tiles and stages; halves the compile time of the wider sweep).
-    """
+
+def compile_launches(launches: list[Launch], deepest_only: bool = False) -> list[dict]:
+    """Compile every config each launch's autotuner keeps after pruning (or the launch's fixed config);
+    ``deepest_only``: one per tile shape (:func:`_deepest_per_tile`), a quarter of the compile time."""
     rows = []
     for launch in launches:
         kernel = launch.kernel
         named = launch.named_args()
         if isinstance(kernel, triton.runtime.autotuner.Autotuner):
             configs = kernel.early_config_prune(kernel.configs, named, **launch.kwargs)
+            configs = _deepest_per_tile(configs) if deepest_only else configs
             jit = kernel.fn
         else:
             configs, jit = [None], kernel
-        seen = set()
         for config in configs:
-            tile = (str(config.kwargs), config.num_stages) if config else None
-            if one_per_tile and tile in seen:
-                continue
-            seen.add(tile)
             meta = {**launch.kwargs, **(config.all_kwargs() if config else {})}
             grid = launch.grid({**named, **meta}) if callable(launch.grid) else launch.grid
             compiled = jit.warmup(*launch.args, grid=grid, **meta)
@@ -194,14 +198,14 @@ def _embedding_launches(out_dtype: torch.dtype) -> list[Launch]:
     return fwd + record_launches(je, je.joint_embedding_bwd, dy, x, weight, bias, ln_weight, pos, stats, stats)
 
 
-def compile_cases(names: list[str], one_per_tile: bool) -> dict:
+def compile_cases(names: list[str], deepest_only: bool) -> dict:
     """Every named case compiled for the GPU with the Hopper config lists, as the real launchers launch it."""
     report = {}
     with fa.autotune_configs(fa.gpu_fwd_configs(hopper=True), fa.gpu_bwd_configs(hopper=True)):
         for name in names:
             launches = (_embedding_launches(EMBEDDING_CASES[name]) if name in EMBEDDING_CASES
                         else _attention_launches(*ATTENTION_CASES[name]))
-            report[name] = compile_launches(launches, one_per_tile)
+            report[name] = compile_launches(launches, deepest_only)
     return report
 
 
@@ -224,10 +228,10 @@ if __name__ == "__main__":
     command, names = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
     if command == "trace":
         print(json.dumps(trace()))
-    elif command in ("compile", "compile-one-per-tile"):
-        print(json.dumps(compile_cases(names, one_per_tile=command == "compile-one-per-tile")))
+    elif command in ("compile", "compile-deepest"):
+        print(json.dumps(compile_cases(names, deepest_only=command == "compile-deepest")))
     elif command == "binaries":
         print(json.dumps(binaries_across_shapes()))
     else:
-        sys.stderr.write("usage: triton_without_gpu.py trace | binaries | compile[-one-per-tile] CASE...\n")
+        sys.stderr.write("usage: triton_without_gpu.py trace | binaries | compile[-deepest] CASE...\n")
         raise SystemExit(2)
