@@ -92,8 +92,11 @@ def joint_embedding(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, l
         pos: joint positional embedding ``[V, d]``, broadcast over the leading dims.
         backend: ``"auto"`` (default), ``"torch"`` or ``"triton"``; see the module docstring.
         out_dtype: output dtype. Default: the autocast dtype when autocast is enabled on
-            x's device (so fp32 coordinates give bf16 activations in one write), else x's
-            dtype. Both backends return this dtype; the kernel computes in fp32 throughout.
+            x's device (so fp32 coordinates give bf16 activations in one write), else the
+            parameters' dtype (``weight.dtype``: fp32 coordinates into a bf16 model give bf16).
+            Both backends compute in fp32 throughout (float64 inputs: float64 on the
+            reference), never rounding the coordinates, and return this dtype; gradients come
+            back in each input's own dtype.
 
     Returns:
         ``[..., V, d]`` in ``out_dtype``.
@@ -110,7 +113,7 @@ def joint_embedding(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, l
     _check_inputs(x, weight, bias, ln_weight, ln_bias, pos)
     if out_dtype is None:
         dev = x.device.type
-        out_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+        out_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else weight.dtype
     if backend == "torch":
         chosen = "torch"
     else:
@@ -118,7 +121,7 @@ def joint_embedding(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, l
                    if backend in ("auto", "triton") else [])
         chosen = choose_backend(_OP, backend, reasons)
     if chosen == "torch":
-        return naive_joint_embedding(x, weight, bias, ln_weight, ln_bias, pos, eps).to(out_dtype)
+        return naive_joint_embedding(x, weight, bias, ln_weight, ln_bias, pos, eps, out_dtype)
 
     from hitrs_fast.kernels.joint_embedding import JointEmbeddingFunction
 

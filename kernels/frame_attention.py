@@ -33,17 +33,44 @@ recompute-from-LSE backward of FlashAttention / FlashAttention-2 (Dao et al.), w
 the dK/dV and dQ passes split into two kernels as in the Triton fused-attention
 tutorial so the backward needs no atomics and is deterministic; ``exp2`` with
 ``log2(e)`` folded into the scale; the whole-row-on-chip single pass of
-window-attention kernels as the second forward variant (performance.md §2.3).
+window-attention kernels as the second forward variant.
 
-Grid: axis 0 = sequence * head (int64 offsets; limit 2^31 - 1, so B * H may exceed
-65 535), axis 1 = q-tiles (forward, dQ) or kv-tiles (dK/dV): cdiv(N, BLOCK), 11 for
-the official N = 176 with 16-row tiles.
+Grid: one axis of ``B * H * n_tiles`` programs, ``n_tiles = cdiv(N, BLOCK)`` q-tiles
+(forward, dQ, preprocess) or kv-tiles (dK/dV), 11 for the official N = 176 with 16-row
+tiles. Program ``p`` is tile ``p % n_tiles`` of sequence-head ``p // n_tiles`` (int64
+offsets): the tile varies fastest, so the tiles of one head run side by side and share
+its K/V through L2. (With the tiles on a second axis, blocks are dispatched axis 0
+first and the tiles of one head start ``B * H`` blocks apart, long after its K/V left
+L2: one HBM re-read per tile.) Axis 0 allows 2^31 - 1 programs, far beyond the 65 535
+limit of axes 1 and 2; ``not_supported_reasons`` refuses larger grids.
 
-Forward variants, picked by autotuning per (N, D, dtype, mask kind):
+Forward variants, picked by autotuning:
 
 - online (``WHOLE_ROW=False``): loop over ``BLOCK_N``-wide KV chunks with rescaling;
-- whole row (``WHOLE_ROW=True``): the full key row (next power of two >= N, only
-  offered while it is <= 256) in one score tile, one max, one exp2 pass, no rescale.
+- whole row (``WHOLE_ROW=True``): the full key row (next power of two >= N) in one
+  score tile, one max, one exp2 pass, no rescale; offered while that row is <= 256 keys
+  and its K and V rows fit in 128 KiB (:func:`whole_row_fits`: not fp32 at D = 128).
+
+Autotuning: the key (``AUTOTUNE_KEY``) is ``N_POW2`` (next power of two of N), a log2
+bucket of ``B * H`` (``BH_BUCKET``, :func:`bh_bucket`), D, the mask fields, the fp32
+precision and, added by Triton, every tensor's dtype. Exact N and B are not in it: a
+V-TRS batch (N = clips + 1, new nearly every batch) would re-tune each time, and a
+B = 3 correctness launch would choose the config later reused at B = 8 192. ``N`` and
+``BH_BUCKET`` are ``do_not_specialize`` so neither compiles a new binary. The prune
+functions drop tiles wider than ``N_POW2`` and whole-row configs that do not fit; they
+read Triton's positional ``named_args`` and its keyword ``kwargs`` together (the
+constexprs arrive as keywords). Configs that still exceed the GPU's shared memory (some
+fp32 D = 128 ones on sm_90) fail to launch and Triton's autotuner times them as
+infinite. Under ``TRITON_INTERPRET=1`` the benchmarker is a CPU wall clock
+(:func:`_cpu_timer`; ``triton.testing.do_bench`` needs a GPU driver) and the config
+list is one config unless :func:`autotune_configs` supplies one (the tests do).
+
+Precision: fp32 inputs use ``tl.dot(input_precision="tf32x3")`` by default (three TF32
+tensor-core products, close to fp32 accuracy), ``HITRS_FAST_FP32_PRECISION=ieee`` for
+exact fp32 FMA dots without tensor cores, ``=tf32`` for one TF32 product (about 1e-3
+relative error). 16-bit inputs always use the tensor cores with fp32 accumulation. The
+interpreter validates the value and computes every dot in fp32 whatever it is, so the
+fp32 tolerance (1e-5) under tf32x3 is only checked on a GPU.
 
 Tile skipping: a (q-tile, kv-tile) pair whose queries and keys all lie in one and the
 same frame (no CLS among them) has every score masked, except the diagonal under
@@ -51,19 +78,21 @@ same frame (no CLS among them) has every score masked, except the diagonal under
 do not overlap. With 25-joint frames this needs 16-wide tiles and ``allow_self=False``
 (a 16-aligned tile inside one frame can only meet another such tile of the same frame
 on the diagonal): at N = 176 it skips 4 of the 121 tile pairs (q-tiles 0, 2, 5, 8). Wider tiles never fit
-inside a 25-token frame, so nothing is skipped there (performance.md §2: skipping buys
-little; padding and bytes matter). Where no skip is possible the test is not even compiled in
+inside a 25-token frame, so nothing is skipped there (skipping buys little at
+best: padding and bytes matter more). Where no skip is possible the test is not even compiled in
 (constexpr conditions), so the official allow_self=True loop has no branch.
 
 Environment: ``HITRS_FAST_SINGLE_CONFIG=1`` replaces autotuning with one config per
-kernel (needed under ``TRITON_INTERPRET=1``, which also forces it).
+kernel (the default under ``TRITON_INTERPRET=1``); ``HITRS_FAST_FP32_PRECISION`` (above).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
+import time
 
 import torch
 import triton
@@ -79,66 +108,166 @@ MAX_TOKENS = 4096
 """Largest N the launcher accepts; beyond it the online loop still works but is untested."""
 WHOLE_ROW_MAX = 256
 """The whole-row variant is offered only while next_power_of_2(N) <= this."""
+WHOLE_ROW_BYTES = 128 * 1024
+"""... and while its padded K and V rows (``2 * N_POW2 * D`` elements) fit in this many bytes of shared memory."""
 
 MASK_NONE, MASK_FRAME = 0, 1
 CLS_NONE, CLS_FIRST, CLS_LAST = 0, 1, 2
 CLS_CODES = {"none": CLS_NONE, "first": CLS_FIRST, "last": CLS_LAST}
 IS_DETERMINISTIC = True
 
+MIN_BLOCK = 16
+"""Smallest tile of any config: the launch grid is at most ``B * H * cdiv(N, MIN_BLOCK)`` programs."""
+MAX_GRID = 2**31 - 1
+"""CUDA's limit on grid axis 0, which carries every program (sequence * head * tile)."""
+
+FP32_PRECISION_ENV = "HITRS_FAST_FP32_PRECISION"
+FP32_PRECISIONS = ("tf32x3", "ieee", "tf32")
+"""``tl.dot`` input precisions for fp32 inputs; the first is the default (see the module docstring)."""
+
+AUTOTUNE_KEY = ["N_POW2", "BH_BUCKET", "HEAD_DIM", "MASK_KIND", "FRAME_SIZE", "CLS_POS", "ALLOW_SELF", "HAS_LENGTHS",
+                "INPUT_PRECISION"]
+"""What a tuned config is cached on (Triton appends the dtype of every tensor argument).
+Exact N and B are absent on purpose: see the module docstring."""
+
+# Always valid (any N >= 1, any supported D and dtype): the prune functions' fallback.
+_SAFE_FWD = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "WHOLE_ROW": False}, num_warps=4, num_stages=1)
+_SAFE_BWD = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)
+# HITRS_FAST_SINGLE_CONFIG / interpreter default. 32 x 32 online: 1.19x padding at N = 176, few interpreter steps.
+_SINGLE_FWD = triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "WHOLE_ROW": False}, num_warps=4, num_stages=1)
+_SINGLE_BWD = triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=1)
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
 
 def _single_config() -> bool:
     flag = os.environ.get("HITRS_FAST_SINGLE_CONFIG", "0").strip().lower() not in ("", "0", "false", "no")
-    return flag or os.environ.get("TRITON_INTERPRET", "0") == "1"
+    return flag or _interpreting()
 
 
 def _is_hopper_or_newer() -> bool:
     return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9
 
 
-@functools.cache
-def _fwd_configs() -> list[triton.Config]:
-    """Forward configs, built at first launch (never at import) and gated on the GPU generation."""
-    if _single_config():
-        # 32 x 32 online: 1.19x padding at N = 176 and few interpreter iterations.
-        return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "WHOLE_ROW": False}, num_warps=4, num_stages=1)]
-    stages = (2, 3) if _is_hopper_or_newer() else (2,)
-    configs = []
-    for bm, bn in ((16, 16), (32, 16), (32, 32), (64, 16), (64, 32), (64, 64), (128, 64)):
-        for s in stages:
-            configs.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "WHOLE_ROW": False},
-                                         num_warps=4 if bm <= 64 else 8, num_stages=s))
-    for bm in (16, 32, 64):
-        for w in (4, 8):
-            configs.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": 16, "WHOLE_ROW": True}, num_warps=w,
-                                         num_stages=1))
+def gpu_fwd_configs(hopper: bool) -> list[triton.Config]:
+    """The forward configs a GPU tunes over (before pruning); ``hopper``: compute capability >= 9."""
+    stages = (2, 3) if hopper else (2,)
+    configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "WHOLE_ROW": False}, num_warps=4 if bm <= 64 else 8,
+                             num_stages=s)
+               for bm, bn in ((16, 16), (32, 16), (32, 32), (64, 16), (64, 32), (64, 64), (128, 64)) for s in stages]
+    configs += [triton.Config({"BLOCK_M": bm, "BLOCK_N": 16, "WHOLE_ROW": True}, num_warps=w, num_stages=1)
+                for bm in (16, 32, 64) for w in (4, 8)]
     return configs
 
 
-@functools.cache
-def _bwd_configs() -> list[triton.Config]:
-    """Backward (dK/dV and dQ) configs; same gating as :func:`_fwd_configs`."""
-    if _single_config():
-        return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=1)]
-    stages = (2, 3) if _is_hopper_or_newer() else (2,)
+def gpu_bwd_configs(hopper: bool) -> list[triton.Config]:
+    """The backward (dK/dV and dQ) configs a GPU tunes over (before pruning)."""
+    stages = (2, 3) if hopper else (2,)
     return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
             for bm, bn in ((16, 16), (32, 32), (16, 32), (32, 16), (64, 32), (32, 64), (64, 64))
             for w in (4, 8) for s in stages]
 
 
-def _prune_fwd(configs, named_args, **kwargs):
-    """Drop whole-row configs whose score tile would be too large, and tiles far wider than N."""
-    n_pow2, d = named_args["N_POW2"], named_args["HEAD_DIM"]
+# Set only inside ``autotune_configs``: (fwd configs, bwd configs, benchmarker or None).
+_override: tuple[list[triton.Config], list[triton.Config], object] | None = None
+
+
+def _fwd_configs() -> list[triton.Config]:
+    """Forward configs, built at first launch (never at import) and gated on the GPU generation."""
+    if _override is not None:
+        return list(_override[0])
+    return [_SINGLE_FWD] if _single_config() else gpu_fwd_configs(_is_hopper_or_newer())
+
+
+def _bwd_configs() -> list[triton.Config]:
+    """Backward configs; same choice as :func:`_fwd_configs`."""
+    if _override is not None:
+        return list(_override[1])
+    return [_SINGLE_BWD] if _single_config() else gpu_bwd_configs(_is_hopper_or_newer())
+
+
+def _launch_args(named_args: dict, kwargs: dict) -> dict:
+    # The autotuner passes the positional launch arguments in named_args and the keyword
+    # ones (N_POW2, HEAD_DIM, ...: every constexpr here) in kwargs.
+    return {**named_args, **kwargs}
+
+
+def whole_row_fits(n_pow2: int, head_dim: int, dtype: torch.dtype) -> bool:
+    """Whether the whole-row forward variant is offered: its padded K and V rows stay resident in
+    shared memory (compiled for sm_90 they take at most ``2 * N_POW2 * D`` elements)."""
+    return n_pow2 <= WHOLE_ROW_MAX and 2 * n_pow2 * head_dim * dtype.itemsize <= WHOLE_ROW_BYTES
+
+
+def _prune_fwd(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+    """Drop whole-row configs whose K/V rows would not fit, and tiles wider than ``N_POW2``; never empty."""
+    args = _launch_args(named_args, kwargs)
+    n_pow2 = args["N_POW2"]
+    whole_row_ok = whole_row_fits(n_pow2, args["HEAD_DIM"], args["Q"].dtype)
     kept = [c for c in configs
-            if not (c.kwargs["WHOLE_ROW"] and (n_pow2 > WHOLE_ROW_MAX or n_pow2 * d > WHOLE_ROW_MAX * 128))
-            and (c.kwargs["WHOLE_ROW"] or c.kwargs["BLOCK_N"] <= max(16, n_pow2))
-            and c.kwargs["BLOCK_M"] <= max(16, n_pow2)]
-    return kept or configs[:1]
+            if (whole_row_ok if c.kwargs["WHOLE_ROW"] else c.kwargs["BLOCK_N"] <= n_pow2)
+            and c.kwargs["BLOCK_M"] <= n_pow2]
+    return kept or [_SAFE_FWD]
 
 
-def _prune_bwd(configs, named_args, **kwargs):
-    n_pow2 = named_args["N_POW2"]
-    kept = [c for c in configs if c.kwargs["BLOCK_M"] <= max(16, n_pow2) and c.kwargs["BLOCK_N"] <= max(16, n_pow2)]
-    return kept or configs[:1]
+def _prune_bwd(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+    """Drop tiles wider than ``N_POW2``; never empty."""
+    n_pow2 = _launch_args(named_args, kwargs)["N_POW2"]
+    kept = [c for c in configs if c.kwargs["BLOCK_M"] <= n_pow2 and c.kwargs["BLOCK_N"] <= n_pow2]
+    return kept or [_SAFE_BWD]
+
+
+def _cpu_timer(kernel_call, quantiles, reps: int = 3) -> list[float]:
+    """The autotuner's benchmarker under the interpreter: wall-clock quantiles (ms) of ``reps`` calls.
+
+    ``triton.testing.do_bench`` needs a GPU driver, which the interpreter does not have.
+    These CPU times only let the tuning machinery run; they say nothing about GPU speed.
+    """
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        kernel_call()
+        times.append((time.perf_counter() - start) * 1e3)
+    return torch.tensor(times, dtype=torch.float64).quantile(torch.tensor(quantiles, dtype=torch.float64)).tolist()
+
+
+def _benchmark(kernel_call, quantiles):
+    """Times one config for the autotuner: ``triton.testing.do_bench`` on a GPU, :func:`_cpu_timer` in the
+    interpreter, or the benchmarker given to :func:`autotune_configs`."""
+    if _override is not None and _override[2] is not None:
+        return _override[2](kernel_call, quantiles)
+    if _interpreting():
+        return _cpu_timer(kernel_call, quantiles)
+    return triton.testing.do_bench(kernel_call, quantiles=quantiles)
+
+
+@contextlib.contextmanager
+def autotune_configs(fwd: list[triton.Config], bwd: list[triton.Config], do_bench=None):
+    """Tune over these config lists instead of the built-in ones while the block runs.
+
+    The hook through which the tests run the production autotuned launch (same kernels,
+    key, prune functions and benchmarker wiring) with a short list, also under the
+    interpreter, where the default is one config and the autotuner never runs. Fresh
+    autotuners (empty caches) are built on entry and again on exit.
+
+    Args:
+        fwd: forward configs (``BLOCK_M``, ``BLOCK_N``, ``WHOLE_ROW``); bwd: backward configs
+            (``BLOCK_M``, ``BLOCK_N``) for both the dK/dV and the dQ kernel.
+        do_bench: ``(kernel_call, quantiles) -> list[float]`` replacing the benchmarker
+            (default: ``triton.testing.do_bench`` on a GPU, a CPU wall clock in the interpreter).
+    """
+    global _override
+    if not fwd or not bwd:
+        raise ValueError("autotune_configs: fwd and bwd must each hold at least one triton.Config")
+    previous = _override
+    _override = (list(fwd), list(bwd), do_bench)
+    _clear_autotuners()
+    try:
+        yield
+    finally:
+        _override = previous
+        _clear_autotuners()
 
 
 @triton.jit
@@ -241,13 +370,22 @@ def _tile_visible(q0, BLOCK_Q: tl.constexpr, k0, BLOCK_K: tl.constexpr, N, MASK_
 
 
 @triton.jit
+def _head_and_tile(N, BLOCK: tl.constexpr):
+    """Decodes the one-axis grid: ``(sequence * head, tile)`` with the tile fastest, so the
+    programs of one head are neighbours and its K/V is still in L2 for all of them."""
+    pid = tl.program_id(0).to(tl.int64)
+    n_tiles = tl.cdiv(N, BLOCK)
+    return pid // n_tiles, (pid % n_tiles).to(tl.int32)
+
+
+@triton.jit(do_not_specialize=["N", "BH_BUCKET"])
 def frame_attention_fwd_kernel(
     Q, K, V, OUT, LSE, LENGTHS,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_on, stride_od,
-    H, N, qk_scale,
+    H, N, qk_scale, BH_BUCKET,
     HEAD_DIM: tl.constexpr, N_POW2: tl.constexpr,
     MASK_KIND: tl.constexpr, FRAME_SIZE: tl.constexpr, CLS_POS: tl.constexpr, ALLOW_SELF: tl.constexpr,
     HAS_LENGTHS: tl.constexpr, CLS_LAST_KEY: tl.constexpr, INPUT_PRECISION: tl.constexpr,
@@ -255,8 +393,8 @@ def frame_attention_fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WHOLE_ROW: tl.constexpr,
 ):
     # qk_scale = scale * log2(e): scores live in log2 units so the softmax uses exp2.
-    i_bh = tl.program_id(0).to(tl.int64)
-    i_m = tl.program_id(1)
+    # BH_BUCKET (log2 bucket of B * H) is read by the autotune key only.
+    i_bh, i_m = _head_and_tile(N, BLOCK_M)
     i_b = i_bh // H
     i_h = i_bh % H
     p_q = Q + i_b * stride_qb + i_h * stride_qh
@@ -327,7 +465,7 @@ def frame_attention_fwd_kernel(
     tl.store(LSE + i_bh * N + o_m, b_lse, mask=m_m)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["N"])
 def frame_attention_bwd_preprocess_kernel(
     OUT, DO, DELTA,
     stride_ob, stride_oh, stride_on, stride_od,
@@ -336,8 +474,7 @@ def frame_attention_bwd_preprocess_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
 ):
     # delta[q] = sum_d dO[q, d] * O[q, d] = sum_k P[q, k] dP[q, k], the softmax-backward row term.
-    i_bh = tl.program_id(0).to(tl.int64)
-    i_m = tl.program_id(1)
+    i_bh, i_m = _head_and_tile(N, BLOCK_M)
     i_b = i_bh // H
     i_h = i_bh % H
     o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -350,7 +487,7 @@ def frame_attention_bwd_preprocess_kernel(
     tl.store(DELTA + i_bh * N + o_m, tl.sum(b_o * b_do, 1), mask=m_m)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["N", "BH_BUCKET"])
 def frame_attention_bwd_dkdv_kernel(
     Q, K, V, DO, LSE, DELTA, DK, DV, LENGTHS,
     stride_qb, stride_qh, stride_qn, stride_qd,
@@ -358,7 +495,7 @@ def frame_attention_bwd_dkdv_kernel(
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_dob, stride_doh, stride_don, stride_dod,
     stride_gb, stride_gh, stride_gn, stride_gd,
-    H, N, sm_scale, qk_scale,
+    H, N, sm_scale, qk_scale, BH_BUCKET,
     HEAD_DIM: tl.constexpr, N_POW2: tl.constexpr,
     MASK_KIND: tl.constexpr, FRAME_SIZE: tl.constexpr, CLS_POS: tl.constexpr, ALLOW_SELF: tl.constexpr,
     HAS_LENGTHS: tl.constexpr, CLS_LAST_KEY: tl.constexpr, INPUT_PRECISION: tl.constexpr,
@@ -367,8 +504,7 @@ def frame_attention_bwd_dkdv_kernel(
 ):
     # One program owns one kv-tile and loops over all q-tiles, so dK and dV are written
     # once, without atomics (deterministic).
-    i_bh = tl.program_id(0).to(tl.int64)
-    i_n = tl.program_id(1)
+    i_bh, i_n = _head_and_tile(N, BLOCK_N)
     i_b = i_bh // H
     i_h = i_bh % H
     p_q = Q + i_b * stride_qb + i_h * stride_qh
@@ -414,7 +550,7 @@ def frame_attention_bwd_dkdv_kernel(
              mask=m_n[:, None])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["N", "BH_BUCKET"])
 def frame_attention_bwd_dq_kernel(
     Q, K, V, DO, LSE, DELTA, DQ, LENGTHS,
     stride_qb, stride_qh, stride_qn, stride_qd,
@@ -422,7 +558,7 @@ def frame_attention_bwd_dq_kernel(
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_dob, stride_doh, stride_don, stride_dod,
     stride_gb, stride_gh, stride_gn, stride_gd,
-    H, N, sm_scale, qk_scale,
+    H, N, sm_scale, qk_scale, BH_BUCKET,
     HEAD_DIM: tl.constexpr, N_POW2: tl.constexpr,
     MASK_KIND: tl.constexpr, FRAME_SIZE: tl.constexpr, CLS_POS: tl.constexpr, ALLOW_SELF: tl.constexpr,
     HAS_LENGTHS: tl.constexpr, CLS_LAST_KEY: tl.constexpr, INPUT_PRECISION: tl.constexpr,
@@ -430,8 +566,7 @@ def frame_attention_bwd_dq_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     # One program owns one q-tile and loops over all kv-tiles: dQ written once, no atomics.
-    i_bh = tl.program_id(0).to(tl.int64)
-    i_m = tl.program_id(1)
+    i_bh, i_m = _head_and_tile(N, BLOCK_M)
     i_b = i_bh // H
     i_h = i_bh % H
     p_k = K + i_b * stride_kb + i_h * stride_kh
@@ -472,22 +607,29 @@ def frame_attention_bwd_dq_kernel(
              _cast(b_dq, DQ.dtype.element_ty, INTERP_BF16), mask=m_m[:, None])
 
 
+def _autotune(kernel, configs: list[triton.Config], prune):
+    return triton.autotune(configs=configs, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": prune},
+                           do_bench=_benchmark)(kernel)
+
+
 @functools.cache
 def _autotuned_fwd():
-    return triton.autotune(configs=_fwd_configs(), key=["N", "HEAD_DIM", "MASK_KIND", "HAS_LENGTHS"],
-                           prune_configs_by={"early_config_prune": _prune_fwd})(frame_attention_fwd_kernel)
+    return _autotune(frame_attention_fwd_kernel, _fwd_configs(), _prune_fwd)
 
 
 @functools.cache
 def _autotuned_dkdv():
-    return triton.autotune(configs=_bwd_configs(), key=["N", "HEAD_DIM", "MASK_KIND", "HAS_LENGTHS"],
-                           prune_configs_by={"early_config_prune": _prune_bwd})(frame_attention_bwd_dkdv_kernel)
+    return _autotune(frame_attention_bwd_dkdv_kernel, _bwd_configs(), _prune_bwd)
 
 
 @functools.cache
 def _autotuned_dq():
-    return triton.autotune(configs=_bwd_configs(), key=["N", "HEAD_DIM", "MASK_KIND", "HAS_LENGTHS"],
-                           prune_configs_by={"early_config_prune": _prune_bwd})(frame_attention_bwd_dq_kernel)
+    return _autotune(frame_attention_bwd_dq_kernel, _bwd_configs(), _prune_bwd)
+
+
+def _clear_autotuners() -> None:
+    for factory in (_autotuned_fwd, _autotuned_dkdv, _autotuned_dq):
+        factory.cache_clear()
 
 
 def not_supported_reasons(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> list[str]:
@@ -503,8 +645,9 @@ def not_supported_reasons(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> 
         reasons.append(f"head_dim {q.shape[-1]} not in {SUPPORTED_HEAD_DIMS}")
     if not 1 <= q.shape[2] <= MAX_TOKENS:
         reasons.append(f"N = {q.shape[2]} not in [1, {MAX_TOKENS}]")
-    if q.shape[0] * q.shape[1] >= 2 ** 31:
-        reasons.append(f"B * H = {q.shape[0] * q.shape[1]} exceeds grid axis 0 (2^31 - 1)")
+    programs = q.shape[0] * q.shape[1] * triton.cdiv(q.shape[2], MIN_BLOCK)
+    if programs > MAX_GRID:
+        reasons.append(f"B * H * cdiv(N, {MIN_BLOCK}) = {programs} programs exceed grid axis 0 (2^31 - 1)")
     return reasons
 
 
@@ -525,9 +668,27 @@ def _check_inputs(where: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                              f"{lengths.device}")
 
 
+def fp32_precision() -> str:
+    """The ``tl.dot`` input precision for fp32 inputs, from ``HITRS_FAST_FP32_PRECISION`` (default tf32x3)."""
+    value = os.environ.get(FP32_PRECISION_ENV, FP32_PRECISIONS[0]).strip().lower()
+    if value not in FP32_PRECISIONS:
+        raise ValueError(f"{FP32_PRECISION_ENV}={value!r}: expected one of {', '.join(FP32_PRECISIONS)}")
+    return value
+
+
 def _precision(dtype: torch.dtype) -> str:
-    # fp32 I/O keeps exact fp32 products (the 1e-5 tolerance); 16-bit inputs ignore it.
-    return "ieee" if dtype == torch.float32 else "tf32"
+    # 16-bit operands always take the tensor cores; the value only matters for fp32.
+    return fp32_precision() if dtype == torch.float32 else "tf32"
+
+
+def bh_bucket(num_heads_total: int) -> int:
+    """The autotune key's batch bucket: ``k`` for ``B * H`` in ``[2^(k-1), 2^k)``."""
+    return int(num_heads_total).bit_length()
+
+
+def _grid(bh: int, n: int, block: str):
+    """One grid axis of ``B * H * cdiv(N, meta[block])`` programs (decoded by ``_head_and_tile``)."""
+    return lambda meta: (bh * triton.cdiv(n, meta[block]),)
 
 
 def _common_meta(q: torch.Tensor, mask_kind: int, frame_size: int, cls_pos: int, allow_self: bool,
@@ -535,7 +696,7 @@ def _common_meta(q: torch.Tensor, mask_kind: int, frame_size: int, cls_pos: int,
     return {"HEAD_DIM": q.shape[-1], "N_POW2": max(16, triton.next_power_of_2(q.shape[2])), "MASK_KIND": mask_kind,
             "FRAME_SIZE": frame_size, "CLS_POS": cls_pos, "ALLOW_SELF": allow_self, "HAS_LENGTHS": has_lengths,
             "CLS_LAST_KEY": cls_last_key, "INPUT_PRECISION": _precision(q.dtype),
-            "INTERP_BF16": q.dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET", "0") == "1"}
+            "INTERP_BF16": q.dtype == torch.bfloat16 and _interpreting()}
 
 
 def _bnhd_like(q: torch.Tensor) -> torch.Tensor:
@@ -565,15 +726,17 @@ def frame_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengt
     o = _bnhd_like(q)
     lse = torch.empty((b, h, n), dtype=torch.float32, device=q.device)
     meta = _common_meta(q, mask_kind, frame_size, cls_pos, allow_self, lengths is not None, cls_last_key)
-    lens = lengths if lengths is not None else lse  # a placeholder pointer, never read
-    args = (q, k, v, o, lse, lens, *q.stride(), *k.stride(), *v.stride(), *o.stride(), h, n, scale * LOG2E)
+    # Without lengths, q stands in as a pointer that is never read (never an output: torch.compile
+    # must not see a written buffer aliased by a read-only argument).
+    lens = lengths if lengths is not None else q
+    args = (q, k, v, o, lse, lens, *q.stride(), *k.stride(), *v.stride(), *o.stride(), h, n, scale * LOG2E,
+            bh_bucket(b * h))
+    grid = _grid(b * h, n, "BLOCK_M")
     if config is not None:
         cfg = dict(config)
         num_warps = cfg.pop("num_warps", 4)
-        grid = (b * h, triton.cdiv(n, cfg["BLOCK_M"]))
         frame_attention_fwd_kernel[grid](*args, **meta, **cfg, num_warps=num_warps, num_stages=1)
     else:
-        grid = lambda meta_: (b * h, triton.cdiv(n, meta_["BLOCK_M"]))
         wrap_triton(_autotuned_fwd())[grid](*args, **meta)
     return o, lse
 
@@ -602,26 +765,26 @@ def frame_attention_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
     do = do.to(q.dtype)
     delta = torch.empty((b, h, n), dtype=torch.float32, device=q.device)
     block_pre = 64
-    wrap_triton(frame_attention_bwd_preprocess_kernel)[(b * h, triton.cdiv(n, block_pre))](
+    wrap_triton(frame_attention_bwd_preprocess_kernel)[(b * h * triton.cdiv(n, block_pre),)](
         o, do, delta, *o.stride(), *do.stride(), h, n, HEAD_DIM=d, BLOCK_M=block_pre)
     dq, dk, dv = _bnhd_like(q), _bnhd_like(q), _bnhd_like(q)
     meta = _common_meta(q, mask_kind, frame_size, cls_pos, allow_self, lengths is not None, cls_last_key)
-    lens = lengths if lengths is not None else delta
+    lens = lengths if lengths is not None else q
     strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride())
-    tail = (h, n, scale, scale * LOG2E)
+    tail = (h, n, scale, scale * LOG2E, bh_bucket(b * h))
     dkdv_args = (q, k, v, do, lse, delta, dk, dv, lens, *strides, *tail)
     dq_args = (q, k, v, do, lse, delta, dq, lens, *strides, *tail)
     if config is not None:
         cfg = dict(config)
         num_warps = cfg.pop("num_warps", 4)
         cfg.pop("WHOLE_ROW", None)
-        frame_attention_bwd_dkdv_kernel[(b * h, triton.cdiv(n, cfg["BLOCK_N"]))](
+        frame_attention_bwd_dkdv_kernel[_grid(b * h, n, "BLOCK_N")](
             *dkdv_args, **meta, **cfg, num_warps=num_warps, num_stages=1)
-        frame_attention_bwd_dq_kernel[(b * h, triton.cdiv(n, cfg["BLOCK_M"]))](
+        frame_attention_bwd_dq_kernel[_grid(b * h, n, "BLOCK_M")](
             *dq_args, **meta, **cfg, num_warps=num_warps, num_stages=1)
     else:
-        wrap_triton(_autotuned_dkdv())[lambda m: (b * h, triton.cdiv(n, m["BLOCK_N"]))](*dkdv_args, **meta)
-        wrap_triton(_autotuned_dq())[lambda m: (b * h, triton.cdiv(n, m["BLOCK_M"]))](*dq_args, **meta)
+        wrap_triton(_autotuned_dkdv())[_grid(b * h, n, "BLOCK_N")](*dkdv_args, **meta)
+        wrap_triton(_autotuned_dq())[_grid(b * h, n, "BLOCK_M")](*dq_args, **meta)
     return dq, dk, dv
 
 
@@ -656,7 +819,7 @@ def _register(name: str, fn, fake):
     tensors during compilation. The opaque op keeps ``torch.compile(fullgraph=True)``
     tracing (one graph node) and runs the kernel for real at run time.
     """
-    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+    if _interpreting():
         op = torch.library.custom_op(name, mutates_args=())(fn)
         op.register_fake(fake)
         return op

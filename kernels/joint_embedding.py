@@ -5,7 +5,7 @@ computes the Linear, the exact erf GELU, the LayerNorm (fp32 statistics) and the
 positional-embedding add in registers, and writes ``[..., V, d]`` once, in the input
 dtype or a requested one (bf16 out from fp32 in under autocast). Weights, LN affine and
 PE stay in L1/L2. Saved for backward: x and per-token fp32 ``mean`` / ``rstd``
-(8 B/token); the Linear and GELU are recomputed from x (performance.md §3).
+(8 B/token); the Linear and GELU are recomputed from x.
 
 Backward recomputes ``h = x W^T + b``, ``g = GELU(h)``, ``n = (g - mean) * rstd`` and
 produces dx plus the weight-like gradients dW, db, dgamma, dbeta and dPE. Those are
@@ -16,9 +16,10 @@ partial-sum backward of Liger's and FLA's LayerNorm kernels; written here). dbet
 ``sum_v dPE[v]``, so it costs no extra accumulator.
 
 Shapes and dtypes: x ``[..., V, C]`` with any V and small C (<= 16, unrolled), any d
-(padded to a power of two and masked); x, weights and output in fp32, bf16 or fp16,
-all arithmetic in fp32. x may have any strides; the output and the statistics are
-contiguous.
+(padded to a power of two and masked); x, weights and output each in fp32, bf16 or fp16,
+independently (e.g. fp32 coordinates into bf16 parameters: the coordinates are read as
+they are, never rounded), all arithmetic in fp32; gradients in each input's own dtype.
+x may have any strides; the output and the statistics are contiguous.
 
 Grid:
 - forward: one program per ``BLOCK_M`` consecutive tokens (flattened ``[..., V]``),

@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
+from hitrs_fast.kernels.frame_attention import _head_and_tile
 from hitrs_fast.masks import FrameMask, KeyPaddingMask, NoMask
 from hitrs_fast.reference.attention import naive_attention
 from tests.support.devices import REQUIRES_CUDA, kernel_device
@@ -80,6 +83,9 @@ CASES = [
     pytest.param(Case(1, 1, 41, 16, config={"BLOCK_M": 128, "BLOCK_N": 128, "WHOLE_ROW": False}),
                  id="B1-F41-N1026-H1-D16-fp32-online128"),
     pytest.param(Case(2, 2, 2, 32, dtype=BF16), id="B2-F2-N51-H2-D32-bf16-autograd"),
+    # The one-axis grid: 5 * 3 * 5 = 75 programs, tile index fastest; distinct B and H so a
+    # swapped or shifted decode lands on another head's data, NaN-poisoned outputs catch any unwritten tile.
+    pytest.param(Case(5, 3, 3, 16, config=ONLINE16), id="B5-F3-N76-H3-D16-fp32-grid-tile16"),
     pytest.param(Case(1, 2, 2, 32, dtype=FP16, allow_self=False, config=WHOLE64), id="B1-F2-N51-H2-D32-fp16-wholerow"),
     pytest.param(Case(1, 8, 7, 64, dtype=BF16), id="B1-F7-N176-H8-D64-bf16-autograd", marks=pytest.mark.slow),
     pytest.param(Case(8192, 8, 7, 64, dtype=BF16), id="B8192-F7-N176-H8-D64-bf16",
@@ -158,6 +164,22 @@ def kernel_run(case: Case, q, k, v, do, mask, scale):
 NAMES = ("out", "lse", "dq", "dk", "dv")
 
 
+def check_against_oracle(case: Case, got: list[torch.Tensor], q, k, v, do, mask, scale, op: str = OP) -> None:
+    """``got`` (out, lse, dq, dk, dv) against the float64 oracle: fp32 at the table tolerance of ``op``,
+    16-bit by the 2x-PyTorch rule; dtypes as the kernel promises."""
+    oracle = reference_run(q, k, v, do, mask, scale, torch.float64)
+    if case.dtype == torch.float32:
+        atol, rtol = tolerance(op, torch.float32)
+        for name, a, e in zip(NAMES, got, oracle, strict=True):
+            assert_close_verbose(a, e, atol=atol, rtol=rtol, name=f"{name} ({case})")
+    else:
+        same_dtype = reference_run(q, k, v, do, mask, scale, case.dtype)
+        for name, a, t, e in zip(NAMES, got, same_dtype, oracle, strict=True):
+            assert_low_precision_close(a, t, e, op, name=f"{name} ({case})")
+    assert got[1].dtype == torch.float32
+    assert all(g.dtype == case.dtype for g in (got[0], *got[2:]))
+
+
 @pytest.mark.interpreter
 @pytest.mark.parametrize("case", CASES)
 def test_matches_float64_reference(case: Case):
@@ -168,17 +190,7 @@ def test_matches_float64_reference(case: Case):
     do = torch.randn(q.shape, device=device, dtype=case.dtype)
 
     got = kernel_run(case, q, k, v, do, mask, scale)
-    oracle = reference_run(q, k, v, do, mask, scale, torch.float64)
-    if case.dtype == torch.float32:
-        atol, rtol = tolerance(OP, torch.float32)
-        for name, a, e in zip(NAMES, got, oracle, strict=True):
-            assert_close_verbose(a, e, atol=atol, rtol=rtol, name=f"{name} ({case})")
-    else:
-        same_dtype = reference_run(q, k, v, do, mask, scale, case.dtype)
-        for name, a, t, e in zip(NAMES, got, same_dtype, oracle, strict=True):
-            assert_low_precision_close(a, t, e, OP, name=f"{name} ({case})")
-    assert got[1].dtype == torch.float32
-    assert all(g.dtype == case.dtype for g in (got[0], *got[2:]))
+    check_against_oracle(case, got, q, k, v, do, mask, scale)
 
 
 @pytest.mark.interpreter
@@ -270,3 +282,90 @@ def test_same_frame_tile_is_skipped():
     expected = naive_attention(q.double(), k.double(), v_clean.double(), case.typed_mask(), 0.25)
     atol, rtol = tolerance(OP, torch.float32)
     assert_close_verbose(out[:, :, :16], expected[:, :, :16], atol, rtol, "rows 0-15")
+
+
+@triton.jit
+def _decode_probe(OUT, N, BLOCK: tl.constexpr):
+    i_bh, i_tile = _head_and_tile(N, BLOCK)
+    pid = tl.program_id(0)
+    tl.store(OUT + 2 * pid, i_bh)
+    tl.store(OUT + 2 * pid + 1, i_tile)
+
+
+@pytest.mark.interpreter
+def test_grid_decode_puts_the_tiles_of_one_head_next_to_each_other():
+    """Program p of the one-axis grid is (head p // tiles, tile p % tiles): consecutive programs share a
+    head, so its K/V is re-read from L2, not HBM. Every (head, tile) pair appears exactly once."""
+    heads, n, block = 21, 176, 16
+    tiles = triton.cdiv(n, block)
+    out = torch.full((heads * tiles, 2), -1, dtype=torch.int64, device=kernel_device())
+    _decode_probe[(heads * tiles,)](out, n, BLOCK=block)
+    pid = torch.arange(heads * tiles, device=out.device)
+    assert torch.equal(out[:, 0], pid // tiles) and torch.equal(out[:, 1], pid % tiles)
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("precision", ["tf32x3", "ieee", "tf32"])
+def test_fp32_precision_setting(monkeypatch, precision):
+    """Every HITRS_FAST_FP32_PRECISION value is accepted by tl.dot (the interpreter validates it, then
+    computes in fp32 whatever it is). On a GPU ieee and tf32x3 must meet the fp32 row of the table;
+    plain TF32 rounds operands to 10 mantissa bits and has its own row."""
+    from hitrs_fast.kernels import frame_attention as fa
+
+    monkeypatch.setenv(fa.FP32_PRECISION_ENV, precision)
+    case = Case(2, 2, 2, 32, allow_self=False)
+    q, k, v = make_inputs(case, kernel_device())
+    do = torch.randn(q.shape, device=q.device)
+    mask, scale = case.typed_mask(), 1.0 / math.sqrt(case.head_dim)
+    assert fa._common_meta(q, fa.MASK_FRAME, 25, fa.CLS_LAST, False, False, True)["INPUT_PRECISION"] == precision
+    got = kernel_run(case, q, k, v, do, mask, scale)
+    gpu_tf32 = precision == "tf32" and q.device.type == "cuda"
+    check_against_oracle(case, got, q, k, v, do, mask, scale, op="frame_attention_tf32" if gpu_tf32 else OP)
+
+
+@pytest.mark.interpreter
+def test_fp32_precision_default_and_bad_value(monkeypatch):
+    from hitrs_fast.kernels import frame_attention as fa
+
+    q = torch.randn(1, 1, 26, 16, device=kernel_device())
+    monkeypatch.delenv(fa.FP32_PRECISION_ENV, raising=False)
+    assert fa._common_meta(q, 1, 25, 2, True, False, True)["INPUT_PRECISION"] == "tf32x3"
+    # 16-bit operands always take the tensor cores; the setting is not consulted for them.
+    monkeypatch.setenv(fa.FP32_PRECISION_ENV, "fast")
+    assert fa._common_meta(q.bfloat16(), 1, 25, 2, True, False, True)["INPUT_PRECISION"] == "tf32"
+    with pytest.raises(ValueError, match="HITRS_FAST_FP32_PRECISION='fast': expected one of tf32x3, ieee, tf32"):
+        fa.frame_attention_fwd(q, q, q, None, 0.25, 1, 25, 2, True, True)
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("mode", ["autocast-fp32-params", "bf16-params"])
+def test_multi_head_attention_bf16_training_modes(mode):
+    """``MultiHeadAttention(backend="triton")`` in the two bf16 training set-ups: CPU autocast over fp32
+    parameters, and bf16 parameters with bf16 activations (DeepSpeed's bf16 mode casts the parameters;
+    the layer before hands bf16 on). Output and the gradients of x and of every projection against the
+    float64 module, by the 2x rule against the same module on the eager reference backend."""
+    from hitrs_fast.attention import MultiHeadAttention
+
+    mask = FrameMask(frame_size=25, num_frames=2, cls="last", allow_self=True)
+    oracle_module = MultiHeadAttention(32, 2, 16, backend="torch").double()
+    x = torch.randn(2, mask.num_tokens, 32, dtype=torch.float64)
+    dy = torch.randn_like(x)
+
+    def run(backend: str, dtype: torch.dtype) -> list[torch.Tensor]:
+        module = MultiHeadAttention(32, 2, 16, backend=backend)
+        module.load_state_dict(oracle_module.state_dict())
+        module = module.to(dtype)
+        leaf = x.to(dtype).requires_grad_()
+        use_autocast = mode.startswith("autocast") and dtype != torch.float64
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_autocast), poison_torch_empty():
+            out = module(leaf, mask)
+        out.backward(dy.to(out.dtype))
+        return [out.detach(), leaf.grad] + [p.grad for p in module.parameters()]
+
+    dtype = torch.float32 if mode.startswith("autocast") else torch.bfloat16
+    got, same, oracle = run("triton", dtype), run("torch", dtype), run("torch", torch.float64)
+    names = ["out", "dx"] + [f"d{name}" for name, _ in oracle_module.named_parameters()]
+    assert got[0].dtype == torch.bfloat16
+    assert all(g.dtype == dtype for g in got[1:]), "gradients come back in the parameter / input dtype"
+    for name, a, t, e in zip(names, got, same, oracle, strict=True):
+        assert_low_precision_close(a, t, e, OP, name=f"{name} ({mode})")

@@ -78,7 +78,8 @@ def test_fp32_matches_float64_oracle(lead, v, d):
 ])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_low_precision_within_twice_pytorch_error(lead, v, d, dtype):
-    """All inputs and parameters in bf16/fp16 (a ``model.to(dtype)``): the flash-attention 2x rule."""
+    """All inputs and parameters in bf16/fp16 (a ``model.to(dtype)``): the flash-attention 2x rule against
+    the reference backend, which computes in fp32 and rounds once to the output dtype."""
     master = _inputs(lead, v, d)
     dy = torch.randn(*lead, v, d, dtype=torch.float64, device=DEVICE)
     low = [t.to(dtype) for t in master]

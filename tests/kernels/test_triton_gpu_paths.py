@@ -1,0 +1,129 @@
+"""The GPU-side Triton paths a CPU can still exercise: ``triton_op`` tracing and sm_90 compilation.
+
+Each test runs tests/kernels/triton_without_gpu.py in a subprocess with ``TRITON_INTERPRET``
+unset, so the kernel modules register ``torch.library.triton_op`` ops around real
+``JITFunction`` kernels, as on a GPU (this process has the interpreter's opaque
+``custom_op`` instead). Without a GPU the subprocess answers Triton's "which GPU?" with
+sm_90 and can compile, never launch. What stays GPU-only is listed in
+docs/kernels/frame_attention.md ("What only a GPU can check").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import triton
+
+from hitrs_fast.kernels import frame_attention as fa
+
+SCRIPT = Path(__file__).with_name("triton_without_gpu.py")
+H100_SHARED_BYTES = 227 * 1024  # the most dynamic shared memory one block may use on sm_90
+MAX_GRID = 2**31 - 1
+
+
+def run_script(*args: str, timeout: int = 900):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=SCRIPT.parents[2])
+    assert done.returncode == 0, f"{SCRIPT.name} {' '.join(args)} failed:\n{done.stderr[-4000:]}"
+    return json.loads(done.stdout)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def test_triton_op_graphs_hold_the_kernel_wrappers():
+    """``torch.compile(fullgraph=True)`` through the ``triton_op`` registration, forward and backward:
+    one ``triton_kernel_wrapper_functional`` node per kernel launch; torch's TTIR analysis finds that
+    each kernel writes only its outputs (never q, k, v, dO or the lengths stand-in); the grid of every
+    candidate config is ``B * H * cdiv(N, tile)`` on axis 0; the candidates are the GPU list after the
+    prune functions ran on torch's own call (positional args + keyword meta)."""
+    report = run_script("trace")
+    b, h, n, d = report["frame_attention"]["shape"]
+    forward, backward = report["frame_attention"]["graphs"]
+    assert [(node["kernel"], node["writes"]) for node in forward] == [("frame_attention_fwd_kernel", ["LSE", "OUT"])]
+    assert [(node["kernel"], node["writes"]) for node in backward] == [
+        ("frame_attention_bwd_preprocess_kernel", ["DELTA"]),
+        ("frame_attention_bwd_dkdv_kernel", ["DK", "DV"]),
+        ("frame_attention_bwd_dq_kernel", ["DQ"])]
+    q = torch.empty(b, h, n, d)
+    meta = fa._common_meta(q, fa.MASK_FRAME, 25, fa.CLS_LAST, True, False, True)
+    expected_fwd = [c.kwargs for c in fa._prune_fwd(fa.gpu_fwd_configs(hopper=False), {"Q": q}, **meta)]
+    expected_bwd = [c.kwargs for c in fa._prune_bwd(fa.gpu_bwd_configs(hopper=False), {"Q": q}, **meta)]
+    fwd, (pre, dkdv, dq) = forward[0], backward
+    assert fwd["configs"] == expected_fwd and dkdv["configs"] == dq["configs"] == expected_bwd
+    for node, tile in ((fwd, "BLOCK_M"), (dkdv, "BLOCK_N"), (dq, "BLOCK_M")):
+        assert node["grids"] == [[b * h * _cdiv(n, c[tile]), 1, 1] for c in node["configs"]], node["kernel"]
+    assert pre["grids"] == [[b * h * _cdiv(n, 64), 1, 1]]
+    emb_forward, emb_backward = report["joint_embedding"]["graphs"]
+    assert [(node["kernel"], node["writes"]) for node in emb_forward] == [
+        ("joint_embedding_fwd_kernel", ["mean_ptr", "out_ptr", "rstd_ptr"])]
+    assert [(node["kernel"], node["writes"]) for node in emb_backward] == [
+        ("joint_embedding_bwd_kernel", ["db_part_ptr", "dgamma_part_ptr", "dpos_part_ptr", "dw_part_ptr", "dx_ptr"])]
+
+
+def _check_compiled(rows: list[dict], case: str, all_fit: bool) -> None:
+    """Compiled rows of one case: sane grids; shared memory within sm_90's limit (all of them, or at least
+    one config per kernel, the autotuner skipping the rest as out of resources)."""
+    assert rows, case
+    for row in rows:
+        assert 0 < row["grid"][0] <= MAX_GRID, (case, row)
+        if all_fit:
+            assert row["shared"] <= H100_SHARED_BYTES, (case, row)
+    for kernel in {row["kernel"] for row in rows}:
+        assert any(row["shared"] <= H100_SHARED_BYTES for row in rows if row["kernel"] == kernel), (case, kernel)
+
+
+def test_official_shape_every_kept_hopper_config_compiles_for_sm90():
+    """bf16, N = 176, D = 64, clip mask: each config the prune functions keep from the Hopper lists
+    (20 forward, 28 + 28 backward) and the preprocess compile to sm_90 cubins within shared memory;
+    the joint embedding's two kernels (the model's V = 25, d = 128; fp32 and bf16 out) too."""
+    report = run_script("compile", "official-bf16-N176-D64", "joint-embedding-fp32-out", "joint-embedding-bf16-out")
+    rows = report["official-bf16-N176-D64"]
+    counts = {kernel: sum(row["kernel"] == kernel for row in rows) for kernel in {row["kernel"] for row in rows}}
+    assert counts == {"frame_attention_fwd_kernel": 20, "frame_attention_bwd_preprocess_kernel": 1,
+                      "frame_attention_bwd_dkdv_kernel": 28, "frame_attention_bwd_dq_kernel": 28}
+    _check_compiled(rows, "official", all_fit=True)
+    # The official tiles: 16 x 16 online forward, 11 q-tiles per head, 2 * 8 heads.
+    assert [2 * 8 * 11] in [row["grid"] for row in rows if row["config"].get("BLOCK_M") == 16]
+    for case in ("joint-embedding-fp32-out", "joint-embedding-bf16-out"):
+        _check_compiled(report[case], case, all_fit=True)
+        assert all(row["usage"].get("stack", 0) == 0 for row in report[case]), "joint embedding spills registers"
+
+
+@pytest.mark.slow
+def test_dtype_mask_and_length_matrix_compiles_for_sm90():
+    """The other dtypes, head dims and mask paths (fp32 with tf32x3, fp16 with tile skipping, D = 128,
+    key padding, no mask, N = 1026), per tile shape the config with the most stages: everything compiles; 16-bit
+    inputs fit in shared memory with every kept config; fp32 at D = 128 keeps some configs that do not
+    fit (Triton's autotuner times them as infinite), but never only such configs."""
+    names = ["fp32-tf32x3-N176-D64", "fp16-noself-N151-D32", "bf16-clsfirst-N251-D128", "fp32-N251-D128",
+             "vtrs-keypad-bf16-N14-D64", "ftrs-nomask-bf16-N25-D64", "fp16-N1026-D16"]
+    report = run_script("compile-deepest", *names, timeout=1800)
+    for name in names:
+        _check_compiled(report[name], name, all_fit=name != "fp32-N251-D128")
+
+
+def test_one_binary_across_token_counts_and_batch_sizes():
+    """``do_not_specialize`` on N and the batch bucket: N = 13 ... 16 with B * H = 1 ... 4096 reuse one
+    binary per kernel (Triton would otherwise specialize N = 16 as a multiple of 16, and B * H = 1)."""
+    assert run_script("binaries") == {"frame_attention_fwd_kernel": 1, "frame_attention_bwd_dkdv_kernel": 1,
+                                      "frame_attention_bwd_dq_kernel": 1,
+                                      "frame_attention_bwd_preprocess_kernel": 1}
+
+
+def test_folded_grid_limit_is_checked():
+    """The one-axis grid holds B * H * cdiv(N, 16) programs at most; beyond 2^31 - 1 the kernel declines."""
+    q = torch.empty(2**27, 1, 256, 16, device="meta")
+    reasons = fa.not_supported_reasons(q, q, q)
+    assert any("exceed grid axis 0" in r for r in reasons), reasons
+    q = torch.empty(65537, 8, 176, 64, device="meta")
+    assert fa.not_supported_reasons(q, q, q) == []
+    assert 65537 * 8 * triton.cdiv(176, fa.MIN_BLOCK) < MAX_GRID
