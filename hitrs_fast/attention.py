@@ -2,108 +2,116 @@
 
 Functional form :func:`frame_masked_attention` (SDPA-like ``[B, H, N, D]``) and the
 module :class:`MultiHeadAttention` / :class:`FrameMaskedAttention` with q/k/v/out
-projections. The ``backend`` argument selects the implementation:
+projections. Backends, in the order ``"auto"`` tries them (:data:`PRIORITY`):
 
-- ``"torch"``: the reference (materialised mask, the released code's math; the oracle);
-- ``"sdpa"``: ``torch.nn.functional.scaled_dot_product_attention`` with the materialised
-  boolean mask (PyTorch's fused kernels; about 3x the reference's speed on CPU);
-- ``"triton"``: the Triton kernel ``hitrs_fast.kernels.frame_attention`` on CUDA, or on
-  CPU tensors through the interpreter when ``TRITON_INTERPRET=1``; unsupported inputs
-  raise ``NotImplementedError`` listing every reason;
-- ``"auto"``: Triton on CUDA when :class:`TritonFrameAttention` accepts the inputs,
-  else SDPA (warning once per reason, silently for plain CPU tensors).
-  Under the CPU interpreter ``"auto"`` keeps the reference: the interpreter is orders
-  of magnitude slower, so only an explicit ``backend="triton"`` runs it.
+- ``"triton"`` (:class:`TritonFrameAttention`): the Triton kernel ``hitrs_fast.kernels.frame_attention`` on
+  CUDA; on CPU tensors through the interpreter when asked for by name under ``TRITON_INTERPRET=1``;
+- ``"sdpa"`` (:class:`SdpaFrameAttention`): ``torch.nn.functional.scaled_dot_product_attention`` with the
+  materialised boolean mask (PyTorch's fused kernels; about 3x the reference's speed on CPU);
+- ``"torch"`` (:class:`ReferenceFrameAttention`): the reference (materialised mask, the released code's
+  math; the oracle).
 
-``HITRS_FAST_DISABLE_KERNELS=1`` makes ``"auto"`` use the reference (``"torch"``);
-``HITRS_FAST_STRICT=1`` turns every fallback into an error (see :mod:`hitrs_fast.dispatch`).
-
-The Triton kernel covers all three mask types (frame rule from indices, key padding
-from a lengths vector), so no SDPA fallback is involved.
+``"auto"`` runs the first that takes the inputs (:mod:`hitrs_fast.dispatch`): Triton on CUDA, SDPA
+elsewhere; ``HITRS_FAST_DISABLE_KERNELS=1`` makes it run the reference, ``HITRS_FAST_STRICT=1`` makes
+passing over Triton an error. The Triton kernel covers all three mask types (frame rule from indices,
+key padding from a lengths vector).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from hitrs_fast.dispatch import BACKENDS, choose_backend, device_reasons, interpreter_mode, kernels_disabled
+from hitrs_fast.dispatch import Backend, TritonBackend, choose_backend
+from hitrs_fast.kernels.capabilities import FRAME_ATTENTION_DETERMINISTIC, frame_attention_reasons
 from hitrs_fast.masks import AttentionMask, FrameMask, KeyPaddingMask, NoMask
 from hitrs_fast.reference.attention import naive_attention
 
 OP_NAME = "frame_masked_attention"
-ATTENTION_BACKENDS = (*BACKENDS, "sdpa")
+MASK_TYPES = (FrameMask, NoMask, KeyPaddingMask)
 
 
-class TritonFrameAttention:
-    """Capabilities of the Triton backend (xformers-style declaration, checked without importing triton).
+@dataclass(frozen=True)
+class AttentionInputs:
+    """What a backend is asked to take: ``q, k, v [B, H, N, D]`` and the typed mask."""
 
-    Kept equal to the constants of ``hitrs_fast.kernels.frame_attention`` (a test checks it).
-    """
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    mask: AttentionMask
+
+
+class TritonFrameAttention(TritonBackend):
+    """The Triton kernel; its limits are declared in ``hitrs_fast.kernels.capabilities``."""
 
     NAME = "triton"
-    SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-    SUPPORTED_DEVICES = ("cuda", "cpu with TRITON_INTERPRET=1")
-    SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
-    MIN_TOKENS, MAX_TOKENS = 1, 4096
-    SUPPORTED_MASKS = (FrameMask, NoMask, KeyPaddingMask)
-    MIN_COMPUTE_CAPABILITY = (8, 0)
-    IS_DETERMINISTIC = True
+    IS_DETERMINISTIC = FRAME_ATTENTION_DETERMINISTIC
 
     @classmethod
-    def not_supported_reasons(cls, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask,
-                              requested: str = "triton") -> list[str]:
-        """Every reason this backend cannot take the inputs ([] when it can)."""
-        reasons = device_reasons(q, k, v)
-        if q.device.type == "cpu" and interpreter_mode() and requested == "auto":
-            # Worded with "is not CUDA" so the dispatcher stays quiet: this is the normal CPU path.
-            reasons.append("device cpu is not CUDA (the Triton interpreter is used only with backend='triton')")
-        if q.device.type == "cuda" and torch.cuda.get_device_capability(q.device) < cls.MIN_COMPUTE_CAPABILITY:
-            cap = torch.cuda.get_device_capability(q.device)
-            reasons.append(f"compute capability {cap} below {cls.MIN_COMPUTE_CAPABILITY}")
-        if not (q.dtype == k.dtype == v.dtype):
-            reasons.append(f"q, k, v dtypes differ ({q.dtype}, {k.dtype}, {v.dtype})")
-        if q.dtype not in cls.SUPPORTED_DTYPES:
-            reasons.append(f"dtype {q.dtype} not in (float32, bfloat16, float16)")
-        if q.shape[-1] not in cls.SUPPORTED_HEAD_DIMS:
-            reasons.append(f"head_dim {q.shape[-1]} not in {cls.SUPPORTED_HEAD_DIMS}")
-        if not cls.MIN_TOKENS <= q.shape[2] <= cls.MAX_TOKENS:
-            reasons.append(f"N = {q.shape[2]} not in [{cls.MIN_TOKENS}, {cls.MAX_TOKENS}]")
-        if not isinstance(mask, cls.SUPPORTED_MASKS):
+    def not_supported_reasons(cls, inputs: AttentionInputs) -> list[str]:
+        reasons = frame_attention_reasons(inputs.q, inputs.k, inputs.v)
+        mask = inputs.mask
+        if not isinstance(mask, MASK_TYPES):
             reasons.append(f"mask type {type(mask).__name__} not in (FrameMask, NoMask, KeyPaddingMask)")
         elif isinstance(mask, KeyPaddingMask) and (mask.lengths.is_floating_point() or mask.lengths.is_complex()):
             reasons.append(f"KeyPaddingMask.lengths dtype {mask.lengths.dtype} is not an integer type")
         return reasons
+
+    @staticmethod
+    def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask, scale: float) -> torch.Tensor:
+        # Imported here: triton is loaded only when the Triton backend is first used.
+        from hitrs_fast.kernels.frame_attention import MASK_FRAME, MASK_NONE, frame_attention
+
+        if isinstance(mask, FrameMask):
+            return frame_attention(q, k, v, scale=scale, mask_kind=MASK_FRAME, frame_size=mask.frame_size,
+                                   cls=mask.cls, allow_self=mask.allow_self)
+        if isinstance(mask, KeyPaddingMask):
+            return frame_attention(q, k, v, scale=scale, mask_kind=MASK_NONE,
+                                   lengths=mask.lengths.to(device=q.device, dtype=torch.int64),
+                                   cls_last_key=mask.cls_last)
+        return frame_attention(q, k, v, scale=scale, mask_kind=MASK_NONE)
+
+
+class SdpaFrameAttention(Backend):
+    """PyTorch SDPA with the materialised boolean mask (True = attend); any device, any float dtype."""
+
+    NAME = "sdpa"
+    IS_KERNEL = True
+
+    @staticmethod
+    def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask, scale: float) -> torch.Tensor:
+        allowed = None if isinstance(mask, NoMask) else mask.materialize(q.shape[-2], k.shape[-2], device=q.device)
+        return nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale)
+
+
+class ReferenceFrameAttention(Backend):
+    """The reference: the released code's math with a materialised mask (the oracle)."""
+
+    NAME = "torch"
+
+    @staticmethod
+    def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask, scale: float) -> torch.Tensor:
+        return naive_attention(q, k, v, mask, scale)
+
+
+PRIORITY: tuple[type[Backend], ...] = (TritonFrameAttention, SdpaFrameAttention, ReferenceFrameAttention)
+ATTENTION_BACKENDS = ("auto", *(b.NAME for b in PRIORITY))
 
 
 def _check_args(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask) -> None:
     if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
         raise ValueError(f"{OP_NAME}: q, k, v must be [B, H, N, D] of one shape, got "
                          f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    if not isinstance(mask, (FrameMask, NoMask, KeyPaddingMask)):
+    if not isinstance(mask, MASK_TYPES):
         raise ValueError(f"{OP_NAME}: mask must be a FrameMask, NoMask or KeyPaddingMask, got {type(mask).__name__}")
     if isinstance(mask, FrameMask) and q.shape[2] != mask.num_tokens:
         raise ValueError(f"{OP_NAME}: {mask.describe()} covers {mask.num_tokens} tokens, q has N = {q.shape[2]}")
     if isinstance(mask, KeyPaddingMask) and tuple(mask.lengths.shape) != (q.shape[0],):
         raise ValueError(f"{OP_NAME}: KeyPaddingMask.lengths must be [B] = [{q.shape[0]}], "
                          f"got {tuple(mask.lengths.shape)}")
-
-
-def _triton_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask,
-                      scale: float) -> torch.Tensor:
-    # Imported here: triton is loaded only when the Triton backend is first used.
-    from hitrs_fast.kernels.frame_attention import MASK_FRAME, MASK_NONE, frame_attention
-
-    if isinstance(mask, FrameMask):
-        return frame_attention(q, k, v, scale=scale, mask_kind=MASK_FRAME, frame_size=mask.frame_size,
-                               cls=mask.cls, allow_self=mask.allow_self)
-    if isinstance(mask, KeyPaddingMask):
-        return frame_attention(q, k, v, scale=scale, mask_kind=MASK_NONE,
-                               lengths=mask.lengths.to(device=q.device, dtype=torch.int64),
-                               cls_last_key=mask.cls_last)
-    return frame_attention(q, k, v, scale=scale, mask_kind=MASK_NONE)
 
 
 def frame_masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask,
@@ -118,7 +126,7 @@ def frame_masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ma
             (lengths ``[B]``). A key-padding row with no visible key (length 0, no CLS)
             gives zeros on the Triton backend and the mean of V on the reference.
         scale: default ``1 / sqrt(D)``.
-        backend: ``"auto"``, ``"torch"`` or ``"triton"`` (module docstring).
+        backend: ``"auto"``, ``"triton"``, ``"sdpa"`` or ``"torch"`` (module docstring).
 
     Returns:
         ``[B, H, N, D]`` in q's dtype. The Triton backend returns a view of a
@@ -135,22 +143,8 @@ def frame_masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ma
         raise ValueError(f"{OP_NAME}: backend must be one of {ATTENTION_BACKENDS}, got {backend!r}")
     _check_args(q, k, v, mask)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    if backend in ("auto", "triton"):
-        reasons = TritonFrameAttention.not_supported_reasons(q, k, v, mask, requested=backend)
-        chosen = choose_backend(OP_NAME, backend, reasons)
-        backend = "sdpa" if chosen == "torch" and backend == "auto" and not kernels_disabled() else chosen
-    if backend == "triton":
-        return _triton_attention(q, k, v, mask, scale)
-    if backend == "sdpa":
-        return _sdpa_attention(q, k, v, mask, scale)
-    return naive_attention(q, k, v, mask, scale)
-
-
-def _sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask,
-                    scale: float) -> torch.Tensor:
-    """PyTorch SDPA with the materialised boolean mask (True = attend)."""
-    allowed = None if isinstance(mask, NoMask) else mask.materialize(q.shape[-2], k.shape[-2], device=q.device)
-    return nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale)
+    chosen = choose_backend(OP_NAME, PRIORITY, backend, AttentionInputs(q, k, v, mask), q.device)
+    return chosen.run(q, k, v, mask, scale)
 
 
 class MultiHeadAttention(nn.Module):

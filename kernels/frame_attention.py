@@ -99,13 +99,11 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from hitrs_fast.kernels import capabilities
+
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
 
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
-MAX_TOKENS = 4096
-"""Largest N the launcher accepts; beyond it the online loop still works but is untested."""
 WHOLE_ROW_MAX = 256
 """The whole-row variant is offered only while next_power_of_2(N) <= this."""
 WHOLE_ROW_BYTES = 128 * 1024
@@ -114,12 +112,14 @@ WHOLE_ROW_BYTES = 128 * 1024
 MASK_NONE, MASK_FRAME = 0, 1
 CLS_NONE, CLS_FIRST, CLS_LAST = 0, 1, 2
 CLS_CODES = {"none": CLS_NONE, "first": CLS_FIRST, "last": CLS_LAST}
-IS_DETERMINISTIC = True
-
-MIN_BLOCK = 16
-"""Smallest tile of any config: the launch grid is at most ``B * H * cdiv(N, MIN_BLOCK)`` programs."""
-MAX_GRID = 2**31 - 1
-"""CUDA's limit on grid axis 0, which carries every program (sequence * head * tile)."""
+# The limits the dispatcher reads (declared once, in a module that imports no triton).
+SUPPORTED_DTYPES = capabilities.FRAME_ATTENTION_DTYPES
+SUPPORTED_HEAD_DIMS = capabilities.FRAME_ATTENTION_HEAD_DIMS
+MAX_TOKENS = capabilities.FRAME_ATTENTION_MAX_TOKENS
+IS_DETERMINISTIC = capabilities.FRAME_ATTENTION_DETERMINISTIC
+MIN_BLOCK = capabilities.FRAME_ATTENTION_MIN_BLOCK
+MAX_GRID = capabilities.MAX_GRID
+not_supported_reasons = capabilities.frame_attention_reasons
 
 FP32_PRECISION_ENV = "HITRS_FAST_FP32_PRECISION"
 FP32_PRECISIONS = ("tf32x3", "ieee", "tf32")
@@ -630,25 +630,6 @@ def _autotuned_dq():
 def _clear_autotuners() -> None:
     for factory in (_autotuned_fwd, _autotuned_dkdv, _autotuned_dq):
         factory.cache_clear()
-
-
-def not_supported_reasons(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> list[str]:
-    """Why this kernel cannot take these inputs ([] when it can). Devices are checked by the dispatcher."""
-    reasons = []
-    if q.dim() != 4:
-        return [f"q must be [B, H, N, D], got {q.dim()} dims"]
-    if not (q.dtype == k.dtype == v.dtype):
-        reasons.append(f"q, k, v dtypes differ ({q.dtype}, {k.dtype}, {v.dtype})")
-    if q.dtype not in SUPPORTED_DTYPES:
-        reasons.append(f"dtype {q.dtype} not in (float32, bfloat16, float16)")
-    if q.shape[-1] not in SUPPORTED_HEAD_DIMS:
-        reasons.append(f"head_dim {q.shape[-1]} not in {SUPPORTED_HEAD_DIMS}")
-    if not 1 <= q.shape[2] <= MAX_TOKENS:
-        reasons.append(f"N = {q.shape[2]} not in [1, {MAX_TOKENS}]")
-    programs = q.shape[0] * q.shape[1] * triton.cdiv(q.shape[2], MIN_BLOCK)
-    if programs > MAX_GRID:
-        reasons.append(f"B * H * cdiv(N, {MIN_BLOCK}) = {programs} programs exceed grid axis 0 (2^31 - 1)")
-    return reasons
 
 
 def _check_inputs(where: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor | None) -> None:

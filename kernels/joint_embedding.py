@@ -42,10 +42,12 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 from triton.runtime.jit import JITFunction
 
+from hitrs_fast.kernels import capabilities
+
 # Elements per register tile; the backward keeps three fp32 tiles of this size alive.
 _TILE_ELEMENTS = 4096
 # Coordinates per token: the channel loops are unrolled (C = 3 in Hi-TRS).
-MAX_CHANNELS = 16
+MAX_CHANNELS = capabilities.JOINT_EMBEDDING_MAX_CHANNELS
 
 
 def _fwd_config(block_d: int) -> tuple[int, int]:
