@@ -89,11 +89,13 @@ def plain_loop(backend: str, *, preset: str, batch: int, frames: int, warmup_ste
         torch.cuda.synchronize()
     steps, t0 = 0, time.perf_counter()
     while steps < max_steps and (steps < 3 or time.perf_counter() - t0 < budget_s):  # >= 3 unless capped
-        step(warmup_steps + steps)
+        out = step(warmup_steps + steps)
         steps += 1
     if device == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - t0
+    if not torch.isfinite(out["loss"]):
+        raise RuntimeError(f"{backend}: non-finite loss {float(out['loss'])} after {steps} timed steps")
     cfg = HiTRSConfig.preset(preset)
     return _result_row("plain torch loop", backend, preset, batch * steps / elapsed, training_flops(frames, cfg),
                        smoke, precision="bf16 autocast, fp32 parameters" if bf16 else "fp32",

@@ -5,10 +5,10 @@ Run (GPU, headline batch 8 192)::
     python -m pytest benchmarks/test_frame_attention.py -q
 
 ``HITRS_BENCH_BATCHES=1,64,1024,8192,32768,65535,131072`` selects the batch ladder and
-``HITRS_BENCH_SHAPES=ctrs-F7-N176-H8-D64,...`` a subset of the registry's C-TRS shapes;
-``HITRS_BENCH_SMOKE=1`` (or no CUDA) runs tiny sizes with the kernel in the Triton
-interpreter and GPU-only peers skipped with their reason: those numbers only prove
-the benchmark works.
+``HITRS_BENCH_SHAPES=ctrs-F7-N176-H8-D64,...`` a subset of the registry's C-TRS shapes
+(``first``: the headline shape only); ``HITRS_BENCH_SMOKE=1`` (or no CUDA) runs the
+registry's tiny smoke shapes with the kernel in the Triton interpreter and GPU-only
+peers skipped with their reason: those numbers only prove the benchmark works.
 
 Peers: ours (``frame_masked_attention(backend="triton")``), A0 eager reference (+ A0c
 ``torch.compile`` of it), A1 SDPA mem-efficient with a bool mask, A2 SDPA cuDNN (bf16),
@@ -26,7 +26,8 @@ Fairness rules, each enforced here:
   Triton kernel) ran, and any recompilation while timing raises: a case that fell back
   to eager is skipped with that reason, never timed as compiled;
 - every peer except A5 passes the float64 oracle gate (output and dQ, dK, dV) on three
-  sequences before it is timed; a peer that fails is skipped with the error it made;
+  sequences before it is timed; a peer that fails, or raises (unsupported configuration,
+  out of memory), is skipped with the error it made; our kernel failing fails the case;
 - grid-limited peers (batch on grid axis 1/z, limit 65 535) are called in chunks.
 
 Row metrics: ms (median, p20, p80), sequences/s, TFLOP/s (dense 4 N^2 d H fwd, 2.5x
@@ -328,6 +329,42 @@ def peer_for_case(peer: str, shape: AttentionShape, dtype: torch.dtype, batch: i
     return _compiled_cache[key]
 
 
+def measure(fn: Callable, shape: AttentionShape, dtype: torch.dtype, case: dict, benchmark):
+    """Oracle gate, warm-up (compilation, autotuning), compiled-path proof, then the timings of one case.
+
+    Returns ``(gate passed, gate report, timing, peak bytes, kernel names, compiled evidence)``. A peer that
+    fails the gate is skipped here (our kernel failing it fails the case)."""
+    peer, mode, batch = case["peer"], case["mode"], case["batch"]
+    if peer == "A5-flash-unmasked":
+        passed, gate = False, "not a correct result (no mask): upper bound only"
+    else:
+        passed, gate = oracle_gate(fn, shape, dtype, mode)
+        if not passed and peer == "ours":
+            pytest.fail(f"our kernel failed the oracle gate: {gate}")
+        if not passed:
+            skip(f"{peer} {shape.name} {case['dtype']} {mode}", f"failed the oracle gate: {gate}", **case)
+            pytest.skip(f"{peer} failed the oracle gate: {gate}")
+    q, k, v, do = make_inputs(shape, batch, dtype, grad=mode != "fwd")
+    if mode == "fwd":
+        def target():
+            with torch.no_grad():
+                return fn(q, k, v)
+    elif mode == "bwd":
+        out = fn(q, k, v)
+        target = lambda: torch.autograd.grad(out, (q, k, v), do, retain_graph=True)
+    else:
+        target = lambda: torch.autograd.grad(fn(q, k, v), (q, k, v), do)
+    target()  # compilation, autotuning and block-mask creation happen before timing
+    events = profile_call(target)
+    evidence = compiled_evidence(events) if peer in COMPILED_PEERS else None
+    with no_recompile():
+        timing = time_fn(target, warmup=1 if SMOKE else 25, rep=3 if SMOKE else 100)
+        peak = peak_memory_bytes(target)
+        benchmark.pedantic(lambda: (target(), torch.cuda.synchronize() if CUDA else None), rounds=1,
+                           iterations=1, warmup_rounds=0)
+    return passed, gate, timing, peak, kernel_names(events), evidence
+
+
 @pytest.mark.benchmark(group="frame_attention")
 @pytest.mark.parametrize(("peer", "shape", "dtype", "mode", "batch"), CASES)
 def test_frame_attention(benchmark, peer: str, shape: AttentionShape, dtype: torch.dtype, mode: str, batch: int):
@@ -339,38 +376,16 @@ def test_frame_attention(benchmark, peer: str, shape: AttentionShape, dtype: tor
     except PeerUnavailable as exc:
         skip(peer, str(exc), **case)
         pytest.skip(f"{peer}: {exc}")
-    if peer == "A5-flash-unmasked":
-        passed, gate = False, "not a correct result (no mask): upper bound only"
-    else:
-        passed, gate = oracle_gate(fn, shape, dtype, mode)
-        if not passed and peer == "ours":
-            pytest.fail(f"our kernel failed the oracle gate: {gate}")
-        if not passed:
-            skip(f"{peer} {shape.name} {dtype_name} {mode}", f"failed the oracle gate: {gate}", **case)
-            pytest.skip(f"{peer} failed the oracle gate: {gate}")
-
-    q, k, v, do = make_inputs(shape, batch, dtype, grad=mode != "fwd")
-    if mode == "fwd":
-        def target():
-            with torch.no_grad():
-                return fn(q, k, v)
-    elif mode == "bwd":
-        out = fn(q, k, v)
-        target = lambda: torch.autograd.grad(out, (q, k, v), do, retain_graph=True)
-    else:
-        target = lambda: torch.autograd.grad(fn(q, k, v), (q, k, v), do)
     try:
-        target()  # compilation, autotuning and block-mask creation happen before timing
-        events = profile_call(target)
-        evidence = compiled_evidence(events) if peer in COMPILED_PEERS else None
-        kernels = kernel_names(events)
-        with no_recompile():
-            timing = time_fn(target, warmup=1 if SMOKE else 25, rep=3 if SMOKE else 100)
-            peak = peak_memory_bytes(target)
-            benchmark.pedantic(lambda: (target(), torch.cuda.synchronize() if CUDA else None), rounds=1,
-                               iterations=1, warmup_rounds=0)
+        passed, gate, timing, peak, kernels, evidence = measure(fn, shape, dtype, case, benchmark)
     except compile_failure_types() as exc:
         reason = f"not timed: the compiled callable did not run compiled ({type(exc).__name__}: {exc})"
+        skip(f"{peer} {shape.name} {dtype_name} {mode}", reason, **case)
+        pytest.skip(reason)
+    except Exception as exc:  # a peer's own error (unsupported config, out of memory) skips that peer only
+        if peer == "ours":
+            raise
+        reason = f"raised {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
         skip(f"{peer} {shape.name} {dtype_name} {mode}", reason, **case)
         pytest.skip(reason)
     if peer == "A3-sdpa-default" and CUDA:
