@@ -19,6 +19,7 @@ API (imported by every benchmark file)::
     compiled_evidence(events) -> str                     # raises NotCompiled if the call ran eagerly
     kernel_names(events) -> list[str]                    # the kernels the call launched
     no_recompile()                                       # context: a recompile or eager fallback raises
+    measure_call(fn, compiled=...) -> dict               # all of the above for one warmed-up case
 
 Rows and skips are also appended, one JSON object per line, to the file named by
 ``HITRS_BENCH_ROWS`` when it is set: the campaign (``benchmarks/campaign.py``) collects
@@ -297,6 +298,28 @@ def compile_failure_types() -> tuple[type[BaseException], ...]:
 
     names = ("RecompileError", "FailOnRecompileLimitHit", "RecompileLimitExceeded", "CacheLimitExceeded")
     return (NotCompiled, *(getattr(dynamo_exc, n) for n in names if hasattr(dynamo_exc, n)))
+
+
+def not_compiled_reason(exc: BaseException) -> str:
+    """The skip reason of a case whose compiled callable did not run compiled."""
+    return f"not timed: the compiled callable did not run compiled ({type(exc).__name__}: {exc})"
+
+
+def measure_call(fn: Callable[[], Any], *, compiled: bool = False, inductor: bool = True, warmup: int = 25,
+                 rep: int = 100) -> dict[str, Any]:
+    """Everything a row needs from an already warmed-up ``fn``.
+
+    One profiled call gives the kernels that ran (and, when ``compiled``, the proof that the
+    compiled code ran); then the timing and the peak memory, with recompilation forbidden.
+    Returns ``{"timing", "peak_bytes", "kernels", "compiled_check"}``; raises one of
+    :func:`compile_failure_types` when a compiled callable did not run compiled.
+    """
+    events = profile_call(fn)
+    evidence = compiled_evidence(events, inductor) if compiled else None
+    with no_recompile():
+        timing = time_fn(fn, warmup=warmup, rep=rep)
+        peak = peak_memory_bytes(fn)
+    return {"timing": timing, "peak_bytes": peak, "kernels": kernel_names(events), "compiled_check": evidence}
 
 
 @contextlib.contextmanager

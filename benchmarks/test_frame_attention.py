@@ -47,17 +47,13 @@ import torch
 
 from benchmarks.common import (
     compile_failure_types,
-    compiled_evidence,
     fresh_compile,
     is_smoke,
-    kernel_names,
+    measure_call,
     measured_hbm_bandwidth,
-    no_recompile,
-    peak_memory_bytes,
-    profile_call,
+    not_compiled_reason,
     record,
     skip,
-    time_fn,
 )
 from benchmarks.registry import CTRS_SHAPES, HEADLINE_BATCH, SMOKE_SHAPES, AttentionShape, selected_batches
 from hitrs_fast.attention import frame_masked_attention
@@ -332,8 +328,8 @@ def peer_for_case(peer: str, shape: AttentionShape, dtype: torch.dtype, batch: i
 def measure(fn: Callable, shape: AttentionShape, dtype: torch.dtype, case: dict, benchmark):
     """Oracle gate, warm-up (compilation, autotuning), compiled-path proof, then the timings of one case.
 
-    Returns ``(gate passed, gate report, timing, peak bytes, kernel names, compiled evidence)``. A peer that
-    fails the gate is skipped here (our kernel failing it fails the case)."""
+    Returns ``(gate passed, gate report, measure_call's dict)``. A peer that fails the gate is skipped here
+    (our kernel failing it fails the case)."""
     peer, mode, batch = case["peer"], case["mode"], case["batch"]
     if peer == "A5-flash-unmasked":
         passed, gate = False, "not a correct result (no mask): upper bound only"
@@ -355,14 +351,11 @@ def measure(fn: Callable, shape: AttentionShape, dtype: torch.dtype, case: dict,
     else:
         target = lambda: torch.autograd.grad(fn(q, k, v), (q, k, v), do)
     target()  # compilation, autotuning and block-mask creation happen before timing
-    events = profile_call(target)
-    evidence = compiled_evidence(events) if peer in COMPILED_PEERS else None
-    with no_recompile():
-        timing = time_fn(target, warmup=1 if SMOKE else 25, rep=3 if SMOKE else 100)
-        peak = peak_memory_bytes(target)
-        benchmark.pedantic(lambda: (target(), torch.cuda.synchronize() if CUDA else None), rounds=1,
-                           iterations=1, warmup_rounds=0)
-    return passed, gate, timing, peak, kernel_names(events), evidence
+    measured = measure_call(target, compiled=peer in COMPILED_PEERS, warmup=1 if SMOKE else 25,
+                            rep=3 if SMOKE else 100)
+    benchmark.pedantic(lambda: (target(), torch.cuda.synchronize() if CUDA else None), rounds=1, iterations=1,
+                       warmup_rounds=0)
+    return passed, gate, measured
 
 
 @pytest.mark.benchmark(group="frame_attention")
@@ -377,19 +370,19 @@ def test_frame_attention(benchmark, peer: str, shape: AttentionShape, dtype: tor
         skip(peer, str(exc), **case)
         pytest.skip(f"{peer}: {exc}")
     try:
-        passed, gate, timing, peak, kernels, evidence = measure(fn, shape, dtype, case, benchmark)
+        passed, gate, measured = measure(fn, shape, dtype, case, benchmark)
     except compile_failure_types() as exc:
-        reason = f"not timed: the compiled callable did not run compiled ({type(exc).__name__}: {exc})"
-        skip(f"{peer} {shape.name} {dtype_name} {mode}", reason, **case)
-        pytest.skip(reason)
+        skip(f"{peer} {shape.name} {dtype_name} {mode}", not_compiled_reason(exc), **case)
+        pytest.skip(not_compiled_reason(exc))
     except Exception as exc:  # a peer's own error (unsupported config, out of memory) skips that peer only
         if peer == "ours":
             raise
         reason = f"raised {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
         skip(f"{peer} {shape.name} {dtype_name} {mode}", reason, **case)
         pytest.skip(reason)
+    timing, peak = measured["timing"], measured["peak_bytes"]
     if peer == "A3-sdpa-default" and CUDA:
-        backend_ran = f"SDPA default -> {describe_kernels(kernels)}"
+        backend_ran = f"SDPA default -> {describe_kernels(measured['kernels'])}"
 
     seconds = timing["median_ms"] * 1e-3
     elem = torch.finfo(dtype).bits // 8
@@ -403,6 +396,6 @@ def test_frame_attention(benchmark, peer: str, shape: AttentionShape, dtype: tor
            hbm_bandwidth_gbps=bandwidth / 1e9 if bandwidth else None,
            pct_floor=100 * (nbytes / bandwidth) / seconds if bandwidth else None,
            peak_mem_mb=peak / 2 ** 20 if peak is not None else None,
-           tests_passed=passed, oracle_gate=gate, backend_ran=backend_ran, kernels=kernels,
-           compiled_check=evidence, headline=batch >= HEADLINE_BATCH)
+           tests_passed=passed, oracle_gate=gate, backend_ran=backend_ran, kernels=measured["kernels"],
+           compiled_check=measured["compiled_check"], headline=batch >= HEADLINE_BATCH)
     assert math.isfinite(timing["median_ms"])

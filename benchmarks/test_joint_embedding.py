@@ -42,16 +42,13 @@ if not torch.cuda.is_available():
 
 from benchmarks.common import (  # noqa: E402
     compile_failure_types,
-    compiled_evidence,
     fresh_compile,
     is_smoke,
+    measure_call,
     measured_hbm_bandwidth,
-    no_recompile,
-    peak_memory_bytes,
-    profile_call,
+    not_compiled_reason,
     record,
     skip,
-    time_fn,
 )
 from benchmarks.registry import BATCH_LADDER, HEADLINE_BATCH, selected_batches  # noqa: E402
 from hitrs_fast.config import HiTRSConfig  # noqa: E402
@@ -158,25 +155,21 @@ def test_joint_embedding(benchmark, mode, dtype_name, frames):
         passed = _gate(fn, out_dtype, tensors)
         step = _make_step(fn, tensors, mode)
         step()  # compilation and autotuning happen before timing
-        evidence = None
         try:
-            if name == "compiled":
-                evidence = compiled_evidence(profile_call(step), inductor=compile_backend == "inductor")
-            with no_recompile():
-                timing = time_fn(step, warmup=warmup, rep=rep)
-                peak = peak_memory_bytes(step)
+            measured = measure_call(step, compiled=name == "compiled", inductor=compile_backend == "inductor",
+                                    warmup=warmup, rep=rep)
         except compile_failure_types() as exc:
-            skip(f"joint_embedding/{name} {mode} {dtype_name} F{frames}",
-                 f"not timed: the compiled callable did not run compiled ({type(exc).__name__}: {exc})", **case)
+            skip(f"joint_embedding/{name} {mode} {dtype_name} F{frames}", not_compiled_reason(exc), **case)
             continue
+        timing = measured["timing"]
         if passed:  # speedups only against implementations that passed their gate
             times[name] = timing["median_ms"]
         seconds = timing["median_ms"] * 1e-3
         row = {
             **case, "impl": name, "tokens": tokens, "headline": frames >= HEADLINE_BATCH, **timing,
-            "tests_passed": passed, "tokens_per_s": tokens / seconds, "peak_memory_bytes": peak,
+            "tests_passed": passed, "tokens_per_s": tokens / seconds, "peak_memory_bytes": measured["peak_bytes"],
             "grads": "parameters only (coordinates are data)" if mode != "fwd" else None,
-            "compiled_check": evidence, "bytes_model_per_token": bytes_per_token(mode, out_dtype),
+            "compiled_check": measured["compiled_check"], "bytes_model_per_token": bytes_per_token(mode, out_dtype),
             # GB/s against the fused bytes model for every impl: the time to move the
             # unavoidable bytes, so the columns compare directly.
             "model_gb_per_s": floor_bytes / seconds / 1e9,

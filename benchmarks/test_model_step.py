@@ -22,15 +22,12 @@ import torch
 
 from benchmarks.common import (
     compile_failure_types,
-    compiled_evidence,
     fresh_compile,
     is_smoke,
-    no_recompile,
-    peak_memory_bytes,
-    profile_call,
+    measure_call,
+    not_compiled_reason,
     record,
     skip,
-    time_fn,
 )
 from benchmarks.memory import saved_activation_bytes
 from benchmarks.pretrain_step import build, make_batch, make_step, training_flops
@@ -71,22 +68,21 @@ def test_pretraining_step(benchmark, impl, dtype):
 
     losses = step()  # warm-up: compilation and autotuning happen before timing
     assert torch.isfinite(losses["loss"])
+    saved, _ = saved_activation_bytes(forward_only, model.parameters())
     try:
-        evidence = compiled_evidence(profile_call(step)) if impl == "torch+compile" else None
-        with no_recompile():
-            saved, _ = saved_activation_bytes(forward_only, model.parameters())
-            timing = time_fn(step, warmup=3 if SMOKE else 200, rep=5 if SMOKE else 1000)
-            peak = peak_memory_bytes(step)
-            benchmark.pedantic(step, rounds=1, iterations=1)
+        measured = measure_call(step, compiled=impl == "torch+compile", warmup=3 if SMOKE else 200,
+                                rep=5 if SMOKE else 1000)
     except compile_failure_types() as exc:
-        reason = f"not timed: the compiled model did not run compiled ({type(exc).__name__}: {exc})"
-        skip(f"model_step/{impl} {dtype}", reason, **case)
-        pytest.skip(reason)
+        skip(f"model_step/{impl} {dtype}", not_compiled_reason(exc), **case)
+        pytest.skip(not_compiled_reason(exc))
+    benchmark.pedantic(step, rounds=1, iterations=1)
+    timing, peak = measured["timing"], measured["peak_bytes"]
     seq_per_s = BATCH / (timing["median_ms"] * 1e-3)
     flops = training_flops(FRAMES, HiTRSConfig.preset(PRESET))
     record(benchmark, **case, shape=f"{PRESET}-B{BATCH}-T{FRAMES}", mode="fwd+bwd+opt", batch=BATCH, **timing,
            seq_per_s=seq_per_s, tflops=None if SMOKE else flops * seq_per_s / 1e12,
            precision="bf16 autocast, fp32 parameters" if bf16 else "fp32",
-           saved_activation_mb_per_seq=saved / BATCH / 2**20, backend_ran=backend, compiled_check=evidence,
+           saved_activation_mb_per_seq=saved / BATCH / 2**20, backend_ran=backend,
+           compiled_check=measured["compiled_check"],
            peak_mem_mb=None if peak is None else peak / 2**20)
 
