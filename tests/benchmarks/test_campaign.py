@@ -22,9 +22,9 @@ from benchmarks.campaign import Campaign, Part
 from benchmarks.common import NotCompiled, compiled_evidence, no_recompile, profile_call
 from benchmarks.pretrain_step import peak_bf16_flops, training_flops
 from hitrs_fast import HiTRSConfig
-from tests.tolerances import LOW_PRECISION_FACTOR, tolerance
+from tests.support.tolerances import LOW_PRECISION_FACTOR, tolerance
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _py(code: str) -> list[str]:
