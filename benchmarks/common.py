@@ -1,6 +1,6 @@
 """Shared timing, memory and provenance helpers for the benchmark suites.
 
-Timing follows ``performance.md`` §5: on CUDA, ``triton.testing.do_bench`` medians
+Timing (``docs/benchmarks.md``): on CUDA, ``triton.testing.do_bench`` medians
 with p20/p80 quantiles after warm-up; on CPU (smoke mode) a ``perf_counter`` loop
 whose numbers only prove the benchmark runs and are marked ``smoke`` everywhere.
 
@@ -139,7 +139,7 @@ def provenance() -> dict[str, Any]:
 def measured_hbm_bandwidth() -> float | None:
     """Device-to-device copy bandwidth in bytes/s (1 GiB buffer, bytes moved = 2 x size); None off CUDA.
 
-    Floors in reports use this number rather than the spec sheet (performance.md §1).
+    Floors in reports use this number rather than the spec sheet.
     """
     if is_smoke():
         return None

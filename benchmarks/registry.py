@@ -1,4 +1,4 @@
-"""The one registry of benchmark shapes (performance.md §1, §5). No benchmark hard-codes its own sizes.
+"""The one registry of benchmark shapes. No benchmark hard-codes its own sizes.
 
 Each :class:`AttentionShape` is one (N, d, H, mask) workload; batch sizes come from
 :data:`BATCH_LADDER` (GPU) or :data:`SMOKE_BATCH` (CPU smoke mode).
@@ -70,7 +70,7 @@ CTRS_SHAPES = (OFFICIAL_CTRS, *REDUCED_CTRS, *EXTRA_CTRS)
 ALL_SHAPES = (*CTRS_SHAPES, FTRS, VTRS)
 
 BATCH_LADDER = (1, 64, 1024, 8192, 32768, 65535, 131072)
-"""Sequences per call (performance.md §5). Headline numbers use B >= 8192."""
+"""Sequences per call. Headline numbers use B >= 8192."""
 
 HEADLINE_BATCH = 8192
 

@@ -1,4 +1,4 @@
-"""C-TRS frame-masked attention: our Triton kernel vs the peers of performance.md §4.
+"""C-TRS frame-masked attention: our Triton kernel vs its peers (``docs/benchmarks.md``).
 
 Run (GPU, headline batch 8 192)::
 
@@ -41,9 +41,9 @@ DEVICE = "cuda" if CUDA else "cpu"
 GRID_LIMIT = 65535  # peers that put the batch on grid axis 1/z
 MODES = ("fwd", "bwd", "full")
 MODE_FACTOR = {"fwd": 1.0, "bwd": 2.5, "full": 3.5}  # FLOPs, as flash-attention's flops()
-BYTES_FACTOR = {"fwd": 1.0, "bwd": 2.0, "full": 3.0}  # HBM bytes, performance.md §1
-# Oracle gate (performance.md §6). Benchmarks never import tests/, so the two numbers of
-# tests/tolerances.py used here are restated: fp32 atol 1e-5 (+ rtol 1e-5); bf16 2x rule + 1e-2.
+BYTES_FACTOR = {"fwd": 1.0, "bwd": 2.0, "full": 3.0}  # HBM bytes (docs/kernels/frame_attention.md)
+# Oracle gate: a row counts only if it matches the float64 oracle. Benchmarks never import tests/, so the
+# two numbers of tests/tolerances.py used here are restated: fp32 atol 1e-5 (+ rtol 1e-5); bf16 2x rule + 1e-2.
 FP32_ATOL, FP32_RTOL, BF16_ATOL, LOW_PRECISION_FACTOR = 1e-5, 1e-5, 1e-2, 2.0
 
 

@@ -1,4 +1,4 @@
-"""Fused joint embedding vs eager and ``torch.compile`` of the reference (performance.md §3, §5).
+"""Fused joint embedding vs eager and ``torch.compile`` of the reference (``docs/kernels/joint_embedding.md``).
 
 One test per (mode, output dtype, frames) times three implementations on the same
 inputs and records one row each:
@@ -44,7 +44,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # F-TRS embeds frames independently, so the "batch" of this op is frames (x [F, V, C]).
 FRAMES = SMOKE_BATCH if is_smoke() else BATCH_LADDER
 OUT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-TARGET_SPEEDUP, TARGET_FLOOR = 5.0, 0.70  # performance.md §8 item 5 (fwd+bwd)
+TARGET_SPEEDUP, TARGET_FLOOR = 5.0, 0.70  # the fwd+bwd targets of docs/benchmarks.md
 
 
 def bytes_per_token(mode: str, out_dtype: torch.dtype) -> int:
@@ -83,7 +83,7 @@ def _make_step(fn, tensors: list[torch.Tensor], mode: str):
 
 
 def _gate(fn, out_dtype: torch.dtype, tensors: list[torch.Tensor]) -> bool:
-    """Output and gradients of ``fn`` vs the float64 oracle on the first frames (performance.md §6)."""
+    """Output and gradients of ``fn`` vs the float64 oracle on the first frames."""
     sub = [t[:64].detach() if i == 0 else t.detach() for i, t in enumerate(tensors)]
     leaves = [t.clone().requires_grad_() for t in sub]
     out = fn(*leaves)
@@ -95,7 +95,7 @@ def _gate(fn, out_dtype: torch.dtype, tensors: list[torch.Tensor]) -> bool:
     pairs = [(out, oracle), *zip(grads, o_grads, strict=True)]
     if out_dtype == torch.float32:  # the tolerance-table row of joint_embedding
         return all(torch.allclose(a.double(), b, atol=1e-4, rtol=1e-4) for a, b in pairs)
-    # bf16 sanity bound (conventions §7: 5e-2 for norms), scaled by each tensor's magnitude
+    # bf16 sanity bound (5e-2, the tolerance of norms in bf16), scaled by each tensor's magnitude
     # because the weight gradients are sums over thousands of tokens.
     return all((a.double() - b).abs().max() <= 5e-2 * max(1.0, b.abs().max().item()) for a, b in pairs)
 

@@ -3,7 +3,7 @@
 Rows: the torch backend, ``torch.compile`` of the torch backend, and the Triton backend,
 each on the same batch, with the activation memory kept for backward per sequence
 (counted exactly through saved-tensor hooks on any device) and, on CUDA, the allocator's
-peak. Target on a GPU (performance.md §8 item 4): Triton backend >= 2x the torch
+peak. Target on a GPU (``docs/benchmarks.md``): Triton backend >= 2x the torch
 backend on the official config in bf16.
 
 On CPU (smoke mode) the tiny preset runs a few samples; the Triton backend would run
@@ -25,7 +25,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 PRESET = "tiny" if SMOKE else "official"
 BATCH, FRAMES = (4, 24) if SMOKE else (64, 100)  # 64 x 100-frame samples: the released micro-batch
 DTYPES = ("fp32",) if SMOKE else ("bf16", "fp32")
-TRAIN_FLOP_PER_SAMPLE_T100 = 57.3e9  # performance.md §7, official preset, T = 100
+TRAIN_FLOP_PER_SAMPLE_T100 = 57.3e9  # forward + backward, official preset, T = 100
 
 
 def make_batch():

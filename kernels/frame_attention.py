@@ -33,7 +33,7 @@ recompute-from-LSE backward of FlashAttention / FlashAttention-2 (Dao et al.), w
 the dK/dV and dQ passes split into two kernels as in the Triton fused-attention
 tutorial so the backward needs no atomics and is deterministic; ``exp2`` with
 ``log2(e)`` folded into the scale; the whole-row-on-chip single pass of
-window-attention kernels as the second forward variant (performance.md §2.3).
+window-attention kernels as the second forward variant.
 
 Grid: axis 0 = sequence * head (int64 offsets; limit 2^31 - 1, so B * H may exceed
 65 535), axis 1 = q-tiles (forward, dQ) or kv-tiles (dK/dV): cdiv(N, BLOCK), 11 for
@@ -51,8 +51,8 @@ same frame (no CLS among them) has every score masked, except the diagonal under
 do not overlap. With 25-joint frames this needs 16-wide tiles and ``allow_self=False``
 (a 16-aligned tile inside one frame can only meet another such tile of the same frame
 on the diagonal): at N = 176 it skips 4 of the 121 tile pairs (q-tiles 0, 2, 5, 8). Wider tiles never fit
-inside a 25-token frame, so nothing is skipped there (performance.md §2: skipping buys
-little; padding and bytes matter). Where no skip is possible the test is not even compiled in
+inside a 25-token frame, so nothing is skipped there (skipping buys little; padding and
+bytes matter). Where no skip is possible the test is not even compiled in
 (constexpr conditions), so the official allow_self=True loop has no branch.
 
 Environment: ``HITRS_FAST_SINGLE_CONFIG=1`` replaces autotuning with one config per

@@ -5,7 +5,7 @@ computes the Linear, the exact erf GELU, the LayerNorm (fp32 statistics) and the
 positional-embedding add in registers, and writes ``[..., V, d]`` once, in the input
 dtype or a requested one (bf16 out from fp32 in under autocast). Weights, LN affine and
 PE stay in L1/L2. Saved for backward: x and per-token fp32 ``mean`` / ``rstd``
-(8 B/token); the Linear and GELU are recomputed from x (performance.md §3).
+(8 B/token); the Linear and GELU are recomputed from x (cheaper than storing them).
 
 Backward recomputes ``h = x W^T + b``, ``g = GELU(h)``, ``n = (g - mean) * rstd`` and
 produces dx plus the weight-like gradients dW, db, dgamma, dbeta and dPE. Those are

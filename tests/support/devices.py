@@ -1,4 +1,4 @@
-"""Skip markers and device helpers, defined once for the whole suite (conventions §3, §7).
+"""Skip markers and device helpers, defined once for the whole suite.
 
 ``REQUIRES_CUDA``: marks (``requires_cuda`` + a skip without a CUDA device) for GPU-only
 cases; combine with ``pytest.mark.slow`` for the big grids.
