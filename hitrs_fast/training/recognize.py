@@ -35,8 +35,8 @@ from hitrs_fast.training.task_run import TaskRun, run_cli, task_parser
 TASK = "recognition"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = task_parser("recognize", __doc__, "the synthetic trimmed set")
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = task_parser("recognize", __doc__, "the synthetic trimmed set", prog)
     p.add_argument("--synthetic-per-class", type=int, default=60, help="samples per class of the synthetic set")
     p.add_argument("--stream", default="joint", choices=STREAMS, help="input view (default: joint)")
     p.add_argument("--label-fraction", type=float, default=1.0,
@@ -221,6 +221,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """``python training/recognize.py ARGS``; returns the exit status (2 on a bad argument)."""
-    return run_cli(build_parser(), run, argv, "recognize.py")
+    return run_cli(build_parser(prog), run, argv)

@@ -3,6 +3,8 @@ seed mixing, atomic file writes and the metrics logger (JSON lines, TensorBoard,
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
 import os
 import secrets
@@ -19,12 +21,21 @@ class UsageError(ValueError):
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["dropout=0.1", "body_reduce=mean_present"]`` -> typed dict (JSON values, else strings)."""
+    """``--set`` values, ``["dropout=0.1", "body_reduce=mean_present"]``, as a typed dict (JSON values, else
+    strings). Every FIELD must be a :class:`~hitrs_fast.config.HiTRSConfig` field: an unknown one is a
+    :class:`UsageError` naming the closest field and listing all of them."""
+    from hitrs_fast.config import HiTRSConfig
+
+    fields = [f.name for f in dataclasses.fields(HiTRSConfig)]
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise UsageError(f"--set expects FIELD=VALUE, got {item!r}")
         key, value = item.split("=", 1)
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UsageError(f"--set {item}: {key!r} is not a model config field{hint}; fields: {', '.join(fields)}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
