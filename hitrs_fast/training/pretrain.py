@@ -32,7 +32,14 @@ from hitrs_fast.sampling import SampleRandom
 from hitrs_fast.training.checkpoint import CheckpointManager, barrier, save_module_atomic
 from hitrs_fast.training.config_files import DEEPSPEED, load_config
 from hitrs_fast.training.optim import parameter_groups, warmup_linear_decay
-from hitrs_fast.training.run import RunLogger, UsageError, atomic_write_json, mix_seed, parse_overrides
+from hitrs_fast.training.run import (
+    RunLogger,
+    UsageError,
+    atomic_write_json,
+    mix_seed,
+    open_checked_store,
+    parse_overrides,
+)
 
 DEFAULT_DS_CONFIG = "cpu_fp32.json"
 DEFAULT_CUDA_DS_CONFIG = "zero1_bf16.json"
@@ -184,26 +191,14 @@ def check_store(args: argparse.Namespace, model_cfg: HiTRSConfig) -> None:
     """``--data``: a readable store whose ``--split`` holds a sample long enough to pre-train on, and whose
     ``--test-split`` exists when the probe runs."""
     from hitrs_fast.data.loader import PRETRAIN_MIN_LENGTH
-    from hitrs_fast.data.store import SkeletonStore, StoreFormatError
 
-    path = Path(args.data)
-    if not (path / "meta.json").exists():
-        raise UsageError(f"--data {path}: not a hitrs_fast store (no meta.json); convert a dataset with "
-                         "`hitrs data convert ...` / `hitrs data import ...` or omit --data for the synthetic set")
-    try:
-        store = SkeletonStore(path)
-    except (StoreFormatError, OSError) as e:
-        raise UsageError(f"--data {path}: {e}") from None
     splits = [("--split", args.split)] + ([("--test-split", args.test_split)] if args.probe == "on" else [])
-    for option, split in splits:
-        if split not in store.split_names:
-            raise UsageError(f"{option} {split!r}: not a split of {path} (splits: {store.split_names})")
+    store = open_checked_store(args.data, splits)
     idx = store.split_indices(args.split)
     need = max(PRETRAIN_MIN_LENGTH, model_cfg.min_pretrain_frames)
-    if idx.size == 0 or int(store.lengths[idx].max()) < need:
-        longest = int(store.lengths[idx].max()) if idx.size else 0
-        raise UsageError(f"--split {args.split!r} of {path}: no sample of at least {need} frames to pre-train on "
-                         f"({idx.size} samples, the longest {longest} frames)")
+    if int(store.lengths[idx].max()) < need:
+        raise UsageError(f"--split {args.split!r} of {args.data}: no sample of at least {need} frames to pre-train "
+                         f"on ({idx.size} samples, the longest {int(store.lengths[idx].max())} frames)")
 
 
 def ensure_dataset(args: argparse.Namespace, rank: int) -> Path:

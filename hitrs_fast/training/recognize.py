@@ -67,7 +67,7 @@ def fuse_runs(args: argparse.Namespace) -> dict[str, Any]:
     for run in args.fuse:
         path = Path(run) / "test_scores.pt"
         if not path.is_file():
-            raise UsageError(f"--fuse {run}: no test_scores.pt (is it a finished recognize.py run?)")
+            raise UsageError(f"--fuse {run}: no test_scores.pt (is it a finished recognition run?)")
         loaded.append((run, torch.load(path, map_location="cpu", weights_only=True)))
     ref_run, ref = loaded[0]
     for run, s in loaded[1:]:
@@ -125,8 +125,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.index_list is not None:
         try:
             pos = load_index_list(args.index_list, num_samples=train_idx.size, order_verified=True)
-        except ValueError as e:
-            raise UsageError(f"--index-list: {e}") from None
+        except (ValueError, OSError) as e:
+            raise UsageError(f"--index-list {args.index_list}: {e}") from None
         labelled = train_idx[np.sort(pos)]
     elif args.label_fraction < 1.0:
         labelled = train_idx[class_balanced_subset(store.labels[train_idx], args.label_fraction, seed=args.seed)]

@@ -35,7 +35,7 @@ from hitrs_fast.models import HiTRS
 from hitrs_fast.training.encoder import build_encoder, check_mode, freeze_encoder
 from hitrs_fast.training.loop import FitResult, fit
 from hitrs_fast.training.recipes import MODES, SCALE_WORDS, describe_scale, resolve_recipe, store_scale
-from hitrs_fast.training.run import UsageError, atomic_write_json, parse_overrides
+from hitrs_fast.training.run import UsageError, atomic_write_json, open_checked_store, parse_overrides
 
 
 def task_parser(script: str, doc: str | None, default_data: str, prog: str | None = None) -> argparse.ArgumentParser:
@@ -90,25 +90,10 @@ def pick_device(name: str | None) -> torch.device:
 
 
 def open_store(data: str | None, default: Callable[[], Path], splits: tuple[str, ...]):
-    """Opens ``--data`` (or the default synthetic store) and checks the requested splits exist and are not
-    empty."""
-    from hitrs_fast.data.store import SkeletonStore, StoreFormatError
-
+    """Opens ``--data`` (or the default synthetic store) and checks that ``(--split, --test-split)`` are
+    non-empty splits of it (:func:`~hitrs_fast.training.run.open_checked_store`)."""
     path = Path(data) if data is not None else default()
-    if not (path / "meta.json").exists():
-        raise UsageError(f"--data {path}: not a hitrs_fast store (no meta.json); convert a dataset with "
-                         "`hitrs data convert ...` / `hitrs data import ...` or omit --data for the synthetic set")
-    try:
-        store = SkeletonStore(path)
-    except (StoreFormatError, OSError) as e:
-        raise UsageError(f"--data {path}: {e}") from None
-    for option, split in zip(("--split", "--test-split"), splits, strict=True):
-        if split not in store.split_names:
-            raise UsageError(f"{option} {split!r}: not a split of {path} (splits: {store.split_names})")
-        if store.split_indices(split).size == 0:
-            sizes = {k: int(store.split_indices(k).size) for k in store.split_names}
-            raise UsageError(f"{option} {split!r}: the split is empty in {path} (split sizes: {sizes})")
-    return store
+    return open_checked_store(path, list(zip(("--split", "--test-split"), splits, strict=True)))
 
 
 def make_run_dir(run_dir: str | None, task: str, mode: str, resume: bool) -> Path:

@@ -109,8 +109,10 @@ def test_journey_through_the_installed_commands(tmp_path):
     env = make_env(tmp_path, build_wheel(tmp_path))
     work = tmp_path / "work"
     work.mkdir()
+    # SETUPTOOLS_USE_DISTUTILS: the parent environment's setuptools .pth hook is not run in the child
+    # environment (its site-packages is a plain path there), which would only add warnings to the output.
     shell = {**os.environ, "PATH": f"{env / 'bin'}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
-             "PYTHONUNBUFFERED": "1"}
+             "PYTHONUNBUFFERED": "1", "SETUPTOOLS_USE_DISTUTILS": "stdlib"}
     shell.pop("PYTHONPATH", None)
 
     def run(*cmd: str) -> str:

@@ -88,7 +88,9 @@ sys.exit(rc)
 
 @pytest.mark.parametrize("argv,match", [
     (["--set", "dropuot=0.1"], "'dropuot' is not a model config field (did you mean 'dropout'?)"),
-    (["--split", "empty"], "--split 'empty' of .*: no sample of at least 19 frames to pre-train on (0 samples"),
+    (["--split", "empty"], "--split 'empty': the split is empty in"),
+    (["--set", "clip_stride=30"], "--split 'train' of .*: no sample of at least 61 frames to pre-train on (4 samples, "
+                                  "the longest 40 frames)"),
     (["--split", "nope"], "--split 'nope': not a split of .* (splits: ['empty', 'test', 'train'])"),
     (["--keep-checkpoints", "-1"], "--keep-checkpoints and --ckpt-every must be >= 0"),
     (["--ds-config", "nope.json"], "no packaged config of that name"),
@@ -101,3 +103,22 @@ def test_pretrain_errors_before_deepspeed(argv, match, store, tmp_path):
     assert len(err.splitlines()) == 1 and err.startswith("hitrs pretrain: error: "), err
     assert re.search(re.escape(match).replace(re.escape(".*"), ".*"), err), err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("option,value,match", [
+    ("--index-list", "nope.txt", "--index-list nope.txt: [Errno 2] No such file or directory"),
+    ("--recipe", "nope.json", "no packaged config of that name (available in hitrs_fast.configs/downstream: "
+                              "['recognition_released.json', 'recognition_synthetic.json'])"),
+    ("--init", "nowhere", "--init nowhere: no such file or directory; expected 'random', an encoder.pt"),
+])
+def test_missing_files(option, value, match, store, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert hitrs(["recognize", "--data", str(store), option, value]) == 2
+    assert match in one_error_line(capsys, "recognize")
+
+
+def test_pretrain_help_does_not_start_deepspeed():
+    code = ("import sys\nfrom hitrs_fast.cli import main\ntry:\n    main(['pretrain', '--help'])\n"
+            "except SystemExit as e:\n    assert e.code == 0\nassert 'deepspeed' not in sys.modules\nprint('ok')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("usage: hitrs pretrain"), result.stderr
