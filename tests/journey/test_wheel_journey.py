@@ -60,6 +60,13 @@ def make_env(tmp: Path, wheel: Path) -> Path:
                                check=True, capture_output=True, text=True).stdout.strip())
     parents = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     (site / "_parent_environment.pth").write_text("".join(p + "\n" for p in parents))
+    # The parent's .pth hooks do not run for a plain path entry; setuptools' distutils hook is the one an
+    # installed environment would have (without it setuptools warns at import). The parent's editable
+    # hitrs-fast hook is deliberately not copied.
+    for parent in parents:
+        hook = Path(parent) / "distutils-precedence.pth"
+        if hook.is_file():
+            shutil.copy(hook, site / hook.name)
     # --ignore-installed: the parent's editable hitrs-fast is visible on sys.path, but not this environment's.
     subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--ignore-installed",
                     "-q", str(wheel)], check=True, capture_output=True)
@@ -109,10 +116,8 @@ def test_journey_through_the_installed_commands(tmp_path):
     env = make_env(tmp_path, build_wheel(tmp_path))
     work = tmp_path / "work"
     work.mkdir()
-    # SETUPTOOLS_USE_DISTUTILS: the parent environment's setuptools .pth hook is not run in the child
-    # environment (its site-packages is a plain path there), which would only add warnings to the output.
     shell = {**os.environ, "PATH": f"{env / 'bin'}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
-             "PYTHONUNBUFFERED": "1", "SETUPTOOLS_USE_DISTUTILS": "stdlib"}
+             "PYTHONUNBUFFERED": "1"}
     shell.pop("PYTHONPATH", None)
 
     def run(*cmd: str) -> str:
