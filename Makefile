@@ -50,10 +50,13 @@ campaign-dry-run: install
 # The dry run from a fresh environment holding only what the GPU image has (pinned CPU torch,
 # triton, numpy, pytest, pytest-benchmark, setuptools, wheel): the campaign's own install path
 # and every import must work without the project's dependencies, DeepSpeed, DALI or xformers.
+# triton as on the GPU image (3.6); its interpreter needs numpy < 2.3 (newer numpy refuses its size-1 array to int
+# conversions; on the GPU the interpreter is not used, so the image's numpy 2.5 is fine there).
+GPU_IMAGE_TRITON ?= 3.6.0
 campaign-dry-run-bare:
 	bare=$$(mktemp -d) && trap 'rm -rf "$$bare"' EXIT && \
 	$(PYTHON) -m venv "$$bare/venv" && \
-	"$$bare/venv/bin/pip" install -q --no-compile "$(TORCH_SPEC)" triton numpy pytest pytest-benchmark setuptools wheel && \
+	"$$bare/venv/bin/pip" install -q --no-compile "$(TORCH_SPEC)" "triton==$(GPU_IMAGE_TRITON)" "numpy<2.3" pytest pytest-benchmark setuptools wheel && \
 	PATH="$$bare/venv/bin:$$PATH" bash benchmarks/campaign.sh --dry-run $(CAMPAIGN_OUT)-dry-run-bare
 
 clean:
