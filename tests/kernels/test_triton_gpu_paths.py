@@ -107,8 +107,9 @@ SM90_REGISTERS = 65536  # 32-bit registers per SM
 def _check_embedding_backward_model(rows: list[dict], case: str) -> None:
     """The facts the joint-embedding backward's performance model rests on (docs/kernels/joint_embedding.md), at
     the model's shape: both kernels compiled; the tokens kernel's programs-per-SM planning value fits the register
-    file; its loop has no spill traffic; and it issues at least 10 % fewer SASS instructions per token than the
-    frames kernel (1 of 32 rows is padding instead of 7, fewer barriers) in bf16 and fp32 out alike."""
+    file; neither loop has spill traffic; and the tokens kernel issues fewer SASS instructions per token than the
+    frames kernel (no padded rows instead of 7 of 32, fewer barriers): at least 15 % fewer in bf16 out (measured
+    23 %), 5 % in fp32 out (measured 10 %: there the dPE product takes two tf32 passes)."""
     by_kernel = {row["kernel"]: row for row in rows}
     tokens, frames = by_kernel["joint_embedding_bwd_tokens_kernel"], by_kernel["joint_embedding_bwd_frames_kernel"]
     registers_per_program = tokens["usage"]["reg"] * 32 * tokens["num_warps"]
@@ -116,7 +117,7 @@ def _check_embedding_backward_model(rows: list[dict], case: str) -> None:
     assert tokens["loop"]["local"] == 0 and frames["loop"]["local"] == 0, case
     per_token = {"tokens": tokens["loop"]["instructions"] * 32 * tokens["num_warps"] / tokens["meta"]["BLOCK_T"],
                  "frames": frames["loop"]["instructions"] * 32 * frames["num_warps"] / (frames["meta"]["BLOCK_F"] * 25)}
-    assert per_token["tokens"] <= 0.9 * per_token["frames"], (case, per_token)
+    assert per_token["tokens"] <= (0.85 if "bf16" in case else 0.95) * per_token["frames"], (case, per_token)
 
 
 @pytest.mark.slow
