@@ -116,17 +116,21 @@ def trace() -> dict:
     return report
 
 
-def resource_usage(cubin: bytes) -> dict:
-    """Registers, spills (local memory) and shared memory of a cubin, from the cuobjdump that ships with Triton."""
+def cuobjdump(cubin: bytes, option: str) -> str:
+    """``cuobjdump <option>`` of a cubin, with the cuobjdump that ships with Triton."""
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     path = f"/tmp/hitrs_fast_aot_{os.getpid()}.cubin"
     with open(path, "wb") as f:
         f.write(cubin)
     try:
-        text = subprocess.run([tool, "-res-usage", path], capture_output=True, text=True, check=True).stdout
+        return subprocess.run([tool, option, path], capture_output=True, text=True, check=True).stdout
     finally:
         os.remove(path)
-    usage = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", text))
+
+
+def resource_usage(cubin: bytes) -> dict:
+    """Registers, spills (local memory) and shared memory of a cubin."""
+    usage = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", cuobjdump(cubin, "-res-usage")))
     return {k.lower(): int(v) for k, v in usage.items()}
 
 
@@ -218,15 +222,7 @@ def loop_instructions(cubin: bytes) -> dict:
     """SASS of a kernel's longest loop (a backward branch): instructions per thread per iteration, and the
     barriers and local-memory (spill) accesses among them. The per-token cost model of the joint-embedding
     backward is built from these counts (docs/kernels/joint_embedding.md)."""
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    path = f"/tmp/hitrs_fast_sass_{os.getpid()}.cubin"
-    with open(path, "wb") as f:
-        f.write(cubin)
-    try:
-        text = subprocess.run([tool, "-sass", path], capture_output=True, text=True, check=True).stdout
-    finally:
-        os.remove(path)
-    code = [(int(a, 16), op) for a, op in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", text)]
+    code = [(int(a, 16), op) for a, op in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", cuobjdump(cubin, "-sass"))]
     index = {address: i for i, (address, _) in enumerate(code)}
     body = []
     for i, (address, op) in enumerate(code):
