@@ -1,12 +1,16 @@
 """Fused joint embedding vs eager and ``torch.compile`` of the reference.
 
-One test per (mode, output dtype, frames) times three implementations on the same
+One test per (mode, output dtype, frames) times the implementations below on the same
 inputs and records one row each:
 
 - ``eager``: :func:`hitrs_fast.reference.naive_joint_embedding` (4 kernels; under bf16
   autocast, which is how a bf16 model runs it, the LayerNorm computes in fp32);
 - ``compiled``: ``torch.compile`` of the same function;
-- ``triton``: :func:`hitrs_fast.embedding.joint_embedding` with ``backend="triton"``.
+- ``triton``: :func:`hitrs_fast.embedding.joint_embedding` with ``backend="triton"`` and its
+  default backward kernel (``tokens``);
+- ``triton-frames`` (fwd+bwd only): the same with ``HITRS_FAST_EMBEDDING_BWD=frames``, the first
+  backward kernel, so one run A/Bs the two (a forward row would repeat ``triton``: the forward
+  is the same kernel). Each Triton row names its backward kernel in ``bwd_kernel``.
 
 Coordinates and parameters are fp32 (loader output, fp32 master weights); "bf16" means
 bf16 activations out. The backward takes gradients with respect to the five parameters
@@ -30,7 +34,9 @@ speed result.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from unittest import mock
 
 import pytest
 import torch
@@ -53,6 +59,7 @@ from benchmarks.common import (  # noqa: E402
 from benchmarks.registry import BATCH_LADDER, HEADLINE_BATCH, selected_batches  # noqa: E402
 from hitrs_fast.config import HiTRSConfig  # noqa: E402
 from hitrs_fast.embedding import joint_embedding  # noqa: E402
+from hitrs_fast.kernels.joint_embedding import BWD_VARIANT_ENV  # noqa: E402
 from hitrs_fast.reference import naive_joint_embedding  # noqa: E402
 
 CONFIG = HiTRSConfig()
@@ -63,6 +70,8 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 FRAMES = selected_batches(BATCH_LADDER)
 OUT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 TARGET_SPEEDUP, TARGET_FLOOR = 5.0, 0.70  # library target, fwd+bwd: >= 5x eager and >= 70 % of the floor
+TRITON_BWD = {"triton-frames": "frames", "triton": "tokens"}
+"""Triton rows and the backward kernel (``HITRS_FAST_EMBEDDING_BWD``) each one runs."""
 
 
 def bytes_per_token(mode: str, out_dtype: torch.dtype) -> int:
@@ -122,6 +131,16 @@ def _gate(fn, out_dtype: torch.dtype, tensors: list[torch.Tensor]) -> bool:
     return all((a.double() - b).abs().max() <= 5e-2 * max(1.0, b.abs().max().item()) for a, b in pairs)
 
 
+@contextlib.contextmanager
+def _backward_kernel(impl: str):
+    """``HITRS_FAST_EMBEDDING_BWD`` for a Triton row while it is gated, warmed up and timed (read at every backward)."""
+    if impl not in TRITON_BWD:
+        yield
+        return
+    with mock.patch.dict(os.environ, {BWD_VARIANT_ENV: TRITON_BWD[impl]}):
+        yield
+
+
 def _synchronised(step) -> None:
     """pytest-benchmark's own timer must see finished GPU work."""
     step()
@@ -144,6 +163,9 @@ def test_joint_embedding(benchmark, mode, dtype_name, frames):
         "eager": _reference_call(naive_joint_embedding, out_dtype),
         "compiled": _reference_call(fresh_compile(naive_joint_embedding, backend=compile_backend, dynamic=False),
                                     out_dtype),
+        # The frames row first, so the default row can carry the A/B ratio.
+        **({"triton-frames": lambda *t: joint_embedding(*t, backend="triton", out_dtype=out_dtype)}
+           if mode != "fwd" else {}),
         "triton": lambda *t: joint_embedding(*t, backend="triton", out_dtype=out_dtype),
     }
     case = {"op": "joint_embedding", "mode": mode, "out_dtype": dtype_name, "frames": frames}
@@ -151,16 +173,18 @@ def test_joint_embedding(benchmark, mode, dtype_name, frames):
     bandwidth = measured_hbm_bandwidth()
     warmup, rep = (1, 3) if is_smoke() else (25, 100)
     times: dict[str, float] = {}
+    failed: list[str] = []
     for name, fn in impls.items():
-        passed = _gate(fn, out_dtype, tensors)
-        step = _make_step(fn, tensors, mode)
-        step()  # compilation and autotuning happen before timing
-        try:
-            measured = measure_call(step, compiled=name == "compiled", inductor=compile_backend == "inductor",
-                                    warmup=warmup, rep=rep)
-        except compile_failure_types() as exc:
-            skip(f"joint_embedding/{name} {mode} {dtype_name} F{frames}", not_compiled_reason(exc), **case)
-            continue
+        with _backward_kernel(name):
+            passed = _gate(fn, out_dtype, tensors)
+            step = _make_step(fn, tensors, mode)
+            step()  # compilation and autotuning happen before timing
+            try:
+                measured = measure_call(step, compiled=name == "compiled", inductor=compile_backend == "inductor",
+                                        warmup=warmup, rep=rep)
+            except compile_failure_types() as exc:
+                skip(f"joint_embedding/{name} {mode} {dtype_name} F{frames}", not_compiled_reason(exc), **case)
+                continue
         timing = measured["timing"]
         if passed:  # speedups only against implementations that passed their gate
             times[name] = timing["median_ms"]
@@ -176,17 +200,24 @@ def test_joint_embedding(benchmark, mode, dtype_name, frames):
             "pct_of_floor": None if bandwidth is None else 100.0 * floor_bytes / bandwidth / seconds,
             "measured_hbm_bytes_per_s": bandwidth,
         }
-        if name == "triton":
+        if name in TRITON_BWD:
             valid = passed and not timing["smoke"]
-            row["speedup_vs_eager"] = times["eager"] / times["triton"] if valid and "eager" in times else None
-            row["speedup_vs_compiled"] = (times["compiled"] / times["triton"]
-                                          if valid and "compiled" in times else None)
+            row["bwd_kernel"] = TRITON_BWD[name] if mode != "fwd" else None
+            row["speedup_vs_eager"] = times["eager"] / times[name] if valid and "eager" in times else None
+            row["speedup_vs_compiled"] = times["compiled"] / times[name] if valid and "compiled" in times else None
+            if name == "triton" and mode != "fwd":  # the A/B: the default backward over the first one
+                row["speedup_vs_frames_bwd"] = (times["triton-frames"] / times[name]
+                                                if valid and "triton-frames" in times else None)
             if row["speedup_vs_eager"] is not None and mode == "fwd+bwd" and row["pct_of_floor"] is not None:
                 row["meets_target"] = (row["speedup_vs_eager"] >= TARGET_SPEEDUP
                                        and row["pct_of_floor"] >= 100 * TARGET_FLOOR)
+        if name == "triton":
             record(benchmark, **row)
             rounds, warmup_rounds = (1, 0) if is_smoke() else (3, 1)  # the do_bench row above is the result
-            benchmark.pedantic(_synchronised, args=(step,), rounds=rounds, warmup_rounds=warmup_rounds)
-            assert passed, "triton joint embedding failed its correctness gate; timings are invalid"
+            with _backward_kernel(name):
+                benchmark.pedantic(_synchronised, args=(step,), rounds=rounds, warmup_rounds=warmup_rounds)
         else:
             record(None, **row)
+        if name in TRITON_BWD and not passed:
+            failed.append(name)
+    assert not failed, f"joint embedding {', '.join(failed)} failed the correctness gate; their timings are invalid"

@@ -28,8 +28,10 @@ JOINT_EMBEDDING_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 JOINT_EMBEDDING_MAX_CHANNELS = 16
 """Input channels C held in registers per token."""
 JOINT_EMBEDDING_MAX_BWD_TILE = 16384
-"""Backward register tile ``V_pad * d_pad``: three fp32 accumulators of this size per program; beyond it
-they spill to local memory."""
+"""Largest ``V_pad * d_pad`` the backward takes: the size of its per-program fp32 dPE accumulator (the frames
+kernel keeps three such tiles on 256 threads, the tokens kernel one, as a tensor-core accumulator on 128 threads).
+At the model's 32 * 128 neither spills on sm_90; at this limit they still compile and run correctly, spilling
+registers to local memory."""
 
 
 def _next_pow2(n: int) -> int:

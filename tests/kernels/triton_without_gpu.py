@@ -17,7 +17,8 @@ Commands (each prints one JSON document on stdout; ``python tests/kernels/triton
   launchers make (``wrap_triton`` replaced by a recorder), runs each autotuner's own prune
   function on them with the Hopper config lists, and compiles every kept config to a cubin
   for sm_90 through ``JITFunction.warmup`` (the JIT's own argument specialization),
-  reporting shared memory, registers, stack (spills) and whether the PTX uses wgmma;
+  reporting shared memory, registers, stack (spills) and whether the PTX uses wgmma (for the joint
+  embedding also the SASS instruction count of the backward loop, :func:`loop_instructions`);
 - ``binaries``: how many binaries each kernel compiles across several N and B * H.
 """
 
@@ -115,17 +116,21 @@ def trace() -> dict:
     return report
 
 
-def resource_usage(cubin: bytes) -> dict:
-    """Registers, spills (local memory) and shared memory of a cubin, from the cuobjdump that ships with Triton."""
+def cuobjdump(cubin: bytes, option: str) -> str:
+    """``cuobjdump <option>`` of a cubin, with the cuobjdump that ships with Triton."""
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     path = f"/tmp/hitrs_fast_aot_{os.getpid()}.cubin"
     with open(path, "wb") as f:
         f.write(cubin)
     try:
-        text = subprocess.run([tool, "-res-usage", path], capture_output=True, text=True, check=True).stdout
+        return subprocess.run([tool, option, path], capture_output=True, text=True, check=True).stdout
     finally:
         os.remove(path)
-    usage = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", text))
+
+
+def resource_usage(cubin: bytes) -> dict:
+    """Registers, spills (local memory) and shared memory of a cubin."""
+    usage = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", cuobjdump(cubin, "-res-usage")))
     return {k.lower(): int(v) for k, v in usage.items()}
 
 
@@ -140,9 +145,10 @@ def _deepest_per_tile(configs: list) -> list:
     return list(deepest.values())
 
 
-def compile_launches(launches: list[Launch], deepest_only: bool = False) -> list[dict]:
+def compile_launches(launches: list[Launch], deepest_only: bool = False, sass: bool = False) -> list[dict]:
     """Compile every config each launch's autotuner keeps after pruning (or the launch's fixed config);
-    ``deepest_only``: one per tile shape (:func:`_deepest_per_tile`), a quarter of the compile time."""
+    ``deepest_only``: one per tile shape (:func:`_deepest_per_tile`), a quarter of the compile time;
+    ``sass``: add the launch's meta-parameters and :func:`loop_instructions` to each row."""
     rows = []
     for launch in launches:
         kernel = launch.kernel
@@ -161,6 +167,9 @@ def compile_launches(launches: list[Launch], deepest_only: bool = False) -> list
                          "num_warps": compiled.metadata.num_warps, "num_stages": compiled.metadata.num_stages,
                          "grid": list(grid), "shared": compiled.metadata.shared,
                          "usage": resource_usage(compiled.asm["cubin"]), "wgmma": "wgmma" in compiled.asm["ptx"]})
+            if sass:
+                rows[-1]["meta"] = {k: v for k, v in launch.kwargs.items() if isinstance(v, (int, str))}
+                rows[-1]["loop"] = loop_instructions(compiled.asm["cubin"])
     return rows
 
 
@@ -188,14 +197,41 @@ def _attention_launches(dtype, b, h, n, d, kind, cls_pos, allow_self, lengths) -
 
 
 def _embedding_launches(out_dtype: torch.dtype) -> list[Launch]:
-    """The model's joint embedding (V = 25, C = 3, d = 128), fp32 coordinates and parameters."""
+    """The model's joint embedding (V = 25, C = 3, d = 128), fp32 coordinates and parameters: the forward and
+    every backward kernel (``je.BWD_VARIANTS``)."""
     x = torch.randn(64, 25, 3)
     params = [torch.randn(128, 3), torch.randn(128), torch.randn(128), torch.randn(128), torch.randn(25, 128)]
-    fwd = record_launches(je, je.joint_embedding_fwd, x, *params, 1e-5, out_dtype, True)
+    launches = record_launches(je, je.joint_embedding_fwd, x, *params, 1e-5, out_dtype, True)
     stats = torch.zeros(64 * 25)
     dy = torch.randn(64, 25, 128, dtype=out_dtype)
-    weight, bias, ln_weight, _, pos = params
-    return fwd + record_launches(je, je.joint_embedding_bwd, dy, x, weight, bias, ln_weight, pos, stats, stats)
+    weight, bias, ln_weight, _, _ = params
+    saved = os.environ.get(je.BWD_VARIANT_ENV)
+    try:
+        for variant in je.BWD_VARIANTS:
+            os.environ[je.BWD_VARIANT_ENV] = variant
+            launches += record_launches(je, je.joint_embedding_bwd, dy, x, weight, bias, ln_weight, stats, stats)
+    finally:
+        if saved is None:
+            os.environ.pop(je.BWD_VARIANT_ENV, None)
+        else:
+            os.environ[je.BWD_VARIANT_ENV] = saved
+    return launches
+
+
+def loop_instructions(cubin: bytes) -> dict:
+    """SASS of a kernel's longest loop (a backward branch): instructions per thread per iteration, and the
+    barriers and local-memory (spill) accesses among them. The per-token cost model of the joint-embedding
+    backward is built from these counts (docs/kernels/joint_embedding.md)."""
+    code = [(int(a, 16), op) for a, op in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", cuobjdump(cubin, "-sass"))]
+    index = {address: i for i, (address, _) in enumerate(code)}
+    body = []
+    for i, (address, op) in enumerate(code):
+        target = re.search(r"\bBRA\b.*?0x([0-9a-f]+)", op)
+        if target and int(target.group(1), 16) < address and int(target.group(1), 16) in index:
+            body = max(body, [o for _, o in code[index[int(target.group(1), 16)]:i + 1]], key=len)
+    names = [o.split()[1] if o.startswith("@") else o.split()[0] for o in body]
+    return {"instructions": len(body), "barriers": sum(n.startswith("BAR") for n in names),
+            "local": sum(n.startswith(("LDL", "STL")) for n in names)}
 
 
 def compile_cases(names: list[str], deepest_only: bool) -> dict:
@@ -203,9 +239,10 @@ def compile_cases(names: list[str], deepest_only: bool) -> dict:
     report = {}
     with fa.autotune_configs(fa.gpu_fwd_configs(hopper=True), fa.gpu_bwd_configs(hopper=True)):
         for name in names:
-            launches = (_embedding_launches(EMBEDDING_CASES[name]) if name in EMBEDDING_CASES
+            embedding = name in EMBEDDING_CASES
+            launches = (_embedding_launches(EMBEDDING_CASES[name]) if embedding
                         else _attention_launches(*ATTENTION_CASES[name]))
-            report[name] = compile_launches(launches, deepest_only)
+            report[name] = compile_launches(launches, deepest_only, sass=embedding)
     return report
 
 
