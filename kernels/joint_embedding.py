@@ -35,7 +35,7 @@ x may have any strides; the output and the statistics are contiguous.
 Grid:
 - forward: one program per ``BLOCK_M`` consecutive tokens (flattened ``[..., V]``),
   ``BLOCK_M * BLOCK_D`` ~ 4096 elements;
-- backward: a persistent grid of at most ``k`` programs per SM (``k`` = 2 for both kernels),
+- backward: a persistent grid of at most ``k`` programs per SM (``k`` = 1 for tokens, 2 for frames),
   each owning a contiguous run of whole tiles: tokens (tokens kernel) or frames (frames kernel).
   The performance model behind these choices is in docs/kernels/joint_embedding.md.
 
@@ -62,10 +62,10 @@ _TILE_ELEMENTS = 4096
 MAX_CHANNELS = capabilities.JOINT_EMBEDDING_MAX_CHANNELS
 # Smallest tl.dot dimension: the one-hot dPE product pads V, the token tile and d to at least this.
 MIN_DOT = 16
-# Programs per SM in the persistent backward grids. Tokens: its compiled kernel for d <= 128 (255 registers x 128
-# threads on sm_90) fits twice in the 64 K-register file. Frames: the first planning value (255 registers x 256
+# Programs per SM in the persistent backward grids. Tokens: its compiled kernel at d = 128 (255 registers x 256
+# threads on sm_90) fills the 64 K-register file once. Frames: the first planning value (255 registers x 256
 # threads: one resident, the second runs as a second wave).
-TOKENS_PROGRAMS_PER_SM = 2
+TOKENS_PROGRAMS_PER_SM = 1
 FRAMES_PROGRAMS_PER_SM = 2
 BWD_VARIANT_ENV = "HITRS_FAST_EMBEDDING_BWD"
 BWD_VARIANTS = ("tokens", "frames")
@@ -87,14 +87,15 @@ def _bwd_frames_config(v_pad: int, block_d: int) -> tuple[int, int]:
 def _bwd_tokens_config(block_d: int) -> tuple[int, int, int]:
     """(BLOCK_T, num_warps, FOLD) for the tokens backward tile ``[BLOCK_T, BLOCK_D]``.
 
-    16 fp32 elements per thread, on 4 warps up to d = 128: there it compiles to 255 registers without spills and
-    two programs share an SM; 32 per thread spill (docs/kernels/joint_embedding.md, "Backward: performance model").
-    FOLD is the row span of one pass of the CTA over the tile when dy is 16-bit (16 lanes x 8 elements per row
-    at d = 128; fp32 dy spans half as many rows, of which FOLD is a multiple), so the column-sum partials fold
-    in registers.
+    16 fp32 elements per thread on 8 warps (32 tokens at d = 128): 255 registers without spills with triton 3.6
+    (the GPU image's) and 3.9; the same density on 4 warps (16 tokens) spills 40 B per thread with triton 3.6 and
+    its loop issues 53 % more instructions there; 32 per thread spill on both (docs/kernels/joint_embedding.md,
+    "Backward: performance model"). FOLD is the row span of one pass of the CTA over the tile when dy is 16-bit
+    (16 lanes x 8 elements per row at d = 128; fp32 dy spans half as many rows, of which FOLD is a multiple), so
+    the column-sum partials fold in registers.
     """
-    block_t = max(MIN_DOT, 16 * 32 * 4 // block_d)
-    num_warps = min(16, max(4, block_t * block_d // (16 * 32)))  # more warps only where BLOCK_T hits MIN_DOT
+    block_t = max(MIN_DOT, 16 * 32 * 8 // block_d)
+    num_warps = min(16, max(8, block_t * block_d // (16 * 32)))  # more warps only where BLOCK_T hits MIN_DOT
     fold = min(block_t, max(1, 256 // block_d) * num_warps)
     return block_t, num_warps, fold
 
