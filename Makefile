@@ -27,7 +27,7 @@ pretrain: install
 	$(VENV)/bin/deepspeed training/pretrain.py $(ARGS)
 
 test: install
-	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+	$(PY) -m pytest tests -q --durations=15 $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check hitrs_fast kernels training tests benchmarks
