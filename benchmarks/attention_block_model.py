@@ -458,8 +458,9 @@ def kernel_breakdown(s: Shape, name: str, m: Machine = H100, batch: int = 8192) 
     lines = [f"{name} ({s.name}, {s.dtype}):"]
     for direction in ("fwd", "bwd"):
         for k in build(direction):
+            ns = k.time(m, s.dtype, batch) * 1e9
             lines.append(f"  {direction} {k.name:40s} HBM {k.hbm / 1e3:8.1f} KB  MMA {k.total_flops / 1e6:8.2f} M  "
-                         f"exp {k.exps / 1e3:7.1f} k  L2 {k.l2 / 1e3:7.1f} KB  -> {k.time(m, s.dtype, batch) * 1e9:7.1f} ns")
+                         f"exp {k.exps / 1e3:7.1f} k  L2 {k.l2 / 1e3:7.1f} KB  -> {ns:7.1f} ns")
     return "\n".join(lines)
 
 
