@@ -25,8 +25,11 @@ Grid:
 - forward: one program per ``BLOCK_M`` consecutive tokens (flattened ``[..., V]``),
   ``BLOCK_M * BLOCK_D`` ~ 4096 elements;
 - backward: a persistent grid of at most 2 programs per SM, each owning a contiguous
-  run of frames; its tile is ``BLOCK_F`` whole frames of ``V_PAD`` joint rows, so every
-  row maps to one fixed joint and dPE accumulates without any scatter.
+  run of frames; its tile is ``BLOCK_F`` whole frames of ``V_PAD`` joint rows (2 frames at
+  V = 25, d = 128), so row r of every frame is joint r. The accumulators are folded every
+  iteration (dPE ``[V_PAD, d]`` by summing the tile's frames, dgamma and db ``[d]``, dW
+  ``[C, d]``), so the registers go to the frames in flight rather than to accumulators
+  that grow with the tile (docs/kernels/joint_embedding.md has the latency model).
 
 Registered as ``torch.ops.hitrs_fast.joint_embedding_fwd`` / ``joint_embedding_bwd``
 through ``torch.library.triton_op`` so ``torch.compile`` traces through the op.
@@ -44,8 +47,12 @@ from triton.runtime.jit import JITFunction
 
 from hitrs_fast.kernels import capabilities
 
-# Elements per register tile; the backward keeps three fp32 tiles of this size alive.
+# Elements per forward register tile.
 _TILE_ELEMENTS = 4096
+# Elements per backward tile (BLOCK_F whole frames): 2 frames of 32 x 128 at the model's V = 25, d = 128.
+# Compiled for sm_90 the backward holds ~250 registers per thread at 8 warps whatever the tile (one program
+# per SM), so the frames per iteration set the bytes in flight: 2 frames spill 64 B, 4 frames 664 B.
+_BWD_TILE_ELEMENTS = 8192
 # Coordinates per token: the channel loops are unrolled (C = 3 in Hi-TRS).
 MAX_CHANNELS = capabilities.JOINT_EMBEDDING_MAX_CHANNELS
 
@@ -58,7 +65,7 @@ def _fwd_config(block_d: int) -> tuple[int, int]:
 
 def _bwd_config(v_pad: int, block_d: int) -> tuple[int, int]:
     """(BLOCK_F, num_warps) for the backward tile ``[BLOCK_F * V_PAD, BLOCK_D]``."""
-    block_f = max(1, _TILE_ELEMENTS // (v_pad * block_d))
+    block_f = max(1, _BWD_TILE_ELEMENTS // (v_pad * block_d))
     return block_f, 8 if block_f * v_pad * block_d >= _TILE_ELEMENTS else 4
 
 
@@ -138,9 +145,11 @@ def joint_embedding_bwd_kernel(
 
     b_bias = tl.load(b_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)  # [BD]
     b_gamma = tl.load(gamma_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)  # [BD]
-    acc_dpos = tl.zeros([ROWS, BLOCK_D], dtype=tl.float32)  # sum of dy, per tile row
-    acc_dgamma = tl.zeros([ROWS, BLOCK_D], dtype=tl.float32)  # sum of dy * n
-    acc_db = tl.zeros([ROWS, BLOCK_D], dtype=tl.float32)  # sum of dh
+    # Accumulators folded every iteration, so their size does not grow with the BLOCK_F frames of the tile
+    # (the registers go to the tile itself): dPE per joint, dgamma and db per channel, dW per (c, channel).
+    acc_dpos = tl.zeros([V_PAD, BLOCK_D], dtype=tl.float32)  # sum of dy, per joint
+    acc_dgamma = tl.zeros([BLOCK_D], dtype=tl.float32)  # sum of dy * n
+    acc_db = tl.zeros([BLOCK_D], dtype=tl.float32)  # sum of dh
     acc_dw = tl.zeros([C_PAD, BLOCK_D], dtype=tl.float32)  # sum of x_c * dh, row c
 
     f_start = pid * frames_per_program
@@ -163,15 +172,16 @@ def joint_embedding_bwd_kernel(
         b_n = tl.where(m_rd, (b_g - b_mean[:, None]) * b_rstd[:, None], 0.0)  # [R, BD]
 
         b_dy = tl.load(dy_ptr + o_t[:, None] * D + o_d[None, :], mask=m_rd, other=0.0).to(tl.float32)
-        acc_dpos += b_dy
-        acc_dgamma += b_dy * b_n
+        # Row r of every frame of the tile is the same joint: fold the frames into [V_PAD, BD].
+        acc_dpos += tl.sum(tl.reshape(b_dy, (BLOCK_F, V_PAD, BLOCK_D)), axis=0)
+        acc_dgamma += tl.sum(b_dy * b_n, axis=0)
         # LayerNorm backward: dg = rstd * (dn - mean(dn) - n * mean(dn * n)), means over the d real channels.
         b_dn = b_dy * b_gamma[None, :]
         b_c1 = tl.sum(b_dn * b_n, axis=1) / D  # [R]
         b_c2 = tl.sum(b_dn, axis=1) / D
         # Padded channels would get -c2 * rstd here: mask them before they reach dx and dW.
         b_dh = tl.where(m_rd, (b_dn - b_n * b_c1[:, None] - b_c2[:, None]) * b_rstd[:, None] * b_dgelu, 0.0)
-        acc_db += b_dh
+        acc_db += tl.sum(b_dh, axis=0)
 
         for c in tl.static_range(C):
             b_wc = tl.load(w_ptr + o_d * stride_wd + c * stride_wc, mask=m_d, other=0.0).to(tl.float32)
@@ -181,13 +191,11 @@ def joint_embedding_bwd_kernel(
             b_dwc = tl.sum(b_dh * b_xc[:, None], axis=0)  # [BD]
             acc_dw += tl.where(o_c[:, None] == c, b_dwc[None, :], 0.0)  # [C_PAD, BD]
 
-    # Fold the BLOCK_F frames of the tile: row r of every frame is the same joint.
-    b_dpos = tl.sum(tl.reshape(acc_dpos, (BLOCK_F, V_PAD, BLOCK_D)), axis=0)  # [V_PAD, BD]
     o_vp = tl.arange(0, V_PAD)
     m_vd = (o_vp < V)[:, None] & m_d[None, :]
-    tl.store(dpos_part_ptr + pid * V * D + o_vp[:, None] * D + o_d[None, :], b_dpos, mask=m_vd)
-    tl.store(dgamma_part_ptr + pid * D + o_d, tl.sum(acc_dgamma, axis=0), mask=m_d)
-    tl.store(db_part_ptr + pid * D + o_d, tl.sum(acc_db, axis=0), mask=m_d)
+    tl.store(dpos_part_ptr + pid * V * D + o_vp[:, None] * D + o_d[None, :], acc_dpos, mask=m_vd)
+    tl.store(dgamma_part_ptr + pid * D + o_d, acc_dgamma, mask=m_d)
+    tl.store(db_part_ptr + pid * D + o_d, acc_db, mask=m_d)
     m_cd = (o_c < C)[:, None] & m_d[None, :]
     tl.store(dw_part_ptr + pid * C * D + o_c[:, None] * D + o_d[None, :], acc_dw, mask=m_cd)
 

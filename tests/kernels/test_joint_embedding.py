@@ -54,6 +54,8 @@ SHAPES = [
     pytest.param((2,), 7, 1, id="B2-V7-d1"),
     pytest.param((), 25, 32, id="no-lead-V25-d32"),
     pytest.param((1,), 25, 256, id="B1-V25-d256"),
+    # 2-frame backward tiles over 3 programs of 4, 4 and 3 frames: two loop iterations each, the last ragged.
+    pytest.param((11,), 25, 128, id="B11-V25-d128-ragged-tiles"),
 ]
 
 
