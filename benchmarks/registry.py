@@ -1,4 +1,4 @@
-"""The one registry of benchmark shapes (performance.md §1, §5). No benchmark hard-codes its own sizes.
+"""The one registry of benchmark shapes (C-TRS clip attention, F-TRS, V-TRS). No benchmark hard-codes its own sizes.
 
 Each :class:`AttentionShape` is one (N, d, H, mask) workload; batch sizes come from
 :data:`BATCH_LADDER` (GPU) or :data:`SMOKE_BATCH` (CPU smoke mode).
@@ -6,8 +6,10 @@ Each :class:`AttentionShape` is one (N, d, H, mask) workload; batch sizes come f
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
+from benchmarks.common import is_smoke
 from hitrs_fast.masks import AttentionMask, FrameMask, NoMask
 
 JOINTS = 25
@@ -70,7 +72,7 @@ CTRS_SHAPES = (OFFICIAL_CTRS, *REDUCED_CTRS, *EXTRA_CTRS)
 ALL_SHAPES = (*CTRS_SHAPES, FTRS, VTRS)
 
 BATCH_LADDER = (1, 64, 1024, 8192, 32768, 65535, 131072)
-"""Sequences per call (performance.md §5). Headline numbers use B >= 8192."""
+"""Sequences per call. Headline numbers use B >= 8192, where launch and guard overheads are negligible."""
 
 HEADLINE_BATCH = 8192
 
@@ -78,3 +80,16 @@ SMOKE_SHAPES = (ctrs(1, 16, heads=2), ctrs(2, 32, heads=2))
 """CPU smoke sizes: the interpreter runs these in seconds."""
 
 SMOKE_BATCH = (2,)
+
+
+def selected_batches(default: tuple[int, ...]) -> tuple[int, ...]:
+    """Batch sizes of a run: :data:`SMOKE_BATCH` in smoke mode, else ``HITRS_BENCH_BATCHES=1,64,...`` or ``default``."""
+    if is_smoke():
+        return SMOKE_BATCH
+    env = os.environ.get("HITRS_BENCH_BATCHES")
+    if not env:
+        return default
+    try:
+        return tuple(int(b) for b in env.split(","))
+    except ValueError:
+        raise ValueError(f"HITRS_BENCH_BATCHES: expected comma-separated integers, got {env!r}") from None

@@ -41,3 +41,55 @@ def test_renders_markdown(tmp_path):
     text = out.read_text()
     assert "GPU-X" in text and "| triton |" in text.replace("  ", " ") and "2" in text
     assert (tmp_path / "docs" / "assets" / "frame_attention.png").exists()
+
+
+def campaign_results(tests_passed: bool, mode: str = "gpu", commit: str = "abc123") -> dict:
+    base = {"op": "frame_attention", "shape": "ctrs-F7-N176-H8-D64", "dtype": "bfloat16", "mode": "full",
+            "batch": 8192, "tests_passed": True, "smoke": mode == "dry-run", "median_ms": 5.0}
+    return {
+        "schema": "hitrs_fast.campaign/1", "mode": mode, "command": "bash benchmarks/campaign.sh out",
+        "started": "2026-01-01T00:00:00+00:00",
+        "provenance": {"device": "GPU-X", "torch": "2.11", "triton": "3.6", "git_commit": commit},
+        "tests": {"passed": tests_passed, "paths": ["tests/kernels"], "tests": 10, "passed_tests": 10 if tests_passed
+                  else 9, "failures": 0 if tests_passed else 1, "errors": 0, "skipped": 0},
+        "parts": [{"name": "attention", "status": "passed", "seconds": 1.0, "budget_s": 360, "note": ""}],
+        "rows": [{**base, "peer": "ours", "seq_per_s": 3.0e6},
+                 {**base, "peer": "A4-flex-128", "seq_per_s": 1.5e6},
+                 {**base, "peer": "A5-flash-unmasked", "seq_per_s": 9.0e6, "tests_passed": False}],
+        "skipped": [{"name": "A6-xformers", "reason": "xformers does not import"}], "failures": [],
+    }
+
+
+def test_campaign_tables_name_the_provenance_and_give_speedups_for_a_passing_build():
+    from benchmarks.report import render_campaign
+
+    text = render_campaign(campaign_results(tests_passed=True))
+    assert "× best correct masked peer" in text and "| 2 |" in text  # 3.0e6 / 1.5e6; A5 is no peer
+    attention = text.split("### C-TRS attention")[1]
+    assert "GPU-X" in attention and "abc123" in attention and "bash benchmarks/campaign.sh out" in attention
+    assert "A6-xformers" in text and "xformers does not import" in text
+
+
+def test_campaign_tables_withhold_speedups_when_the_tests_fail():
+    from benchmarks.report import render_campaign
+
+    text = render_campaign(campaign_results(tests_passed=False))
+    assert "withheld" in text and "× best correct masked peer" not in text and "FAILED" in text
+
+
+def test_dry_run_tables_show_no_timing():
+    from benchmarks.report import render_campaign
+
+    text = render_campaign(campaign_results(tests_passed=True, mode="dry-run"))
+    assert "Dry run" in text and "3,000,000" not in text and "| smoke |" in text
+
+
+def test_merging_campaign_files_of_different_commits_is_refused(tmp_path):
+    paths = []
+    for commit in ("abc", "def"):
+        paths.append(tmp_path / f"{commit}.json")
+        paths[-1].write_text(json.dumps(campaign_results(True, commit=commit)))
+    with pytest.raises(SystemExit, match="different commits"):
+        main([*map(str, paths), "--out", str(tmp_path / "t.md")])
+    paths[1].write_text(json.dumps(campaign_results(True, commit="abc")))
+    assert main([*map(str, paths), "--out", str(tmp_path / "t.md")]) == 0

@@ -378,17 +378,18 @@ def test_multi_head_attention_bf16_training_modes(mode):
     from hitrs_fast.attention import MultiHeadAttention
 
     mask = FrameMask(frame_size=25, num_frames=2, cls="last", allow_self=True)
-    oracle_module = MultiHeadAttention(32, 2, 16, backend="torch").double()
-    x = torch.randn(2, mask.num_tokens, 32, dtype=torch.float64)
+    device = kernel_device()
+    oracle_module = MultiHeadAttention(32, 2, 16, backend="torch").to(device, torch.float64)
+    x = torch.randn(2, mask.num_tokens, 32, dtype=torch.float64, device=device)
     dy = torch.randn_like(x)
 
     def run(backend: str, dtype: torch.dtype) -> list[torch.Tensor]:
         module = MultiHeadAttention(32, 2, 16, backend=backend)
         module.load_state_dict(oracle_module.state_dict())
-        module = module.to(dtype)
+        module = module.to(device, dtype)
         leaf = x.to(dtype).requires_grad_()
         use_autocast = mode.startswith("autocast") and dtype != torch.float64
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_autocast), poison_torch_empty():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast), poison_torch_empty():
             out = module(leaf, mask)
         out.backward(dy.to(out.dtype))
         return [out.detach(), leaf.grad] + [p.grad for p in module.parameters()]

@@ -20,7 +20,7 @@ import triton
 from hitrs_fast.kernels import capabilities
 from hitrs_fast.kernels import frame_attention as fa
 from tests.kernels.test_frame_attention import NAMES, Case, check_against_oracle, kernel_run, make_inputs
-from tests.support.devices import record_launches
+from tests.support.devices import kernel_device, record_launches
 
 pytestmark = pytest.mark.interpreter
 
@@ -67,7 +67,7 @@ class CountingBenchmarker:
 
 
 def _inputs(b: int, h: int, n: int, d: int, dtype=torch.float32):
-    return [torch.randn(b, h, n, d, dtype=dtype) for _ in range(4)]
+    return [torch.randn(b, h, n, d, dtype=dtype, device=kernel_device()) for _ in range(4)]
 
 
 def _mask_args(allow_self: bool = True, lengths=None, kind=fa.MASK_FRAME, cls_pos=fa.CLS_LAST):
@@ -216,7 +216,7 @@ def test_autotune_selects_and_runs_the_fastest_config(fastest):
     of V (forward), of dO (dK/dV) and of K (dQ) stay out of rows 0-15 of the output only when
     the 16 x 16 config, which skips that same-frame tile pair, ran."""
     q, k, v, do = _inputs(1, 1, 51, 16)
-    nan_rows = torch.zeros(1, 1, 51, 1, dtype=torch.bool)
+    nan_rows = torch.zeros(1, 1, 51, 1, dtype=torch.bool, device=q.device)
     nan_rows[:, :, :16] = True
     args = _mask_args(allow_self=False)
     bench = RankedBenchmarker(len(FWD), fastest)
@@ -244,8 +244,8 @@ def test_autotune_selects_and_runs_the_fastest_config(fastest):
 def test_autotune_every_config_matches_float64_oracle(case, fastest):
     """Through the autograd Function and the registered ops, whichever config the tuner picks:
     output, LSE and gradients against the float64 oracle, all allocations NaN-poisoned."""
-    q, k, v = make_inputs(case, torch.device("cpu"))
-    do = torch.randn(q.shape, dtype=case.dtype)
+    q, k, v = make_inputs(case, kernel_device())
+    do = torch.randn(q.shape, dtype=case.dtype, device=q.device)
     mask, scale = case.typed_mask(), 1.0 / math.sqrt(case.head_dim)
     with fa.autotune_configs(FWD, BWD, do_bench=RankedBenchmarker(len(FWD), fastest)):
         got = kernel_run(case, q, k, v, do, mask, scale)
@@ -303,8 +303,8 @@ def test_autotune_resident_selects_and_runs_the_fastest_config(monkeypatch, fast
     the float64 oracle (N = 51: N_POW2 = 64 keeps all three q-tile heights)."""
     monkeypatch.setenv(capabilities.FRAME_ATTENTION_KERNEL_ENV, "resident")
     case = Case(2, 2, 2, 32, allow_self=False)
-    q, k, v = make_inputs(case, torch.device("cpu"))
-    do = torch.randn(q.shape, dtype=case.dtype)
+    q, k, v = make_inputs(case, kernel_device())
+    do = torch.randn(q.shape, dtype=case.dtype, device=q.device)
     mask, scale = case.typed_mask(), 1.0 / math.sqrt(case.head_dim)
     with fa.autotune_configs(FWD, BWD, do_bench=RankedBenchmarker(len(RESIDENT), fastest), resident=RESIDENT):
         got = kernel_run(case, q, k, v, do, mask, scale)

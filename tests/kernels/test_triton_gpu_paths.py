@@ -117,6 +117,7 @@ def test_official_shape_every_kept_hopper_config_compiles_for_sm90():
         assert all(row["usage"].get("stack", 0) <= 128 for row in report[case]), "joint embedding spills registers"
 
 
+@pytest.mark.slow
 def test_resident_kernels_compile_for_sm90():
     """The resident kernels, every Hopper config the prune keeps: the official bf16 shape (N = 176, D = 64) fits
     shared memory with every config, the backward's dK/dV products (256 rows) use wgmma, and the 8-warp,

@@ -11,6 +11,7 @@ import torch
 
 from hitrs_fast import HiTRS, HiTRSConfig, HiTRSForPretraining
 from hitrs_fast.sampling import SampleRandom
+from tests.support.devices import kernel_device
 from tests.support.tolerances import tolerance
 
 TINY_ALL = HiTRSConfig.preset("tiny", use_video_tasks=True)  # every pretext task on
@@ -88,11 +89,13 @@ def test_pretraining_step_compiles_as_one_graph(backend):
     CPU. ``triton`` runs the kernels' registered custom ops (the Triton interpreter on CPU) and is compared
     with the reference backend, the same weights, in eager mode."""
     torch.manual_seed(0)
-    model = HiTRSForPretraining(TINY_ALL, backend=backend)
-    reference = HiTRSForPretraining(TINY_ALL, backend="torch")
+    device = kernel_device() if backend == "triton" else torch.device("cpu")
+    model = HiTRSForPretraining(TINY_ALL, backend=backend).to(device)
+    reference = HiTRSForPretraining(TINY_ALL, backend="torch").to(device)
     reference.load_state_dict(model.state_dict())
     b, t = (3, 24) if backend == "auto" else (2, 16)
     x, lengths, ids = _pretrain_batch(b=b, t=t)
+    x, ids = x.to(device), ids.to(device)
     eager = _step(reference, x, lengths, ids, static_shapes=True)
     torch._dynamo.reset()
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")

@@ -21,7 +21,7 @@ from hitrs_fast.attention import (
 )
 from hitrs_fast.masks import FrameMask, KeyPaddingMask, NoMask
 from hitrs_fast.reference.attention import naive_attention
-from tests.support.devices import REQUIRES_CUDA
+from tests.support.devices import REQUIRES_CUDA, kernel_device
 from tests.support.tolerances import assert_close_verbose, tolerance
 
 
@@ -201,13 +201,14 @@ def test_frame_mask_materialize_pairs_small():
 def test_module_state_dict_and_outputs_across_backends(mask):
     # F-TRS frames have 25 tokens; V-TRS here 25 clip tokens + a trailing CLS.
     n = {FrameMask: getattr(mask, "num_tokens", 0), KeyPaddingMask: 26, NoMask: 25}[type(mask)]
-    torch_mod = FrameMaskedAttention(48, 2, 16, mask, backend="torch")
-    triton_mod = FrameMaskedAttention(48, 2, 16, mask, backend="triton")
+    device = kernel_device()
+    torch_mod = FrameMaskedAttention(48, 2, 16, mask, backend="torch").to(device)
+    triton_mod = FrameMaskedAttention(48, 2, 16, mask, backend="triton").to(device)
     assert list(torch_mod.state_dict()) == list(triton_mod.state_dict()) == [
         "q_proj.weight", "k_proj.weight", "v_proj.weight", "out_proj.weight"]
     triton_mod.load_state_dict(torch_mod.state_dict(), strict=True)
     torch_mod.load_state_dict(triton_mod.state_dict(), strict=True)
-    x = torch.randn(2, n, 48, requires_grad=True)
+    x = torch.randn(2, n, 48, device=device, requires_grad=True)
     y_ref = torch_mod(x)
     (gx_ref,) = torch.autograd.grad(y_ref.sum(), x)
     y = triton_mod(x)
@@ -225,7 +226,7 @@ def test_torch_compile_fullgraph_traces_triton_path():
     the op is an opaque custom op (see ``kernels/frame_attention.py::_register``).
     """
     mask = FrameMask(num_frames=1)
-    q, k, v = (t.requires_grad_() for t in qkv(b=1, h=2, n=26, d=16))
+    q, k, v = (t.requires_grad_() for t in qkv(b=1, h=2, n=26, d=16, device=kernel_device()))
 
     def f(q, k, v):
         return frame_masked_attention(q, k, v, mask, backend="triton")

@@ -10,6 +10,7 @@ from hitrs_fast import FrameAttentionBlock, HiTRSConfig, frame_attention_block
 from hitrs_fast.attention import BLOCK_PRIORITY, BlockInputs, TritonAttentionBlock
 from hitrs_fast.masks import FrameMask, KeyPaddingMask, NoMask
 from hitrs_fast.models import TransformerLayer
+from tests.support.devices import kernel_device
 from tests.support.tolerances import assert_close_verbose, tolerance
 
 SUBLAYER_KEYS = {"attn_norm.weight", "attn_norm.bias", "attn.q_proj.weight", "attn.k_proj.weight",
@@ -37,12 +38,13 @@ def test_state_dict_keys_are_the_reference_sublayer():
 def test_module_weights_move_between_backends(mask):
     """One set of weights, loaded strictly into the block on every backend, gives the same output."""
     torch.manual_seed(0)
-    ref = FrameAttentionBlock(32, 2, 16, backend="torch").eval()
-    x = torch.randn(3, 25 + isinstance(mask, FrameMask) * 26, 32)
+    device = kernel_device()
+    ref = FrameAttentionBlock(32, 2, 16, backend="torch").to(device).eval()
+    x = torch.randn(3, 25 + isinstance(mask, FrameMask) * 26, 32, device=device)
     expected = ref(x, mask)
     atol, rtol = tolerance("attention_block", torch.float32)
     for backend in ("triton", "sdpa", "auto"):
-        other = FrameAttentionBlock(32, 2, 16, backend=backend).eval()
+        other = FrameAttentionBlock(32, 2, 16, backend=backend).to(device).eval()
         other.load_state_dict(ref.state_dict(), strict=True)
         assert_close_verbose(other(x, mask), expected, atol, rtol, backend)
 
@@ -139,9 +141,10 @@ def test_model_levels_use_the_block_under_triton(monkeypatch):
         return real(cls, inputs, *args)
 
     monkeypatch.setattr(TritonAttentionBlock, "run", classmethod(record))
-    model = HiTRS(HiTRSConfig.preset("tiny"), backend="triton").to(torch.bfloat16).eval()
+    device = kernel_device()
+    model = HiTRS(HiTRSConfig.preset("tiny"), backend="triton").to(device, torch.bfloat16).eval()
     with torch.no_grad():
-        model(torch.randn(1, 1, 8, 25, 3, dtype=torch.bfloat16))
+        model(torch.randn(1, 1, 8, 25, 3, dtype=torch.bfloat16, device=device))
     frames, clips, video = seen
     assert frames == ((20, 25, 32), True)  # 8 frames + 2 x 6 padding frames, fused
     assert clips == ((2, 176, 64), False)  # 2 clips of 7 x 25 + CLS, composed

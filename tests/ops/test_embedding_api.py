@@ -9,6 +9,7 @@ import torch
 
 from hitrs_fast.embedding import JointEmbedding, TritonJointEmbedding, joint_embedding
 from hitrs_fast.reference import naive_joint_embedding
+from tests.support.devices import kernel_device
 from tests.support.tolerances import assert_close_verbose, assert_low_precision_close, tolerance
 
 KEYS = {"linear.weight", "linear.bias", "norm.weight", "norm.bias", "pos"}
@@ -28,13 +29,14 @@ def test_state_dict_keys_and_shapes():
 @pytest.mark.interpreter
 @pytest.mark.parametrize(("src", "dst"), [("torch", "triton"), ("triton", "torch")])
 def test_state_dict_round_trip_between_backends(src, dst):
-    a = JointEmbedding(13, 3, 32, backend=src)
+    device = kernel_device()
+    a = JointEmbedding(13, 3, 32, backend=src).to(device)
     with torch.no_grad():
         for p in a.parameters():
             p.add_(0.1 * torch.randn_like(p))  # move away from the init so a missed copy shows
-    b = JointEmbedding(13, 3, 32, backend=dst)
+    b = JointEmbedding(13, 3, 32, backend=dst).to(device)
     b.load_state_dict(a.state_dict(), strict=True)
-    x = torch.randn(3, 13, 3)
+    x = torch.randn(3, 13, 3, device=device)
     atol, rtol = tolerance("joint_embedding", torch.float32)
     assert_close_verbose(b(x), a(x), atol, rtol, f"{dst} after loading {src} weights")
 
@@ -135,8 +137,9 @@ def _bf16_module_with_offset_coordinates(backend: str, offset: float) -> tuple[J
         for p in module.parameters():
             p.add_(0.1 * torch.randn_like(p))
         module.linear.bias.sub_(module.linear.weight.sum(1) * offset)
-    module = module.to(torch.bfloat16)
-    return module, offset + torch.randn(2, 3, 25, 3)
+    device = kernel_device() if backend == "triton" else torch.device("cpu")
+    module = module.to(device, torch.bfloat16)
+    return module, offset + torch.randn(2, 3, 25, 3, device=device)
 
 
 @pytest.mark.parametrize("offset", [0.0, 1000.0], ids=["unit", "offset1000"])
@@ -149,7 +152,7 @@ def test_fp32_coordinates_into_bf16_parameters(backend, offset):
     x.requires_grad_()
     out = module(x)
     assert out.dtype == torch.bfloat16
-    dy = torch.randn(out.shape).to(torch.bfloat16)
+    dy = torch.randn(out.shape, device=out.device).to(torch.bfloat16)
     out.backward(dy)
     params = [module.linear.weight, module.linear.bias, module.norm.weight, module.norm.bias, module.pos]
     leaves = [t.detach().double().requires_grad_() for t in (x, *params)]
