@@ -345,13 +345,25 @@ def candidates(s: Shape) -> dict[str, Callable[[str], list[Kernel]]]:
             s, d, lambda dd: peer_attention(s, "sdpa_eff", dd), fused_qkv=False, compiled=True)
     for bm, bn in ((16, 16), (32, 32), (64, 32)):
         if bm <= pow2(s.n):
-            out[f"(a) split {bm}x{bn} + cuBLAS"] = (lambda bm_, bn_: lambda d: composition(
-                s, d, lambda dd: split_attention(s, bm_, bn_, dd), fused_qkv=False, compiled=False))(bm, bn)
+            # The present kernel as the library's layer ran it (three QKV GEMMs), and inside the block's
+            # composed path (one QKV GEMM, dQKV written by the kernel): HITRS_FAST_ATTENTION_KERNEL=split.
+            for fused in (False, True):
+                label = "fused QKV" if fused else "3 QKV GEMMs"
+                out[f"(a) split {bm}x{bn}, {label} + cuBLAS"] = (lambda bm_, bn_, f_: lambda d: composition(
+                    s, d, lambda dd: split_attention(s, bm_, bn_, dd), fused_qkv=f_, compiled=False,
+                    attention_writes_dqkv=f_))(bm, bn, fused)
     for bm in (16, 32, 64):
         if bm <= pow2(s.n):
             out[f"(b) resident BM={bm} + cuBLAS"] = (lambda bm_: lambda d: composition(
                 s, d, lambda dd: resident_attention(s, bm_, dd), fused_qkv=True, compiled=False,
                 attention_writes_dqkv=True))(bm)
+    out["(b) resident BM=16, 3 QKV GEMMs + cuBLAS"] = lambda d: composition(
+        s, d, lambda dd: resident_attention(s, 16, dd), fused_qkv=False, compiled=False)
+    for bm, bn in ((16, 16), (32, 32), (64, 32)):
+        if bm <= pow2(s.n):
+            out[f"(a) split {bm}x{bn} fwd, (b) resident BM=16 bwd + cuBLAS"] = (lambda bm_, bn_: lambda d: composition(
+                s, d, lambda dd: split_attention(s, bm_, bn_, dd) if dd == "fwd" else resident_attention(s, 16, dd),
+                fused_qkv=True, compiled=False, attention_writes_dqkv=True))(bm, bn)
     for bm in (16, 64):
         if bm <= pow2(s.n):
             out[f"(c) LN+QKV+attn BM={bm}, W_o cuBLAS"] = (lambda bm_: lambda d: fused_prologue(s, d, bm_))(bm)
@@ -411,6 +423,49 @@ def attention_only(s: Shape, m: Machine = H100, batch: int = 8192) -> list[tuple
         rows.append((name, predict_kernels(fwd, s, m, batch), predict_kernels(bwd, s, m, batch),
                      sum(k.hbm for k in fwd)))
     return rows
+
+
+def built(s: Shape, impl: str) -> list[str]:
+    """The candidates a benchmark implementation corresponds to (the fastest of them is its prediction).
+
+    impl: ``ours`` (``FrameAttentionBlock(backend="triton")``: the fused kernel, or the composed path with the
+    default kernel pair, split forward and resident backward), ``ours-resident`` and ``ours-split`` (the
+    composed path with ``HITRS_FAST_ATTENTION_KERNEL=resident`` or ``split``), ``kernel+cublas`` (the layer's
+    previous composition: three QKV GEMMs, the attention kernel, eager LayerNorm, dropout and residual), and the
+    peers ``eager``, ``eager+sdpa``, ``compile+sdpa``, ``compile+flex``. The autotuners pick tiles on the GPU,
+    so a family predicts its best tile; the resident kernel predicts its 16-row tile, the one configuration
+    compiled for sm_90 without spills.
+    """
+    names = list(candidates(s))
+    resident = capabilities_resident_fits(s)
+    # The fused kernel: 16-bit dots, whole sequences in a 128-row tile (C <= 128) or a 64-row one (C <= 256).
+    fused = s.dtype == "bf16" and s.c <= 256 and s.n <= (128 if s.c <= 128 else 64)
+    split_fused_qkv = [n for n in names if n.startswith("(a) split") and n.endswith("fused QKV + cuBLAS")]
+    mixed = [n for n in names if n.endswith("fwd, (b) resident BM=16 bwd + cuBLAS")]
+    split_three = [n for n in names if n.startswith("(a) split") and "3 QKV GEMMs" in n]
+    peer_attn = "cudnn" if s.frame_mask and s.dtype == "bf16" else "sdpa_eff"
+    table = {
+        "ours": (["(d) fused block, 128-row tiles"] if fused else mixed if resident else split_fused_qkv),
+        "ours-resident": ["(b) resident BM=16 + cuBLAS"] if resident else split_fused_qkv,
+        "ours-split": split_fused_qkv,
+        "kernel+cublas": ["(b) resident BM=16, 3 QKV GEMMs + cuBLAS"] if resident else split_three,
+        "eager": ["peer: eager (reference math)"],
+        "eager+sdpa": ["peer: eager + SDPA mem-efficient"],
+        "compile+sdpa": [f"peer: torch.compile + SDPA ({peer_attn})"],
+        "compile+flex": ["peer: torch.compile + FlexAttention 128"],
+    }
+    return table[impl]
+
+
+def capabilities_resident_fits(s: Shape) -> bool:
+    """The resident kernel's limit (``kernels/capabilities.py``: 256 padded keys, K, V, dK, dV in 192 KiB)."""
+    npad = pow2(max(s.n, 16))
+    return npad <= 256 and 2 * npad * s.head_dim * (s.e + 4) <= 192 * 1024
+
+
+def benchmark_prediction(s: Shape, impl: str, m: Machine = H100, batch: int = 8192) -> Prediction:
+    """The model's prediction for a benchmark row (see :func:`built`)."""
+    return min((predict(s, name, m, batch) for name in built(s, impl)), key=lambda p: p.total_s)
 
 
 def best_peer(preds: list[Prediction]) -> Prediction:

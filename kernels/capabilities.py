@@ -30,9 +30,14 @@ FRAME_ATTENTION_DETERMINISTIC = True
 """No atomics in the backward: two runs give bit-identical gradients."""
 FRAME_ATTENTION_KERNEL_ENV = "HITRS_FAST_ATTENTION_KERNEL"
 FRAME_ATTENTION_KERNELS = ("resident", "split")
-"""The attention kernels: ``resident`` (one program per (sequence, head), K/V and dK/dV on chip; the default
-where it fits) and ``split`` (one program per q- or kv-tile; every shape). ``HITRS_FAST_ATTENTION_KERNEL``
-picks one; ``resident`` falls back to ``split`` where it does not fit."""
+"""The attention kernels: ``resident`` (one program per (sequence, head), K/V and dK/dV on chip) and ``split``
+(one program per q- or kv-tile; every shape). ``HITRS_FAST_ATTENTION_KERNEL`` picks one per direction;
+``resident`` falls back to ``split`` where it does not fit."""
+FRAME_ATTENTION_KERNEL_DEFAULT = "split,resident"
+"""Forward split, backward resident: the pair the performance model (docs/kernels/attention_blocks.md) predicts
+fastest among the configurations that compile for sm_90 without register spills (the resident forward's
+wgmma tile, 64 rows, spills; the split forward's 64 x 32 does not; the resident backward saves the split
+backward's two extra matmuls, its delta pass and its L2 re-reads)."""
 RESIDENT_MAX_KEYS = 256
 """The resident kernels hold the whole padded key row (next power of two of N) on chip: at most this many."""
 RESIDENT_MAX_BYTES = 192 * 1024
@@ -74,11 +79,11 @@ def resident_fits(n: int, head_dim: int, dtype: torch.dtype) -> bool:
 def frame_attention_kernel(n: int, head_dim: int, dtype: torch.dtype, direction: str = "fwd") -> str:
     """The attention kernel that runs ``direction`` ("fwd" or "bwd") of these inputs.
 
-    ``HITRS_FAST_ATTENTION_KERNEL``: one kernel name for both directions (default ``resident``) or two,
-    ``"FWD,BWD"`` (e.g. ``split,resident``: the resident backward reads only the forward's LSE, not its
-    kernel's internals, so any pair works). ``resident`` becomes ``split`` where :func:`resident_fits` is False.
+    ``HITRS_FAST_ATTENTION_KERNEL``: one kernel name for both directions or two, ``"FWD,BWD"`` (default
+    :data:`FRAME_ATTENTION_KERNEL_DEFAULT`; the resident backward reads only the forward's LSE, so any pair
+    works). ``resident`` becomes ``split`` where :func:`resident_fits` is False.
     """
-    value = os.environ.get(FRAME_ATTENTION_KERNEL_ENV, FRAME_ATTENTION_KERNELS[0]).strip().lower()
+    value = os.environ.get(FRAME_ATTENTION_KERNEL_ENV, FRAME_ATTENTION_KERNEL_DEFAULT).strip().lower()
     names = [part.strip() for part in value.split(",")]
     if len(names) not in (1, 2) or any(name not in FRAME_ATTENTION_KERNELS for name in names):
         raise ValueError(f"{FRAME_ATTENTION_KERNEL_ENV}={value!r}: expected one of "
