@@ -146,6 +146,23 @@ def _tile_layout(N, num_seqs, ROWS: tl.constexpr, MASK_KIND: tl.constexpr, FRAME
     return pid, o_row, m_r, m_att
 
 
+@triton.jit
+def _tile_prologue(X, LN_W, LN_B, N, num_seqs, C, eps, stride_xr, stride_xc, cdt: tl.constexpr, ROWS: tl.constexpr,
+                   C_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, MASK_KIND: tl.constexpr, FRAME_SIZE: tl.constexpr,
+                   CLS_POS: tl.constexpr, ALLOW_SELF: tl.constexpr, INTERP_BF16: tl.constexpr):
+    """Both kernels' start: the tile (:func:`_tile_layout`), column and head-feature offsets and masks, x and its
+    LayerNorm (``xn`` in the dots' dtype ``cdt``)."""
+    pid, o_row, m_r, m_att = _tile_layout(N, num_seqs, ROWS, MASK_KIND, FRAME_SIZE, CLS_POS, ALLOW_SELF)
+    o_c = tl.arange(0, C_PAD)
+    m_c = o_c < C
+    m_x = m_r[:, None] & m_c[None, :]
+    o_d = tl.arange(0, HEAD_DIM)
+    p_x = o_row[:, None] * stride_xr + o_c[None, :] * stride_xc
+    b_x, b_xhat, b_rstd, b_xn = _layer_norm_rows(X, LN_W, LN_B, p_x, m_x, o_c, m_c, C, eps)
+    b_xn = _cast(b_xn, cdt, INTERP_BF16)  # [R, CP], the dots' operand
+    return pid, o_row, m_r, m_att, o_c, m_c, m_x, o_d, b_x, b_xhat, b_rstd, b_xn
+
+
 @triton.jit(do_not_specialize=["num_seqs", "N"])
 def attention_block_fwd_kernel(
     X, LN_W, LN_B, WQKV, WO, OUT, SEED,
@@ -156,14 +173,9 @@ def attention_block_fwd_kernel(
     DROPOUT: tl.constexpr, INPUT_PRECISION: tl.constexpr, INTERP_BF16: tl.constexpr,
 ):
     # qk_scale = scale * log2(e): scores in log2 units for exp2.
-    pid, o_row, m_r, m_att = _tile_layout(N, num_seqs, ROWS, MASK_KIND, FRAME_SIZE, CLS_POS, ALLOW_SELF)
-    o_c = tl.arange(0, C_PAD)
-    m_c = o_c < C
-    m_x = m_r[:, None] & m_c[None, :]
-    o_d = tl.arange(0, HEAD_DIM)
-    p_x = o_row[:, None] * stride_xr + o_c[None, :] * stride_xc
-    b_x, b_xhat, b_rstd, b_xn = _layer_norm_rows(X, LN_W, LN_B, p_x, m_x, o_c, m_c, C, eps)
-    b_xn = _cast(b_xn, WQKV.dtype.element_ty, INTERP_BF16)  # [R, CP], the dots' operand
+    pid, o_row, m_r, m_att, o_c, m_c, m_x, o_d, b_x, b_xhat, b_rstd, b_xn = _tile_prologue(
+        X, LN_W, LN_B, N, num_seqs, C, eps, stride_xr, stride_xc, WQKV.dtype.element_ty, ROWS, C_PAD, HEAD_DIM,
+        MASK_KIND, FRAME_SIZE, CLS_POS, ALLOW_SELF, INTERP_BF16)
     b_z = tl.zeros([ROWS, C_PAD], dtype=tl.float32)  # W_o output, summed over the heads on chip
     for h in range(HEADS):
         b_wq, b_wk, b_wv, b_wo = _head_weights(WQKV, WO, h, o_c, m_c, o_d, stride_wr, stride_wc, stride_or,
@@ -189,15 +201,10 @@ def attention_block_bwd_kernel(
 ):
     # Written per row: dx [R, C], dQKV [R, 3I] (columns q | k | v, head-major), A [R, I], xn [R, C] and,
     # with dropout, dZ [R, C] (all contiguous); per program: the LN weight partial sums [C].
-    pid, o_row, m_r, m_att = _tile_layout(N, num_seqs, ROWS, MASK_KIND, FRAME_SIZE, CLS_POS, ALLOW_SELF)
-    o_c = tl.arange(0, C_PAD)
-    m_c = o_c < C
-    m_x = m_r[:, None] & m_c[None, :]
-    o_d = tl.arange(0, HEAD_DIM)
+    pid, o_row, m_r, m_att, o_c, m_c, m_x, o_d, b_x, b_xhat, b_rstd, b_xn = _tile_prologue(
+        X, LN_W, LN_B, N, num_seqs, C, eps, stride_xr, stride_xc, WQKV.dtype.element_ty, ROWS, C_PAD, HEAD_DIM,
+        MASK_KIND, FRAME_SIZE, CLS_POS, ALLOW_SELF, INTERP_BF16)
     inner = HEADS * HEAD_DIM
-    p_x = o_row[:, None] * stride_xr + o_c[None, :] * stride_xc
-    b_x, b_xhat, b_rstd, b_xn = _layer_norm_rows(X, LN_W, LN_B, p_x, m_x, o_c, m_c, C, eps)
-    b_xn = _cast(b_xn, WQKV.dtype.element_ty, INTERP_BF16)  # [R, CP]
     tl.store(XN + o_row[:, None] * C + o_c[None, :], b_xn, mask=m_x)
     b_dy = tl.load(DY + o_row[:, None] * stride_dyr + o_c[None, :] * stride_dyc, mask=m_x, other=0.0).to(tl.float32)
     b_dz = b_dy

@@ -35,16 +35,29 @@ tutorial so the backward needs no atomics and is deterministic; ``exp2`` with
 ``log2(e)`` folded into the scale; the whole-row-on-chip single pass of
 window-attention kernels as the second forward variant.
 
-Grid: one axis of ``B * H * n_tiles`` programs, ``n_tiles = cdiv(N, BLOCK)`` q-tiles
-(forward, dQ, preprocess) or kv-tiles (dK/dV), 11 for the official N = 176 with 16-row
-tiles. Program ``p`` is tile ``p % n_tiles`` of sequence-head ``p // n_tiles`` (int64
-offsets): the tile varies fastest, so the tiles of one head run side by side and share
-its K/V through L2. (With the tiles on a second axis, blocks are dispatched axis 0
-first and the tiles of one head start ``B * H`` blocks apart, long after its K/V left
-L2: one HBM re-read per tile.) Axis 0 allows 2^31 - 1 programs, far beyond the 65 535
-limit of axes 1 and 2; ``not_supported_reasons`` refuses larger grids.
+Two kernels, chosen per direction by ``HITRS_FAST_ATTENTION_KERNEL`` (``resident``, ``split`` or a pair
+``FWD,BWD``; default ``split,resident``, the pair docs/kernels/attention_blocks.md predicts fastest among the
+configurations that compile for sm_90 without spills; ``resident`` falls back to ``split`` where it does not fit):
 
-Forward variants, picked by autotuning:
+- ``split`` (the first kernel): one program per q-tile (forward, dQ) or kv-tile (dK/dV); backward = a delta
+  pass, a dK/dV kernel (4 matmuls) and a dQ kernel (3 matmuls), split as in the Triton fused-attention tutorial
+  so no atomics are needed. Grid: one axis of ``B * H * n_tiles`` programs, ``n_tiles = cdiv(N, BLOCK)``, 11
+  for the official N = 176 with 16-row tiles. Program ``p`` is tile ``p % n_tiles`` of sequence-head
+  ``p // n_tiles`` (int64 offsets): the tile varies fastest, so the tiles of one head run side by side and
+  share its K/V through L2. (With the tiles on a second axis, blocks are dispatched axis 0 first and the tiles
+  of one head start ``B * H`` blocks apart, long after its K/V left L2: one HBM re-read per tile.)
+- ``resident``: one program per (sequence, head), grid ``B * H``. The forward loads K and V once (the whole
+  padded key row, next power of two of N) and walks the head's q-tiles, each a whole-row single-pass softmax.
+  The backward owns the whole (sequence, head): K and V loaded once, dK and dV accumulated on chip over the
+  q-tiles and written once, each q-tile's dQ complete (whole row) and written once, and
+  ``delta = rowsum(P * dP)`` taken from the tile itself, so O is never read: five matmuls (S, dP, dQ, dV, dK),
+  no atomics. It takes at most 256 padded keys and 192 KiB of K, V, dK, dV (``2 * N_pow2 * D * (itemsize +
+  4)``; bf16 N = 176 D = 64 is exactly that; fp32 there and D = 128 take ``split``).
+
+Axis 0 allows 2^31 - 1 programs, far beyond the 65 535 limit of axes 1 and 2; ``not_supported_reasons``
+refuses larger grids.
+
+The split forward's variants, picked by autotuning:
 
 - online (``WHOLE_ROW=False``): loop over ``BLOCK_N``-wide KV chunks with rescaling;
 - whole row (``WHOLE_ROW=True``): the full key row (next power of two >= N) in one
@@ -59,7 +72,8 @@ B = 3 correctness launch would choose the config later reused at B = 8 192. ``N`
 ``BH_BUCKET`` are ``do_not_specialize`` so neither compiles a new binary. The prune
 functions drop tiles wider than ``N_POW2`` and whole-row configs that do not fit; they
 read Triton's positional ``named_args`` and its keyword ``kwargs`` together (the
-constexprs arrive as keywords). Configs that still exceed the GPU's shared memory (some
+constexprs arrive as keywords). The resident kernels tune ``BLOCK_M`` in {16, 32, 64} (the prune drops q-tiles
+taller than ``N_POW2``) with 4 or 8 warps, on the same key. Configs that still exceed the GPU's shared memory (some
 fp32 D = 128 ones on sm_90) fail to launch and Triton's autotuner times them as
 infinite. Under ``TRITON_INTERPRET=1`` the benchmarker is a CPU wall clock
 (:func:`_cpu_timer`; ``triton.testing.do_bench`` needs a GPU driver) and the config
@@ -82,8 +96,12 @@ inside a 25-token frame, so nothing is skipped there (skipping buys little at
 best: padding and bytes matter more). Where no skip is possible the test is not even compiled in
 (constexpr conditions), so the official allow_self=True loop has no branch.
 
-Environment: ``HITRS_FAST_SINGLE_CONFIG=1`` replaces autotuning with one config per
-kernel (the default under ``TRITON_INTERPRET=1``); ``HITRS_FAST_FP32_PRECISION`` (above).
+Environment: ``HITRS_FAST_ATTENTION_KERNEL`` (above); ``HITRS_FAST_SINGLE_CONFIG=1`` replaces
+autotuning with one config per kernel (the default under ``TRITON_INTERPRET=1``);
+``HITRS_FAST_FP32_PRECISION`` (above).
+
+For the fused projection layout, :func:`frame_attention_qkv` reads q, k, v in place from one
+``[B, N, 3 * H * D]`` tensor and its backward writes dQ, dK, dV into one buffer of that shape.
 """
 
 from __future__ import annotations
@@ -657,6 +675,28 @@ def frame_attention_bwd_dq_kernel(
              _cast(b_dq, DQ.dtype.element_ty, INTERP_BF16), mask=m_m[:, None])
 
 
+@triton.jit
+def _resident_head(K, V, LENGTHS, stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn,
+                   stride_vd, H, N, HEAD_DIM: tl.constexpr, N_POW2: tl.constexpr, HAS_LENGTHS: tl.constexpr):
+    """A resident program's head: its indices (sequence * head, sequence, head; int64), the key length L, the
+    key and feature offsets, and K, V ``[NP, D]`` loaded once (rows >= N zero)."""
+    i_bh = tl.program_id(0).to(tl.int64)
+    i_b = i_bh // H
+    i_h = i_bh % H
+    if HAS_LENGTHS:
+        L = tl.load(LENGTHS + i_b)
+    else:
+        L = N
+    o_n = tl.arange(0, N_POW2)
+    o_d = tl.arange(0, HEAD_DIM)
+    m_n = o_n < N
+    b_k = tl.load(K + i_b * stride_kb + i_h * stride_kh + o_n[:, None] * stride_kn + o_d[None, :] * stride_kd,
+                  mask=m_n[:, None], other=0.0)  # [NP, D]
+    b_v = tl.load(V + i_b * stride_vb + i_h * stride_vh + o_n[:, None] * stride_vn + o_d[None, :] * stride_vd,
+                  mask=m_n[:, None], other=0.0)  # [NP, D]
+    return i_bh, i_b, i_h, L, o_n, o_d, m_n, b_k, b_v
+
+
 @triton.jit(do_not_specialize=["N", "BH_BUCKET"])
 def frame_attention_resident_fwd_kernel(
     Q, K, V, OUT, LSE, LENGTHS,
@@ -673,22 +713,11 @@ def frame_attention_resident_fwd_kernel(
 ):
     # One program per (sequence, head): K and V are read once and stay on chip while the program walks
     # the head's q-tiles, each a whole-row single-pass softmax.
-    i_bh = tl.program_id(0).to(tl.int64)
-    i_b = i_bh // H
-    i_h = i_bh % H
-    if HAS_LENGTHS:
-        L = tl.load(LENGTHS + i_b)
-    else:
-        L = N
+    i_bh, i_b, i_h, L, o_n, o_d, m_n, b_k, b_v = _resident_head(
+        K, V, LENGTHS, stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd, H, N,
+        HEAD_DIM, N_POW2, HAS_LENGTHS)
     p_q = Q + i_b * stride_qb + i_h * stride_qh
     p_o = OUT + i_b * stride_ob + i_h * stride_oh
-    o_n = tl.arange(0, N_POW2)
-    o_d = tl.arange(0, HEAD_DIM)
-    m_n = o_n < N
-    b_k = tl.load(K + i_b * stride_kb + i_h * stride_kh + o_n[:, None] * stride_kn + o_d[None, :] * stride_kd,
-                  mask=m_n[:, None], other=0.0)  # [NP, D]
-    b_v = tl.load(V + i_b * stride_vb + i_h * stride_vh + o_n[:, None] * stride_vn + o_d[None, :] * stride_vd,
-                  mask=m_n[:, None], other=0.0)  # [NP, D]
     for q0 in range(0, N, BLOCK_M):
         o_m = q0 + tl.arange(0, BLOCK_M)
         m_m = o_m < N
@@ -721,23 +750,12 @@ def frame_attention_resident_bwd_kernel(
     # q-tiles and written once; each q-tile sees its whole key row, so its dQ is complete and written once
     # and delta = rowsum(P * dP) (= rowsum(dO * O)) comes from the tile itself, without reading O.
     # Five matmuls per tile (S, dP, dQ, dV, dK), no atomics: deterministic.
-    i_bh = tl.program_id(0).to(tl.int64)
-    i_b = i_bh // H
-    i_h = i_bh % H
-    if HAS_LENGTHS:
-        L = tl.load(LENGTHS + i_b)
-    else:
-        L = N
+    i_bh, i_b, i_h, L, o_n, o_d, m_n, b_k, b_v = _resident_head(
+        K, V, LENGTHS, stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd, H, N,
+        HEAD_DIM, N_POW2, HAS_LENGTHS)
     p_q = Q + i_b * stride_qb + i_h * stride_qh
     p_do = DO + i_b * stride_dob + i_h * stride_doh
     p_g = i_b * stride_gb + i_h * stride_gh
-    o_n = tl.arange(0, N_POW2)
-    o_d = tl.arange(0, HEAD_DIM)
-    m_n = o_n < N
-    b_k = tl.load(K + i_b * stride_kb + i_h * stride_kh + o_n[:, None] * stride_kn + o_d[None, :] * stride_kd,
-                  mask=m_n[:, None], other=0.0)  # [NP, D]
-    b_v = tl.load(V + i_b * stride_vb + i_h * stride_vh + o_n[:, None] * stride_vn + o_d[None, :] * stride_vd,
-                  mask=m_n[:, None], other=0.0)  # [NP, D]
     b_dk = tl.zeros([N_POW2, HEAD_DIM], dtype=tl.float32)
     b_dv = tl.zeros([N_POW2, HEAD_DIM], dtype=tl.float32)
     for q0 in range(0, N, BLOCK_M):

