@@ -68,7 +68,8 @@ from hitrs_fast.kernels.frame_attention import (
 
 AUTOTUNE_KEY = ["ROWS", "C_PAD", "HEADS", "HEAD_DIM", "MASK_KIND", "FRAME_SIZE", "CLS_POS", "ALLOW_SELF", "DROPOUT",
                 "INPUT_PRECISION"]
-_SINGLE = triton.Config({}, num_warps=4, num_stages=1)
+# HITRS_FAST_SINGLE_CONFIG / interpreter: 8 warps, the smallest count that does not spill kilobytes on sm_90.
+_SINGLE = triton.Config({}, num_warps=8, num_stages=1)
 
 
 def gpu_configs() -> list[triton.Config]:
@@ -129,10 +130,13 @@ def _head_probabilities(b_xn, b_wq, b_wk, b_wv, m_att, qk_scale, INPUT_PRECISION
 
 
 @triton.jit
-def _tile_layout(N, num_seqs, ROWS: tl.constexpr, MASK_KIND: tl.constexpr, FRAME_SIZE: tl.constexpr,
-                 CLS_POS: tl.constexpr, ALLOW_SELF: tl.constexpr):
-    """The program's tile: global row ``[ROWS]`` (int64), row validity, and the attention mask
-    ``[ROWS, ROWS]`` (same sequence, valid key, frame rule on the token indices)."""
+def _tile_layout(N, num_seqs, C, ROWS: tl.constexpr, C_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
+                 MASK_KIND: tl.constexpr, FRAME_SIZE: tl.constexpr, CLS_POS: tl.constexpr, ALLOW_SELF: tl.constexpr):
+    """The program's tile: global row ``[ROWS]`` (int64), row validity, the attention mask ``[ROWS, ROWS]``
+    (same sequence, valid key, frame rule on the token indices), the column offsets and masks and the head
+    feature offsets. Pointers go one helper deep at most (loads in the kernel body or in a helper it calls):
+    torch's kernel-mutation analysis, which ``torch.compile`` uses, reported a pointer handed further down as
+    written (and cloned the tensor)."""
     pid = tl.program_id(0).to(tl.int64)
     seqs = ROWS // N
     o_r = tl.arange(0, ROWS)
@@ -143,24 +147,9 @@ def _tile_layout(N, num_seqs, ROWS: tl.constexpr, MASK_KIND: tl.constexpr, FRAME
     o_row = o_seq * N + o_t
     m_att = _allowed(o_t, o_t, N, N, MASK_KIND, FRAME_SIZE, CLS_POS, ALLOW_SELF, False, False)
     m_att = m_att & (i_s[:, None] == i_s[None, :]) & m_r[None, :]
-    return pid, o_row, m_r, m_att
-
-
-@triton.jit
-def _tile_prologue(X, LN_W, LN_B, N, num_seqs, C, eps, stride_xr, stride_xc, cdt: tl.constexpr, ROWS: tl.constexpr,
-                   C_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, MASK_KIND: tl.constexpr, FRAME_SIZE: tl.constexpr,
-                   CLS_POS: tl.constexpr, ALLOW_SELF: tl.constexpr, INTERP_BF16: tl.constexpr):
-    """Both kernels' start: the tile (:func:`_tile_layout`), column and head-feature offsets and masks, x and its
-    LayerNorm (``xn`` in the dots' dtype ``cdt``)."""
-    pid, o_row, m_r, m_att = _tile_layout(N, num_seqs, ROWS, MASK_KIND, FRAME_SIZE, CLS_POS, ALLOW_SELF)
     o_c = tl.arange(0, C_PAD)
     m_c = o_c < C
-    m_x = m_r[:, None] & m_c[None, :]
-    o_d = tl.arange(0, HEAD_DIM)
-    p_x = o_row[:, None] * stride_xr + o_c[None, :] * stride_xc
-    b_x, b_xhat, b_rstd, b_xn = _layer_norm_rows(X, LN_W, LN_B, p_x, m_x, o_c, m_c, C, eps)
-    b_xn = _cast(b_xn, cdt, INTERP_BF16)  # [R, CP], the dots' operand
-    return pid, o_row, m_r, m_att, o_c, m_c, m_x, o_d, b_x, b_xhat, b_rstd, b_xn
+    return pid, o_row, m_r, m_att, o_c, m_c, m_r[:, None] & m_c[None, :], tl.arange(0, HEAD_DIM)
 
 
 @triton.jit(do_not_specialize=["num_seqs", "N"])
@@ -173,9 +162,11 @@ def attention_block_fwd_kernel(
     DROPOUT: tl.constexpr, INPUT_PRECISION: tl.constexpr, INTERP_BF16: tl.constexpr,
 ):
     # qk_scale = scale * log2(e): scores in log2 units for exp2.
-    pid, o_row, m_r, m_att, o_c, m_c, m_x, o_d, b_x, b_xhat, b_rstd, b_xn = _tile_prologue(
-        X, LN_W, LN_B, N, num_seqs, C, eps, stride_xr, stride_xc, WQKV.dtype.element_ty, ROWS, C_PAD, HEAD_DIM,
-        MASK_KIND, FRAME_SIZE, CLS_POS, ALLOW_SELF, INTERP_BF16)
+    pid, o_row, m_r, m_att, o_c, m_c, m_x, o_d = _tile_layout(N, num_seqs, C, ROWS, C_PAD, HEAD_DIM, MASK_KIND,
+                                                             FRAME_SIZE, CLS_POS, ALLOW_SELF)
+    b_x, b_xhat, b_rstd, b_xn = _layer_norm_rows(X, LN_W, LN_B, o_row[:, None] * stride_xr + o_c[None, :] * stride_xc,
+                                                 m_x, o_c, m_c, C, eps)
+    b_xn = _cast(b_xn, WQKV.dtype.element_ty, INTERP_BF16)  # [R, CP], the dots' operand
     b_z = tl.zeros([ROWS, C_PAD], dtype=tl.float32)  # W_o output, summed over the heads on chip
     for h in range(HEADS):
         b_wq, b_wk, b_wv, b_wo = _head_weights(WQKV, WO, h, o_c, m_c, o_d, stride_wr, stride_wc, stride_or,
@@ -201,9 +192,11 @@ def attention_block_bwd_kernel(
 ):
     # Written per row: dx [R, C], dQKV [R, 3I] (columns q | k | v, head-major), A [R, I], xn [R, C] and,
     # with dropout, dZ [R, C] (all contiguous); per program: the LN weight partial sums [C].
-    pid, o_row, m_r, m_att, o_c, m_c, m_x, o_d, b_x, b_xhat, b_rstd, b_xn = _tile_prologue(
-        X, LN_W, LN_B, N, num_seqs, C, eps, stride_xr, stride_xc, WQKV.dtype.element_ty, ROWS, C_PAD, HEAD_DIM,
-        MASK_KIND, FRAME_SIZE, CLS_POS, ALLOW_SELF, INTERP_BF16)
+    pid, o_row, m_r, m_att, o_c, m_c, m_x, o_d = _tile_layout(N, num_seqs, C, ROWS, C_PAD, HEAD_DIM, MASK_KIND,
+                                                             FRAME_SIZE, CLS_POS, ALLOW_SELF)
+    b_x, b_xhat, b_rstd, b_xn = _layer_norm_rows(X, LN_W, LN_B, o_row[:, None] * stride_xr + o_c[None, :] * stride_xc,
+                                                 m_x, o_c, m_c, C, eps)
+    b_xn = _cast(b_xn, WQKV.dtype.element_ty, INTERP_BF16)  # [R, CP], the dots' operand
     inner = HEADS * HEAD_DIM
     tl.store(XN + o_row[:, None] * C + o_c[None, :], b_xn, mask=m_x)
     b_dy = tl.load(DY + o_row[:, None] * stride_dyr + o_c[None, :] * stride_dyc, mask=m_x, other=0.0).to(tl.float32)

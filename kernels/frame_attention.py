@@ -675,28 +675,6 @@ def frame_attention_bwd_dq_kernel(
              _cast(b_dq, DQ.dtype.element_ty, INTERP_BF16), mask=m_m[:, None])
 
 
-@triton.jit
-def _resident_head(K, V, LENGTHS, stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn,
-                   stride_vd, H, N, HEAD_DIM: tl.constexpr, N_POW2: tl.constexpr, HAS_LENGTHS: tl.constexpr):
-    """A resident program's head: its indices (sequence * head, sequence, head; int64), the key length L, the
-    key and feature offsets, and K, V ``[NP, D]`` loaded once (rows >= N zero)."""
-    i_bh = tl.program_id(0).to(tl.int64)
-    i_b = i_bh // H
-    i_h = i_bh % H
-    if HAS_LENGTHS:
-        L = tl.load(LENGTHS + i_b)
-    else:
-        L = N
-    o_n = tl.arange(0, N_POW2)
-    o_d = tl.arange(0, HEAD_DIM)
-    m_n = o_n < N
-    b_k = tl.load(K + i_b * stride_kb + i_h * stride_kh + o_n[:, None] * stride_kn + o_d[None, :] * stride_kd,
-                  mask=m_n[:, None], other=0.0)  # [NP, D]
-    b_v = tl.load(V + i_b * stride_vb + i_h * stride_vh + o_n[:, None] * stride_vn + o_d[None, :] * stride_vd,
-                  mask=m_n[:, None], other=0.0)  # [NP, D]
-    return i_bh, i_b, i_h, L, o_n, o_d, m_n, b_k, b_v
-
-
 @triton.jit(do_not_specialize=["N", "BH_BUCKET"])
 def frame_attention_resident_fwd_kernel(
     Q, K, V, OUT, LSE, LENGTHS,
@@ -713,9 +691,22 @@ def frame_attention_resident_fwd_kernel(
 ):
     # One program per (sequence, head): K and V are read once and stay on chip while the program walks
     # the head's q-tiles, each a whole-row single-pass softmax.
-    i_bh, i_b, i_h, L, o_n, o_d, m_n, b_k, b_v = _resident_head(
-        K, V, LENGTHS, stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd, H, N,
-        HEAD_DIM, N_POW2, HAS_LENGTHS)
+    i_bh = tl.program_id(0).to(tl.int64)
+    i_b = i_bh // H
+    i_h = i_bh % H
+    if HAS_LENGTHS:
+        L = tl.load(LENGTHS + i_b)
+    else:
+        L = N
+    o_n = tl.arange(0, N_POW2)
+    o_d = tl.arange(0, HEAD_DIM)
+    m_n = o_n < N
+    # K and V stay in the kernel body: handed to a helper, torch's TTIR mutation analysis (torch.compile)
+    # reports them as written and clones them.
+    b_k = tl.load(K + i_b * stride_kb + i_h * stride_kh + o_n[:, None] * stride_kn + o_d[None, :] * stride_kd,
+                  mask=m_n[:, None], other=0.0)  # [NP, D]
+    b_v = tl.load(V + i_b * stride_vb + i_h * stride_vh + o_n[:, None] * stride_vn + o_d[None, :] * stride_vd,
+                  mask=m_n[:, None], other=0.0)  # [NP, D]
     p_q = Q + i_b * stride_qb + i_h * stride_qh
     p_o = OUT + i_b * stride_ob + i_h * stride_oh
     for q0 in range(0, N, BLOCK_M):
@@ -750,9 +741,22 @@ def frame_attention_resident_bwd_kernel(
     # q-tiles and written once; each q-tile sees its whole key row, so its dQ is complete and written once
     # and delta = rowsum(P * dP) (= rowsum(dO * O)) comes from the tile itself, without reading O.
     # Five matmuls per tile (S, dP, dQ, dV, dK), no atomics: deterministic.
-    i_bh, i_b, i_h, L, o_n, o_d, m_n, b_k, b_v = _resident_head(
-        K, V, LENGTHS, stride_kb, stride_kh, stride_kn, stride_kd, stride_vb, stride_vh, stride_vn, stride_vd, H, N,
-        HEAD_DIM, N_POW2, HAS_LENGTHS)
+    i_bh = tl.program_id(0).to(tl.int64)
+    i_b = i_bh // H
+    i_h = i_bh % H
+    if HAS_LENGTHS:
+        L = tl.load(LENGTHS + i_b)
+    else:
+        L = N
+    o_n = tl.arange(0, N_POW2)
+    o_d = tl.arange(0, HEAD_DIM)
+    m_n = o_n < N
+    # K and V stay in the kernel body: handed to a helper, torch's TTIR mutation analysis (torch.compile)
+    # reports them as written and clones them.
+    b_k = tl.load(K + i_b * stride_kb + i_h * stride_kh + o_n[:, None] * stride_kn + o_d[None, :] * stride_kd,
+                  mask=m_n[:, None], other=0.0)  # [NP, D]
+    b_v = tl.load(V + i_b * stride_vb + i_h * stride_vh + o_n[:, None] * stride_vn + o_d[None, :] * stride_vd,
+                  mask=m_n[:, None], other=0.0)  # [NP, D]
     p_q = Q + i_b * stride_qb + i_h * stride_qh
     p_do = DO + i_b * stride_dob + i_h * stride_doh
     p_g = i_b * stride_gb + i_h * stride_gh

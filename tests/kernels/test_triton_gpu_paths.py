@@ -67,15 +67,19 @@ def test_triton_op_graphs_hold_the_kernel_wrappers():
     assert pre["grids"] == [[b * h * _cdiv(n, 64), 1, 1]]
     expected_resident = [c.kwargs for c in fa._prune_resident(fa.gpu_resident_configs(hopper=False), {"Q": q},
                                                               **meta)]
-    for name in ("frame_attention_resident", "frame_attention_qkv"):
-        forward, backward = report[name]["graphs"]
-        assert [(node["kernel"], node["writes"]) for node in forward] == [
-            ("frame_attention_resident_fwd_kernel", ["LSE", "OUT"])], name
-        assert [(node["kernel"], node["writes"]) for node in backward] == [
-            ("frame_attention_resident_bwd_kernel", ["DK", "DQ", "DV"])], name
-        for node in forward + backward:
-            assert node["configs"] == expected_resident, name
-            assert node["grids"] == [[b * h, 1, 1]] * len(expected_resident), name
+    forward, backward = report["frame_attention_resident"]["graphs"]
+    assert [(node["kernel"], node["writes"]) for node in forward] == [
+        ("frame_attention_resident_fwd_kernel", ["LSE", "OUT"])]
+    qkv_forward, qkv_backward = report["frame_attention_qkv"]["graphs"]  # the default pair: split fwd, resident bwd
+    assert [(node["kernel"], node["writes"]) for node in qkv_forward] == [
+        ("frame_attention_fwd_kernel", ["LSE", "OUT"])]
+    for node in forward:
+        assert node["configs"] == expected_resident and node["grids"] == [[b * h, 1, 1]] * len(expected_resident)
+    for graph in (backward, qkv_backward):
+        assert [(node["kernel"], node["writes"]) for node in graph] == [
+            ("frame_attention_resident_bwd_kernel", ["DK", "DQ", "DV"])]
+        assert graph[0]["configs"] == expected_resident
+        assert graph[0]["grids"] == [[b * h, 1, 1]] * len(expected_resident)
     block_forward, block_backward = report["attention_block"]["graphs"]
     assert [(node["kernel"], node["writes"]) for node in block_forward] == [("attention_block_fwd_kernel", ["OUT"])]
     assert [(node["kernel"], node["writes"]) for node in block_backward] == [
@@ -143,8 +147,9 @@ def test_resident_kernels_compile_for_sm90():
 def test_fused_block_compiles_for_sm90():
     """The fused block at the F-TRS shape (N = 25, C = 128, 8 heads of 64, bf16, dropout on; bf16 dots from fp32 x
     under autocast) and at C-TRS F = 1 (N = 26, C = 256, 64-row tiles): both configs of both kernels fit sm_90
-    shared memory and use wgmma. Register spills are recorded (about 0.5 KiB forward, 2 KiB backward) and
-    bounded here so that a change that makes them much worse is seen."""
+    shared memory and use wgmma. Register spills are recorded (about 0.5 KiB forward, 2 KiB backward at 8 warps; the
+    64-row C = 256 tile's 16-warp backward 4.3 KiB) and bounded here so that a change that makes them much worse is
+    seen."""
     names = ["block-ftrs-bf16", "block-ftrs-fp32-x-bf16-autocast", "block-ctrs-F1-bf16-N26-C256"]
     report = run_script("compile", *names, timeout=1800)
     for name in names:
@@ -152,7 +157,7 @@ def test_fused_block_compiles_for_sm90():
         _check_compiled(rows, name, all_fit=True)
         assert {row["kernel"] for row in rows} == {"attention_block_fwd_kernel", "attention_block_bwd_kernel"}
         assert all(row["wgmma"] for row in rows), name
-        assert all(row["usage"].get("stack", 0) <= 4096 for row in rows), [(r["kernel"], r["usage"]) for r in rows]
+        assert all(row["usage"].get("stack", 0) <= 6144 for row in rows), [(r["kernel"], r["usage"]) for r in rows]
     assert all(row["grid"] == [_cdiv(64, 5)] for row in report["block-ftrs-bf16"])
 
 
