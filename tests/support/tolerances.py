@@ -62,8 +62,9 @@ def assert_close_verbose(actual: torch.Tensor, expected: torch.Tensor, atol: flo
 
 
 def assert_low_precision_close(actual: torch.Tensor, same_dtype_torch: torch.Tensor, oracle: torch.Tensor,
-                               op: str, name: str) -> None:
-    """Kernel error vs oracle <= factor * (PyTorch same-dtype error vs oracle) + atol."""
-    atol, _ = tolerance(op, actual.dtype)
+                               op: str, name: str, dtype: torch.dtype | None = None) -> None:
+    """Kernel error vs oracle <= factor * (PyTorch same-dtype error vs oracle) + atol of the ``dtype`` row
+    (default: actual's dtype; pass it for values computed in low precision but returned in fp32, e.g. losses)."""
+    atol, _ = tolerance(op, actual.dtype if dtype is None else dtype)
     ref_err = (same_dtype_torch.double() - oracle.double()).abs().max().item()
     assert_close_verbose(actual, oracle, atol=LOW_PRECISION_FACTOR * ref_err + atol, rtol=0.0, name=name)
