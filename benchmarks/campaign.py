@@ -4,7 +4,7 @@
     python -m benchmarks.campaign [--dry-run] [--parts PART,...] OUT_DIR     # the same
 
 Parts, in order, each in its own process with its own time budget (``PARTS`` below; on one
-H100 the budgets add up to 18.5 minutes, inside a 19-minute cap for the whole campaign):
+H100 the budgets add up to 20.8 minutes, inside a 21.3-minute cap for the whole campaign):
 
 - provenance: GPU, driver, CUDA, torch, triton, cuDNN, Python, commit, date (stops the GPU
   campaign on a machine without CUDA);
@@ -15,7 +15,10 @@ H100 the budgets add up to 18.5 minutes, inside a 19-minute cap for the whole ca
   slow ahead-of-time compile sweep; speedups are withheld unless they pass;
 - bandwidth: device-to-device copy of 1 GiB (bytes = 2 x size), the memory floor;
 - attention: C-TRS attention, registry shapes in order, fwd / bwd / fwd+bwd, bf16 and fp32,
-  B = 8 192, against every peer that loads;
+  B = 8 192, against every peer that loads (our rows: the default kernel pair, resident, split);
+- blocks: the attention sublayer (C-TRS and F-TRS: LayerNorm, QKV, attention, W_o, dropout,
+  residual) against the peers' compositions, fwd and fwd+bwd, with the performance model's
+  predicted time on every row;
 - embedding: fused joint embedding vs eager and ``torch.compile``;
 - model_step: one pre-training step, torch / Triton / torch + compile backends;
 - pretrain: pre-training samples/s and MFU, Triton vs torch backend, bf16.
@@ -83,7 +86,7 @@ TEST_PATHS = {"gpu": ("tests/kernels", "tests/ops", "tests/models/test_model_bac
               "dry-run": ("tests/kernels", "tests/ops")}
 # The ahead-of-time sm_90 compile sweep (marked slow) proves on CPU what a GPU run shows natively.
 TEST_MARKERS = "not slow"
-TOTAL_BUDGET_S = {"gpu": 1140, "dry-run": 1080}
+TOTAL_BUDGET_S = {"gpu": 1280, "dry-run": 1230}
 REPORT_RESERVE_S = 15  # kept back from the last parts for writing the report
 MAX_LOG_LINES_PER_PART = 20000
 HOOK_MODULE = "_hitrs_fast_campaign_hook"
@@ -338,8 +341,10 @@ PARTS = (
          lambda c: pytest_cmd(c, "tests", [*TEST_PATHS[c.mode], "-m", TEST_MARKERS], benchmark=False)),
     Part("bandwidth", {"gpu": 30, "dry-run": 60}, "device-to-device copy bandwidth, 1 GiB",
          lambda c: [sys.executable, "-m", "benchmarks.bandwidth", *(["--smoke"] if c.dry_run else [])]),
-    Part("attention", {"gpu": 360, "dry-run": 240}, "C-TRS attention vs peers, B = 8192",
+    Part("attention", {"gpu": 300, "dry-run": 240}, "C-TRS attention vs peers, B = 8192",
          lambda c: pytest_cmd(c, "attention", ["benchmarks/test_frame_attention.py"])),
+    Part("blocks", {"gpu": 200, "dry-run": 150}, "attention sublayer (C-TRS, F-TRS) vs peer compositions, B = 8192",
+         lambda c: pytest_cmd(c, "blocks", ["benchmarks/test_attention_block.py"])),
     Part("embedding", {"gpu": 120, "dry-run": 120}, "fused joint embedding vs eager / compiled, 8192 frames",
          lambda c: pytest_cmd(c, "embedding", ["benchmarks/test_joint_embedding.py"]),
          {"HITRS_BENCH_BATCHES": "8192"}),

@@ -71,6 +71,28 @@ VTRS = AttentionShape("vtrs-N44-H8-D64", 44, 8, 64, "key_padding")
 CTRS_SHAPES = (OFFICIAL_CTRS, *REDUCED_CTRS, *EXTRA_CTRS)
 ALL_SHAPES = (*CTRS_SHAPES, FTRS, VTRS)
 
+@dataclass(frozen=True)
+class BlockShape:
+    """One attention-sublayer workload: the attention ``attention`` inside a block of model width ``width``."""
+
+    name: str
+    attention: AttentionShape
+    width: int
+
+
+CTRS_BLOCK = BlockShape("block-ctrs-N176-C256-H8-D64", OFFICIAL_CTRS, 256)
+"""The official C-TRS sublayer: width 256 around the official clip attention."""
+
+FTRS_BLOCK = BlockShape("block-ftrs-N25-C128-H8-D64", FTRS, 128)
+"""The F-TRS sublayer: width 128, one frame of 25 joints, no mask."""
+
+BLOCK_SHAPES = (CTRS_BLOCK, FTRS_BLOCK)
+
+SMOKE_BLOCK_SHAPES = (BlockShape("block-smoke-ctrs-N26-C32-H2-D16", ctrs(1, 16, heads=2), 32),
+                      BlockShape("block-smoke-ftrs-N25-C32-H2-D16", AttentionShape("ftrs-N25-H2-D16", JOINTS, 2, 16,
+                                                                                   "none"), 32))
+"""CPU smoke sizes of the sublayer benchmark."""
+
 BATCH_LADDER = (1, 64, 1024, 8192, 32768, 65535, 131072)
 """Sequences per call. Headline numbers use B >= 8192, where launch and guard overheads are negligible."""
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 CAMPAIGN_SCHEMA = "hitrs_fast.campaign/1"
-OURS = {"ours", "triton", "hitrs_fast", "hitrs_fast.triton"}
+OURS = {"ours", "ours-resident", "ours-split", "kernel+cublas", "triton", "hitrs_fast", "hitrs_fast.triton"}
 COLUMNS = ("peer", "shape", "dtype", "mode", "batch", "median_ms", "p20_ms", "p80_ms", "seq_per_s", "tflops", "gbps",
            "pct_floor", "peak_mem_mb", "speedup_vs_best_peer")
 # Columns derived from a timing: blank in smoke rows.
@@ -119,7 +119,8 @@ def tests_ok(results: dict) -> bool:
 
 
 def _attention_sections(rows: list[dict], results: dict, speedups: bool) -> list[str]:
-    peer_order = ["ours", "A0-eager", "A0c-compiled", "A1-sdpa-efficient", "A2-sdpa-cudnn", "A3-sdpa-default",
+    peer_order = ["ours", "ours-resident", "ours-split", "A0-eager", "A0c-compiled", "A1-sdpa-efficient",
+                  "A2-sdpa-cudnn", "A3-sdpa-default",
                   "A4-flex-128", "A4-flex-64", "A5-flash-unmasked", "A6-xformers"]
     mode_order = {"fwd": 0, "bwd": 1, "full": 2}
     cols = ("peer", "mode", "batch", "median_ms", "p20_ms", "p80_ms", "seq_per_s", "tflops", "pct_floor",
@@ -171,6 +172,15 @@ def render_campaign(results: dict) -> str:
                   "Per sequence: dense FLOPs 4·N²·d·H (fwd), ×2.5 (bwd), ×3.5 (fwd+bwd); HBM floor bytes 4·N·H·d·elem "
                   "(fwd), ×2, ×3. `ran` names the implementation the profiler saw.", ""]
         parts += _attention_sections(by_op["frame_attention"], results, speedups)
+    if by_op.get("attention_block"):
+        cols = ("peer", "shape", "dtype", "mode", "batch", "median_ms", "predicted_ms", "seq_per_s", "peak_mem_mb",
+                *(("speedup_vs_best_peer",) if speedups else ()))
+        parts += ["## Attention sublayer (LayerNorm, QKV, attention, W_o, dropout, residual)", "", caption(results), "",
+                  "`predicted ms`: the performance model's H100 time for the row's implementation "
+                  "(docs/kernels/attention_blocks.md). `ours*` and `kernel+cublas` are this library's; the speedup "
+                  "compares each with the fastest correct peer composition.", "",
+                  table(by_op["attention_block"], cols, {"predicted_ms": "predicted ms",
+                                                         "speedup_vs_best_peer": "× best peer"}), ""]
     if by_op.get("joint_embedding"):
         cols = ("impl", "mode", "out_dtype", "frames", "median_ms", "tokens_per_s", "model_gb_per_s", "pct_of_floor",
                 "tests_passed", *(("speedup_vs_eager", "speedup_vs_compiled") if speedups else ()))

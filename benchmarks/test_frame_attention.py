@@ -10,7 +10,9 @@ Run (GPU, headline batch 8 192)::
 registry's tiny smoke shapes with the kernel in the Triton interpreter and GPU-only
 peers skipped with their reason: those numbers only prove the benchmark works.
 
-Peers: ours (``frame_masked_attention(backend="triton")``), A0 eager reference (+ A0c
+Peers: ours (``frame_masked_attention(backend="triton")`` with the default kernel pair, split forward
+and resident backward), ours-resident and ours-split (``HITRS_FAST_ATTENTION_KERNEL=resident`` /
+``split``: the A/B of the two attention kernels), A0 eager reference (+ A0c
 ``torch.compile`` of it), A1 SDPA mem-efficient with a bool mask, A2 SDPA cuDNN (bf16),
 A3 SDPA default, A4 FlexAttention (compiled, Triton backend, 128- and 64-blocks), A5
 unmasked flash (not a correct result: an upper bound), A6 xformers if it imports.
@@ -57,6 +59,7 @@ from benchmarks.common import (
 )
 from benchmarks.registry import CTRS_SHAPES, HEADLINE_BATCH, SMOKE_SHAPES, AttentionShape, selected_batches
 from hitrs_fast.attention import frame_masked_attention
+from hitrs_fast.kernels.capabilities import FRAME_ATTENTION_KERNEL_ENV
 from hitrs_fast.reference.attention import naive_attention
 
 SMOKE = is_smoke()
@@ -71,9 +74,11 @@ BYTES_FACTOR = {"fwd": 1.0, "bwd": 2.0, "full": 3.0}  # HBM bytes: bwd reads q, 
 FP32_ATOL, FP32_RTOL, BF16_ATOL, LOW_PRECISION_FACTOR = 1e-5, 1e-5, 1e-2, 2.0
 GATE_BATCH = 3
 
-PEERS = ("ours", "A0-eager", "A0c-compiled", "A1-sdpa-efficient", "A2-sdpa-cudnn", "A3-sdpa-default",
-         "A4-flex-128", "A4-flex-64", "A5-flash-unmasked", "A6-xformers")
+PEERS = ("ours", "ours-resident", "ours-split", "A0-eager", "A0c-compiled", "A1-sdpa-efficient", "A2-sdpa-cudnn",
+         "A3-sdpa-default", "A4-flex-128", "A4-flex-64", "A5-flash-unmasked", "A6-xformers")
 COMPILED_PEERS = ("A0c-compiled", "A4-flex-128", "A4-flex-64")
+# Our rows and the attention kernels they force (None: the default pair).
+OURS_KERNELS = {"ours": None, "ours-resident": "resident", "ours-split": "split"}
 
 
 def _shapes() -> tuple[AttentionShape, ...]:
@@ -166,9 +171,10 @@ def make_peer(name: str, shape: AttentionShape, dtype: torch.dtype) -> tuple[Cal
     Compiled peers come back freshly compiled (``torch._dynamo.reset()`` first): build one per case.
     """
     mask = shape.mask()
-    if name == "ours":
+    if name in OURS_KERNELS:
+        kernels = OURS_KERNELS[name] or "split fwd, resident bwd"
         return (lambda q, k, v: frame_masked_attention(q, k, v, mask, backend="triton"),
-                "triton (interpreter)" if not CUDA else "triton")
+                f"triton {kernels}" + (" (interpreter)" if not CUDA else ""))
     if name == "A0-eager":
         return (lambda q, k, v: naive_attention(q, k, v, mask)), "eager"
     if name == "A0c-compiled":
@@ -297,6 +303,8 @@ def _smoke_runs(peer: str, shape: AttentionShape, dtype: torch.dtype, mode: str)
     compilation each) on the first smoke shape in fp32 only, which is enough to prove their path works."""
     if peer in COMPILED_PEERS:
         return mode == "fwd" and shape == SMOKE_SHAPES[0] and dtype == torch.float32
+    if peer in ("ours-resident", "ours-split"):
+        return shape == SMOKE_SHAPES[0]
     return mode == "fwd" or peer in ("ours", "A0-eager", "A3-sdpa-default")
 
 
@@ -335,7 +343,7 @@ def measure(fn: Callable, shape: AttentionShape, dtype: torch.dtype, case: dict,
         passed, gate = False, "not a correct result (no mask): upper bound only"
     else:
         passed, gate = oracle_gate(fn, shape, dtype, mode)
-        if not passed and peer == "ours":
+        if not passed and peer in OURS_KERNELS:
             pytest.fail(f"our kernel failed the oracle gate: {gate}")
         if not passed:
             skip(f"{peer} {shape.name} {case['dtype']} {mode}", f"failed the oracle gate: {gate}", **case)
@@ -360,8 +368,11 @@ def measure(fn: Callable, shape: AttentionShape, dtype: torch.dtype, case: dict,
 
 @pytest.mark.benchmark(group="frame_attention")
 @pytest.mark.parametrize(("peer", "shape", "dtype", "mode", "batch"), CASES)
-def test_frame_attention(benchmark, peer: str, shape: AttentionShape, dtype: torch.dtype, mode: str, batch: int):
+def test_frame_attention(benchmark, monkeypatch, peer: str, shape: AttentionShape, dtype: torch.dtype, mode: str,
+                         batch: int):
     dtype_name = str(dtype).removeprefix("torch.")
+    if OURS_KERNELS.get(peer):
+        monkeypatch.setenv(FRAME_ATTENTION_KERNEL_ENV, OURS_KERNELS[peer])
     case = {"op": "frame_attention", "peer": peer, "shape": shape.name, "dtype": dtype_name, "mode": mode,
             "batch": batch}
     try:
@@ -375,7 +386,7 @@ def test_frame_attention(benchmark, peer: str, shape: AttentionShape, dtype: tor
         skip(f"{peer} {shape.name} {dtype_name} {mode}", not_compiled_reason(exc), **case)
         pytest.skip(not_compiled_reason(exc))
     except Exception as exc:  # a peer's own error (unsupported config, out of memory) skips that peer only
-        if peer == "ours":
+        if peer in OURS_KERNELS:
             raise
         reason = f"raised {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
         skip(f"{peer} {shape.name} {dtype_name} {mode}", reason, **case)

@@ -35,16 +35,29 @@ tutorial so the backward needs no atomics and is deterministic; ``exp2`` with
 ``log2(e)`` folded into the scale; the whole-row-on-chip single pass of
 window-attention kernels as the second forward variant.
 
-Grid: one axis of ``B * H * n_tiles`` programs, ``n_tiles = cdiv(N, BLOCK)`` q-tiles
-(forward, dQ, preprocess) or kv-tiles (dK/dV), 11 for the official N = 176 with 16-row
-tiles. Program ``p`` is tile ``p % n_tiles`` of sequence-head ``p // n_tiles`` (int64
-offsets): the tile varies fastest, so the tiles of one head run side by side and share
-its K/V through L2. (With the tiles on a second axis, blocks are dispatched axis 0
-first and the tiles of one head start ``B * H`` blocks apart, long after its K/V left
-L2: one HBM re-read per tile.) Axis 0 allows 2^31 - 1 programs, far beyond the 65 535
-limit of axes 1 and 2; ``not_supported_reasons`` refuses larger grids.
+Two kernels, chosen per direction by ``HITRS_FAST_ATTENTION_KERNEL`` (``resident``, ``split`` or a pair
+``FWD,BWD``; default ``split,resident``, the pair docs/kernels/attention_blocks.md predicts fastest among the
+configurations that compile for sm_90 without spills; ``resident`` falls back to ``split`` where it does not fit):
 
-Forward variants, picked by autotuning:
+- ``split`` (the first kernel): one program per q-tile (forward, dQ) or kv-tile (dK/dV); backward = a delta
+  pass, a dK/dV kernel (4 matmuls) and a dQ kernel (3 matmuls), split as in the Triton fused-attention tutorial
+  so no atomics are needed. Grid: one axis of ``B * H * n_tiles`` programs, ``n_tiles = cdiv(N, BLOCK)``, 11
+  for the official N = 176 with 16-row tiles. Program ``p`` is tile ``p % n_tiles`` of sequence-head
+  ``p // n_tiles`` (int64 offsets): the tile varies fastest, so the tiles of one head run side by side and
+  share its K/V through L2. (With the tiles on a second axis, blocks are dispatched axis 0 first and the tiles
+  of one head start ``B * H`` blocks apart, long after its K/V left L2: one HBM re-read per tile.)
+- ``resident``: one program per (sequence, head), grid ``B * H``. The forward loads K and V once (the whole
+  padded key row, next power of two of N) and walks the head's q-tiles, each a whole-row single-pass softmax.
+  The backward owns the whole (sequence, head): K and V loaded once, dK and dV accumulated on chip over the
+  q-tiles and written once, each q-tile's dQ complete (whole row) and written once, and
+  ``delta = rowsum(P * dP)`` taken from the tile itself, so O is never read: five matmuls (S, dP, dQ, dV, dK),
+  no atomics. It takes at most 256 padded keys and 192 KiB of K, V, dK, dV (``2 * N_pow2 * D * (itemsize +
+  4)``; bf16 N = 176 D = 64 is exactly that; fp32 there and D = 128 take ``split``).
+
+Axis 0 allows 2^31 - 1 programs, far beyond the 65 535 limit of axes 1 and 2; ``not_supported_reasons``
+refuses larger grids.
+
+The split forward's variants, picked by autotuning:
 
 - online (``WHOLE_ROW=False``): loop over ``BLOCK_N``-wide KV chunks with rescaling;
 - whole row (``WHOLE_ROW=True``): the full key row (next power of two >= N) in one
@@ -59,7 +72,8 @@ B = 3 correctness launch would choose the config later reused at B = 8 192. ``N`
 ``BH_BUCKET`` are ``do_not_specialize`` so neither compiles a new binary. The prune
 functions drop tiles wider than ``N_POW2`` and whole-row configs that do not fit; they
 read Triton's positional ``named_args`` and its keyword ``kwargs`` together (the
-constexprs arrive as keywords). Configs that still exceed the GPU's shared memory (some
+constexprs arrive as keywords). The resident kernels tune ``BLOCK_M`` in {16, 32, 64} (the prune drops q-tiles
+taller than ``N_POW2``) with 4 or 8 warps, on the same key. Configs that still exceed the GPU's shared memory (some
 fp32 D = 128 ones on sm_90) fail to launch and Triton's autotuner times them as
 infinite. Under ``TRITON_INTERPRET=1`` the benchmarker is a CPU wall clock
 (:func:`_cpu_timer`; ``triton.testing.do_bench`` needs a GPU driver) and the config
@@ -82,8 +96,12 @@ inside a 25-token frame, so nothing is skipped there (skipping buys little at
 best: padding and bytes matter more). Where no skip is possible the test is not even compiled in
 (constexpr conditions), so the official allow_self=True loop has no branch.
 
-Environment: ``HITRS_FAST_SINGLE_CONFIG=1`` replaces autotuning with one config per
-kernel (the default under ``TRITON_INTERPRET=1``); ``HITRS_FAST_FP32_PRECISION`` (above).
+Environment: ``HITRS_FAST_ATTENTION_KERNEL`` (above); ``HITRS_FAST_SINGLE_CONFIG=1`` replaces
+autotuning with one config per kernel (the default under ``TRITON_INTERPRET=1``);
+``HITRS_FAST_FP32_PRECISION`` (above).
+
+For the fused projection layout, :func:`frame_attention_qkv` reads q, k, v in place from one
+``[B, N, 3 * H * D]`` tensor and its backward writes dQ, dK, dV into one buffer of that shape.
 """
 
 from __future__ import annotations
@@ -109,7 +127,7 @@ WHOLE_ROW_MAX = 256
 WHOLE_ROW_BYTES = 128 * 1024
 """... and while its padded K and V rows (``2 * N_POW2 * D`` elements) fit in this many bytes of shared memory."""
 
-MASK_NONE, MASK_FRAME = 0, 1
+MASK_NONE, MASK_FRAME = capabilities.MASK_NONE, capabilities.MASK_FRAME
 CLS_NONE, CLS_FIRST, CLS_LAST = 0, 1, 2
 CLS_CODES = {"none": CLS_NONE, "first": CLS_FIRST, "last": CLS_LAST}
 # The limits the dispatcher reads (declared once, in a module that imports no triton).
@@ -136,6 +154,9 @@ _SAFE_BWD = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stage
 # HITRS_FAST_SINGLE_CONFIG / interpreter default. 32 x 32 online: 1.19x padding at N = 176, few interpreter steps.
 _SINGLE_FWD = triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "WHOLE_ROW": False}, num_warps=4, num_stages=1)
 _SINGLE_BWD = triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=1)
+# The resident kernels' single config: 32-row q-tiles are valid for every N (rows past N are masked).
+_SINGLE_RESIDENT = triton.Config({"BLOCK_M": 32}, num_warps=4, num_stages=1)
+_SAFE_RESIDENT = triton.Config({"BLOCK_M": 16}, num_warps=4, num_stages=1)
 
 
 def _interpreting() -> bool:
@@ -170,8 +191,16 @@ def gpu_bwd_configs(hopper: bool) -> list[triton.Config]:
             for w in (4, 8) for s in stages]
 
 
-# Set only inside ``autotune_configs``: (fwd configs, bwd configs, benchmarker or None).
-_override: tuple[list[triton.Config], list[triton.Config], object] | None = None
+def gpu_resident_configs(hopper: bool) -> list[triton.Config]:
+    """The resident forward and backward configs a GPU tunes over (before pruning): q-tiles of 16, 32 or 64
+    rows (64 lets Hopper use wgmma for S and P V), 4 or 8 warps, the q-tile loop pipelined or not."""
+    stages = (1, 2) if hopper else (1,)
+    return [triton.Config({"BLOCK_M": bm}, num_warps=w, num_stages=st)
+            for bm in (16, 32, 64) for w in (4, 8) for st in stages]
+
+
+# Set only inside ``autotune_configs``: (fwd configs, bwd configs, benchmarker or None, resident configs or None).
+_override: tuple[list[triton.Config], list[triton.Config], object, list[triton.Config] | None] | None = None
 
 
 def _fwd_configs() -> list[triton.Config]:
@@ -186,6 +215,13 @@ def _bwd_configs() -> list[triton.Config]:
     if _override is not None:
         return list(_override[1])
     return [_SINGLE_BWD] if _single_config() else gpu_bwd_configs(_is_hopper_or_newer())
+
+
+def _resident_configs() -> list[triton.Config]:
+    """Resident-kernel configs (forward and backward); same choice as :func:`_fwd_configs`."""
+    if _override is not None and _override[3] is not None:
+        return list(_override[3])
+    return [_SINGLE_RESIDENT] if _single_config() else gpu_resident_configs(_is_hopper_or_newer())
 
 
 def _launch_args(named_args: dict, kwargs: dict) -> dict:
@@ -218,6 +254,12 @@ def _prune_bwd(configs: list[triton.Config], named_args: dict, **kwargs) -> list
     return kept or [_SAFE_BWD]
 
 
+def _prune_resident(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+    """Drop q-tiles taller than ``N_POW2``; never empty."""
+    n_pow2 = _launch_args(named_args, kwargs)["N_POW2"]
+    return [c for c in configs if c.kwargs["BLOCK_M"] <= n_pow2] or [_SAFE_RESIDENT]
+
+
 def _cpu_timer(kernel_call, quantiles, reps: int = 3) -> list[float]:
     """The autotuner's benchmarker under the interpreter: wall-clock quantiles (ms) of ``reps`` calls.
 
@@ -243,7 +285,8 @@ def _benchmark(kernel_call, quantiles):
 
 
 @contextlib.contextmanager
-def autotune_configs(fwd: list[triton.Config], bwd: list[triton.Config], do_bench=None):
+def autotune_configs(fwd: list[triton.Config], bwd: list[triton.Config], do_bench=None,
+                     resident: list[triton.Config] | None = None):
     """Tune over these config lists instead of the built-in ones while the block runs.
 
     The hook through which the tests run the production autotuned launch (same kernels,
@@ -256,12 +299,15 @@ def autotune_configs(fwd: list[triton.Config], bwd: list[triton.Config], do_benc
             (``BLOCK_M``, ``BLOCK_N``) for both the dK/dV and the dQ kernel.
         do_bench: ``(kernel_call, quantiles) -> list[float]`` replacing the benchmarker
             (default: ``triton.testing.do_bench`` on a GPU, a CPU wall clock in the interpreter).
+        resident: configs (``BLOCK_M``) of the resident forward and backward kernels; None keeps the
+            built-in list.
     """
     global _override
-    if not fwd or not bwd:
-        raise ValueError("autotune_configs: fwd and bwd must each hold at least one triton.Config")
+    if not fwd or not bwd or (resident is not None and not resident):
+        raise ValueError("autotune_configs: fwd, bwd (and resident, if given) must each hold at least one "
+                         "triton.Config")
     previous = _override
-    _override = (list(fwd), list(bwd), do_bench)
+    _override = (list(fwd), list(bwd), do_bench, None if resident is None else list(resident))
     _clear_autotuners()
     try:
         yield
@@ -370,6 +416,37 @@ def _tile_visible(q0, BLOCK_Q: tl.constexpr, k0, BLOCK_K: tl.constexpr, N, MASK_
 
 
 @triton.jit
+def _whole_row_tile(b_q, b_k, b_v, o_m, o_n, N, L, qk_scale, MASK_KIND: tl.constexpr, FRAME_SIZE: tl.constexpr,
+                    CLS_POS: tl.constexpr, ALLOW_SELF: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+                    CLS_LAST_KEY: tl.constexpr, INPUT_PRECISION: tl.constexpr, INTERP_BF16: tl.constexpr):
+    """Single-pass softmax of a q-tile against its whole key row: one max, one exp2 pass, no rescale.
+
+    b_q ``[BM, D]``, b_k and b_v ``[NP, D]`` (rows >= N zero), o_m ``[BM]`` / o_n ``[NP]`` token indices.
+    Returns the unnormalised ``acc = P V [BM, D]``, the row max (log2 units; 0 for a row with no visible
+    key) and the row sum ``l`` of P, all fp32.
+    """
+    b_s = _mma(b_q, tl.trans(b_k), INPUT_PRECISION, INTERP_BF16) * qk_scale  # [BM, NP]
+    m_s = _allowed(o_m, o_n, N, L, MASK_KIND, FRAME_SIZE, CLS_POS, ALLOW_SELF, HAS_LENGTHS, CLS_LAST_KEY)
+    b_s = tl.where(m_s, b_s, float("-inf"))
+    b_mx = tl.max(b_s, 1)  # [BM]
+    b_mx = tl.where(b_mx == float("-inf"), 0.0, b_mx)
+    b_p = tl.exp2(b_s - b_mx[:, None])  # [BM, NP]
+    b_l = tl.sum(b_p, 1)  # [BM]
+    b_acc = _mma(_cast(b_p, b_v.dtype, INTERP_BF16), b_v, INPUT_PRECISION, INTERP_BF16)  # [BM, D]
+    return b_acc, b_mx, b_l
+
+
+@triton.jit
+def _normalise_rows(b_acc, b_mx, b_l):
+    """``O = acc / l`` and the natural-log LSE; a row with no visible key gets O = 0 and LSE = +inf, so the
+    backward's ``p = exp2(s - lse)`` is 0 there."""
+    b_empty = b_l == 0.0
+    b_o = b_acc / tl.where(b_empty, 1.0, b_l)[:, None]
+    b_lse = tl.where(b_empty, float("inf"), (b_mx + tl.log2(tl.where(b_empty, 1.0, b_l))) * 0.6931471805599453)
+    return b_o, b_lse
+
+
+@triton.jit
 def _head_and_tile(N, BLOCK: tl.constexpr):
     """Decodes the one-axis grid: ``(sequence * head, tile)`` with the tile fastest, so the
     programs of one head are neighbours and its K/V is still in L2 for all of them."""
@@ -418,15 +495,9 @@ def frame_attention_fwd_kernel(
         m_n = o_n < N
         # [NP, D]
         b_k = tl.load(p_k + o_n[:, None] * stride_kn + o_d[None, :] * stride_kd, mask=m_n[:, None], other=0.0)
-        b_s = _mma(b_q, tl.trans(b_k), INPUT_PRECISION, INTERP_BF16) * qk_scale  # [BM, NP]
-        m_s = _allowed(o_m, o_n, N, L, MASK_KIND, FRAME_SIZE, CLS_POS, ALLOW_SELF, HAS_LENGTHS, CLS_LAST_KEY)
-        b_s = tl.where(m_s, b_s, float("-inf"))
-        b_mx = tl.max(b_s, 1)  # [BM]
-        b_mx = tl.where(b_mx == float("-inf"), 0.0, b_mx)
-        b_p = tl.exp2(b_s - b_mx[:, None])  # [BM, NP]
-        b_l = tl.sum(b_p, 1)  # [BM]
         b_v = tl.load(p_v + o_n[:, None] * stride_vn + o_d[None, :] * stride_vd, mask=m_n[:, None], other=0.0)
-        b_acc = _mma(_cast(b_p, b_v.dtype, INTERP_BF16), b_v, INPUT_PRECISION, INTERP_BF16)  # [BM, D]
+        b_acc, b_mx, b_l = _whole_row_tile(b_q, b_k, b_v, o_m, o_n, N, L, qk_scale, MASK_KIND, FRAME_SIZE, CLS_POS,
+                                           ALLOW_SELF, HAS_LENGTHS, CLS_LAST_KEY, INPUT_PRECISION, INTERP_BF16)
     else:
         b_mx = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
         b_l = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -456,12 +527,9 @@ def frame_attention_fwd_kernel(
                 b_mx = b_new
         b_mx = tl.where(b_mx == float("-inf"), 0.0, b_mx)
 
-    b_empty = b_l == 0.0
-    b_o = b_acc / tl.where(b_empty, 1.0, b_l)[:, None]
+    b_o, b_lse = _normalise_rows(b_acc, b_mx, b_l)
     tl.store(p_o + o_m[:, None] * stride_on + o_d[None, :] * stride_od, _cast(b_o, OUT.dtype.element_ty, INTERP_BF16),
              mask=m_m[:, None])
-    # Natural-log LSE; +inf for a row with no visible key so the backward's p = exp2(s - lse) is 0.
-    b_lse = tl.where(b_empty, float("inf"), (b_mx + tl.log2(tl.where(b_empty, 1.0, b_l))) * 0.6931471805599453)
     tl.store(LSE + i_bh * N + o_m, b_lse, mask=m_m)
 
 
@@ -607,6 +675,118 @@ def frame_attention_bwd_dq_kernel(
              _cast(b_dq, DQ.dtype.element_ty, INTERP_BF16), mask=m_m[:, None])
 
 
+@triton.jit(do_not_specialize=["N", "BH_BUCKET"])
+def frame_attention_resident_fwd_kernel(
+    Q, K, V, OUT, LSE, LENGTHS,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_on, stride_od,
+    H, N, qk_scale, BH_BUCKET,
+    HEAD_DIM: tl.constexpr, N_POW2: tl.constexpr,
+    MASK_KIND: tl.constexpr, FRAME_SIZE: tl.constexpr, CLS_POS: tl.constexpr, ALLOW_SELF: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, CLS_LAST_KEY: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    INTERP_BF16: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+):
+    # One program per (sequence, head): K and V are read once and stay on chip while the program walks
+    # the head's q-tiles, each a whole-row single-pass softmax.
+    i_bh = tl.program_id(0).to(tl.int64)
+    i_b = i_bh // H
+    i_h = i_bh % H
+    if HAS_LENGTHS:
+        L = tl.load(LENGTHS + i_b)
+    else:
+        L = N
+    o_n = tl.arange(0, N_POW2)
+    o_d = tl.arange(0, HEAD_DIM)
+    m_n = o_n < N
+    # K and V stay in the kernel body: handed to a helper, torch's TTIR mutation analysis (torch.compile)
+    # reports them as written and clones them.
+    b_k = tl.load(K + i_b * stride_kb + i_h * stride_kh + o_n[:, None] * stride_kn + o_d[None, :] * stride_kd,
+                  mask=m_n[:, None], other=0.0)  # [NP, D]
+    b_v = tl.load(V + i_b * stride_vb + i_h * stride_vh + o_n[:, None] * stride_vn + o_d[None, :] * stride_vd,
+                  mask=m_n[:, None], other=0.0)  # [NP, D]
+    p_q = Q + i_b * stride_qb + i_h * stride_qh
+    p_o = OUT + i_b * stride_ob + i_h * stride_oh
+    for q0 in range(0, N, BLOCK_M):
+        o_m = q0 + tl.arange(0, BLOCK_M)
+        m_m = o_m < N
+        b_q = tl.load(p_q + o_m[:, None] * stride_qn + o_d[None, :] * stride_qd, mask=m_m[:, None],
+                      other=0.0)  # [BM, D]
+        b_acc, b_mx, b_l = _whole_row_tile(b_q, b_k, b_v, o_m, o_n, N, L, qk_scale, MASK_KIND, FRAME_SIZE, CLS_POS,
+                                           ALLOW_SELF, HAS_LENGTHS, CLS_LAST_KEY, INPUT_PRECISION, INTERP_BF16)
+        b_o, b_lse = _normalise_rows(b_acc, b_mx, b_l)
+        tl.store(p_o + o_m[:, None] * stride_on + o_d[None, :] * stride_od,
+                 _cast(b_o, OUT.dtype.element_ty, INTERP_BF16), mask=m_m[:, None])
+        tl.store(LSE + i_bh * N + o_m, b_lse, mask=m_m)
+
+
+@triton.jit(do_not_specialize=["N", "BH_BUCKET"])
+def frame_attention_resident_bwd_kernel(
+    Q, K, V, DO, LSE, DQ, DK, DV, LENGTHS,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_dob, stride_doh, stride_don, stride_dod,
+    stride_gb, stride_gh, stride_gn, stride_gd,
+    H, N, sm_scale, qk_scale, BH_BUCKET,
+    HEAD_DIM: tl.constexpr, N_POW2: tl.constexpr,
+    MASK_KIND: tl.constexpr, FRAME_SIZE: tl.constexpr, CLS_POS: tl.constexpr, ALLOW_SELF: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, CLS_LAST_KEY: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    INTERP_BF16: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+):
+    # One program owns a whole (sequence, head): K and V read once, dK and dV accumulated on chip over its
+    # q-tiles and written once; each q-tile sees its whole key row, so its dQ is complete and written once
+    # and delta = rowsum(P * dP) (= rowsum(dO * O)) comes from the tile itself, without reading O.
+    # Five matmuls per tile (S, dP, dQ, dV, dK), no atomics: deterministic.
+    i_bh = tl.program_id(0).to(tl.int64)
+    i_b = i_bh // H
+    i_h = i_bh % H
+    if HAS_LENGTHS:
+        L = tl.load(LENGTHS + i_b)
+    else:
+        L = N
+    o_n = tl.arange(0, N_POW2)
+    o_d = tl.arange(0, HEAD_DIM)
+    m_n = o_n < N
+    # K and V stay in the kernel body: handed to a helper, torch's TTIR mutation analysis (torch.compile)
+    # reports them as written and clones them.
+    b_k = tl.load(K + i_b * stride_kb + i_h * stride_kh + o_n[:, None] * stride_kn + o_d[None, :] * stride_kd,
+                  mask=m_n[:, None], other=0.0)  # [NP, D]
+    b_v = tl.load(V + i_b * stride_vb + i_h * stride_vh + o_n[:, None] * stride_vn + o_d[None, :] * stride_vd,
+                  mask=m_n[:, None], other=0.0)  # [NP, D]
+    p_q = Q + i_b * stride_qb + i_h * stride_qh
+    p_do = DO + i_b * stride_dob + i_h * stride_doh
+    p_g = i_b * stride_gb + i_h * stride_gh
+    b_dk = tl.zeros([N_POW2, HEAD_DIM], dtype=tl.float32)
+    b_dv = tl.zeros([N_POW2, HEAD_DIM], dtype=tl.float32)
+    for q0 in range(0, N, BLOCK_M):
+        o_m = q0 + tl.arange(0, BLOCK_M)
+        m_m = o_m < N
+        b_q = tl.load(p_q + o_m[:, None] * stride_qn + o_d[None, :] * stride_qd, mask=m_m[:, None],
+                      other=0.0)  # [BM, D]
+        b_do = tl.load(p_do + o_m[:, None] * stride_don + o_d[None, :] * stride_dod, mask=m_m[:, None],
+                       other=0.0)  # [BM, D]
+        b_lse = tl.load(LSE + i_bh * N + o_m, mask=m_m, other=0.0) * 1.4426950408889634  # [BM], log2 units
+        b_s = _mma(b_q, tl.trans(b_k), INPUT_PRECISION, INTERP_BF16) * qk_scale  # [BM, NP]
+        m_s = _allowed(o_m, o_n, N, L, MASK_KIND, FRAME_SIZE, CLS_POS, ALLOW_SELF, HAS_LENGTHS, CLS_LAST_KEY)
+        m_s = m_s & m_m[:, None]
+        b_p = tl.exp2(tl.where(m_s, b_s - b_lse[:, None], float("-inf")))  # [BM, NP], blocked and padding -> 0
+        b_dp = _mma(b_do, tl.trans(b_v), INPUT_PRECISION, INTERP_BF16)  # [BM, NP]
+        b_delta = tl.sum(b_p * b_dp, 1)  # [BM]
+        b_ds = b_p * (b_dp - b_delta[:, None])  # [BM, NP]
+        b_dq = _mma(_cast(b_ds, b_k.dtype, INTERP_BF16), b_k, INPUT_PRECISION, INTERP_BF16) * sm_scale  # [BM, D]
+        tl.store(DQ + p_g + o_m[:, None] * stride_gn + o_d[None, :] * stride_gd,
+                 _cast(b_dq, DQ.dtype.element_ty, INTERP_BF16), mask=m_m[:, None])
+        b_dv += _mma(tl.trans(_cast(b_p, b_do.dtype, INTERP_BF16)), b_do, INPUT_PRECISION, INTERP_BF16)  # [NP, D]
+        b_dk += _mma(tl.trans(_cast(b_ds, b_q.dtype, INTERP_BF16)), b_q, INPUT_PRECISION, INTERP_BF16)  # [NP, D]
+    p_kv = p_g + o_n[:, None] * stride_gn + o_d[None, :] * stride_gd
+    tl.store(DK + p_kv, _cast(b_dk * sm_scale, DK.dtype.element_ty, INTERP_BF16), mask=m_n[:, None])
+    tl.store(DV + p_kv, _cast(b_dv, DV.dtype.element_ty, INTERP_BF16), mask=m_n[:, None])
+
+
 def _autotune(kernel, configs: list[triton.Config], prune):
     return triton.autotune(configs=configs, key=AUTOTUNE_KEY, prune_configs_by={"early_config_prune": prune},
                            do_bench=_benchmark)(kernel)
@@ -627,8 +807,19 @@ def _autotuned_dq():
     return _autotune(frame_attention_bwd_dq_kernel, _bwd_configs(), _prune_bwd)
 
 
+@functools.cache
+def _autotuned_resident_fwd():
+    return _autotune(frame_attention_resident_fwd_kernel, _resident_configs(), _prune_resident)
+
+
+@functools.cache
+def _autotuned_resident_bwd():
+    return _autotune(frame_attention_resident_bwd_kernel, _resident_configs(), _prune_resident)
+
+
 def _clear_autotuners() -> None:
-    for factory in (_autotuned_fwd, _autotuned_dkdv, _autotuned_dq):
+    for factory in (_autotuned_fwd, _autotuned_dkdv, _autotuned_dq, _autotuned_resident_fwd,
+                    _autotuned_resident_bwd):
         factory.cache_clear()
 
 
@@ -686,9 +877,31 @@ def _bnhd_like(q: torch.Tensor) -> torch.Tensor:
     return torch.empty((b, n, h, d), dtype=q.dtype, device=q.device).transpose(1, 2)
 
 
+def _variant(q: torch.Tensor, variant: str | None, direction: str) -> str:
+    """The kernel that runs ``direction``: ``variant`` if given (checked), else the environment's choice
+    (:func:`hitrs_fast.kernels.capabilities.frame_attention_kernel`)."""
+    n, d = q.shape[2], q.shape[3]
+    if variant is None:
+        return capabilities.frame_attention_kernel(n, d, q.dtype, direction)
+    if variant not in capabilities.FRAME_ATTENTION_KERNELS:
+        raise ValueError(f"frame_attention: variant must be one of {capabilities.FRAME_ATTENTION_KERNELS}, "
+                         f"got {variant!r}")
+    if variant == "resident" and not capabilities.resident_fits(n, d, q.dtype):
+        raise ValueError(f"frame_attention: the resident kernel does not fit N = {n}, D = {d}, {q.dtype} "
+                         f"(at most {capabilities.RESIDENT_MAX_KEYS} padded keys and "
+                         f"{capabilities.RESIDENT_MAX_BYTES} bytes of K, V, dK, dV)")
+    return variant
+
+
+def _explicit(config: dict) -> tuple[dict, int]:
+    cfg = dict(config)
+    return cfg, cfg.pop("num_warps", 4)
+
+
 def frame_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor | None,
                         scale: float, mask_kind: int, frame_size: int, cls_pos: int, allow_self: bool,
-                        cls_last_key: bool, config: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        cls_last_key: bool, config: dict | None = None,
+                        variant: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward launcher.
 
     Args:
@@ -696,13 +909,16 @@ def frame_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengt
         lengths: int ``[B]`` key lengths or None.
         scale: softmax scale (usually ``1 / sqrt(D)``).
         mask_kind, frame_size, cls_pos, allow_self, cls_last_key: the mask (module docstring).
-        config: explicit ``{"BLOCK_M", "BLOCK_N", "WHOLE_ROW", "num_warps"}`` instead of autotuning
-            (tests use it to exercise both variants and tile skipping).
+        config: explicit config instead of autotuning (tests use it to reach every variant and tile skipping):
+            ``{"BLOCK_M", "BLOCK_N", "WHOLE_ROW", "num_warps"}`` for the split kernels, ``{"BLOCK_M",
+            "num_warps"}`` for the resident one.
+        variant: ``"resident"`` or ``"split"``; None = ``HITRS_FAST_ATTENTION_KERNEL`` (module docstring).
 
     Returns:
         ``o`` ``[B, H, N, D]`` (a view of a ``[B, N, H, D]`` buffer), ``lse`` fp32 ``[B, H, N]``.
     """
     _check_inputs("frame_attention_fwd", q, k, v, lengths)
+    variant = _variant(q, variant, "fwd")
     b, h, n, _ = q.shape
     o = _bnhd_like(q)
     lse = torch.empty((b, h, n), dtype=torch.float32, device=q.device)
@@ -712,29 +928,39 @@ def frame_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengt
     lens = lengths if lengths is not None else q
     args = (q, k, v, o, lse, lens, *q.stride(), *k.stride(), *v.stride(), *o.stride(), h, n, scale * LOG2E,
             bh_bucket(b * h))
-    grid = _grid(b * h, n, "BLOCK_M")
-    if config is not None:
-        cfg = dict(config)
-        num_warps = cfg.pop("num_warps", 4)
-        frame_attention_fwd_kernel[grid](*args, **meta, **cfg, num_warps=num_warps, num_stages=1)
+    if variant == "resident":
+        kernel, grid, autotuned = frame_attention_resident_fwd_kernel, (b * h,), _autotuned_resident_fwd
     else:
-        wrap_triton(_autotuned_fwd())[grid](*args, **meta)
+        kernel, grid, autotuned = frame_attention_fwd_kernel, _grid(b * h, n, "BLOCK_M"), _autotuned_fwd
+    if config is not None:
+        cfg, num_warps = _explicit(config)
+        kernel[grid](*args, **meta, **cfg, num_warps=num_warps, num_stages=1)
+    else:
+        wrap_triton(autotuned())[grid](*args, **meta)
     return o, lse
 
 
 def frame_attention_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
                         lse: torch.Tensor, lengths: torch.Tensor | None, scale: float, mask_kind: int,
                         frame_size: int, cls_pos: int, allow_self: bool, cls_last_key: bool,
-                        config: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Backward launcher: preprocess (delta), then the dK/dV kernel, then the dQ kernel.
+                        config: dict | None = None, variant: str | None = None,
+                        grads: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backward launcher.
+
+    resident: one kernel per (sequence, head) (O is not read). split: preprocess (delta = rowsum(dO * O)),
+    then the dK/dV kernel, then the dQ kernel.
 
     Args:
         do, o: ``[B, H, N, D]`` upstream gradient and forward output (any strides).
         q, k, v, lse, lengths, scale, mask fields: as given to / returned by :func:`frame_attention_fwd`.
-        config: explicit ``{"BLOCK_M", "BLOCK_N", "num_warps"}`` instead of autotuning.
+        config, variant: as in :func:`frame_attention_fwd` (split configs: ``{"BLOCK_M", "BLOCK_N",
+            "num_warps"}``).
+        grads: ``(dq, dk, dv)`` ``[B, H, N, D]`` buffers to write, all three with the same strides (e.g. views
+            of one ``[B, N, 3, H, D]`` tensor); None allocates three ``[B, N, H, D]`` buffers.
 
     Returns:
-        ``dq, dk, dv`` ``[B, H, N, D]``, each a view of a fresh ``[B, N, H, D]`` buffer.
+        ``dq, dk, dv`` ``[B, H, N, D]``.
     """
     _check_inputs("frame_attention_bwd", q, k, v, lengths)
     if do.shape != q.shape or o.shape != q.shape or lse.shape != q.shape[:3]:
@@ -742,22 +968,34 @@ def frame_attention_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
                          f"and lse {tuple(lse.shape)} must be {tuple(q.shape[:3])}")
     if not lse.is_contiguous() or lse.dtype != torch.float32:
         raise ValueError("frame_attention_bwd: lse must be a contiguous float32 [B, H, N] tensor")
+    if grads is not None and not (all(g.shape == q.shape and g.dtype == q.dtype for g in grads)
+                                  and grads[0].stride() == grads[1].stride() == grads[2].stride()):
+        raise ValueError(f"frame_attention_bwd: grads must be three {tuple(q.shape)} {q.dtype} tensors with one "
+                         "set of strides")
+    variant = _variant(q, variant, "bwd")
     b, h, n, d = q.shape
     do = do.to(q.dtype)
-    delta = torch.empty((b, h, n), dtype=torch.float32, device=q.device)
-    block_pre = 64
-    wrap_triton(frame_attention_bwd_preprocess_kernel)[(b * h * triton.cdiv(n, block_pre),)](
-        o, do, delta, *o.stride(), *do.stride(), h, n, HEAD_DIM=d, BLOCK_M=block_pre)
-    dq, dk, dv = _bnhd_like(q), _bnhd_like(q), _bnhd_like(q)
+    dq, dk, dv = grads if grads is not None else (_bnhd_like(q), _bnhd_like(q), _bnhd_like(q))
     meta = _common_meta(q, mask_kind, frame_size, cls_pos, allow_self, lengths is not None, cls_last_key)
     lens = lengths if lengths is not None else q
     strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride())
     tail = (h, n, scale, scale * LOG2E, bh_bucket(b * h))
+    if variant == "resident":
+        args = (q, k, v, do, lse, dq, dk, dv, lens, *strides, *tail)
+        if config is not None:
+            cfg, num_warps = _explicit(config)
+            frame_attention_resident_bwd_kernel[(b * h,)](*args, **meta, **cfg, num_warps=num_warps, num_stages=1)
+        else:
+            wrap_triton(_autotuned_resident_bwd())[(b * h,)](*args, **meta)
+        return dq, dk, dv
+    delta = torch.empty((b, h, n), dtype=torch.float32, device=q.device)
+    block_pre = 64
+    wrap_triton(frame_attention_bwd_preprocess_kernel)[(b * h * triton.cdiv(n, block_pre),)](
+        o, do, delta, *o.stride(), *do.stride(), h, n, HEAD_DIM=d, BLOCK_M=block_pre)
     dkdv_args = (q, k, v, do, lse, delta, dk, dv, lens, *strides, *tail)
     dq_args = (q, k, v, do, lse, delta, dq, lens, *strides, *tail)
     if config is not None:
-        cfg = dict(config)
-        num_warps = cfg.pop("num_warps", 4)
+        cfg, num_warps = _explicit(config)
         cfg.pop("WHOLE_ROW", None)
         frame_attention_bwd_dkdv_kernel[_grid(b * h, n, "BLOCK_N")](
             *dkdv_args, **meta, **cfg, num_warps=num_warps, num_stages=1)
@@ -811,6 +1049,51 @@ _register("hitrs_fast::frame_attention_fwd", _frame_attention_fwd_op, _fwd_fake)
 _register("hitrs_fast::frame_attention_bwd", _frame_attention_bwd_op, _bwd_fake)
 
 
+def qkv_views(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v ``[B, H, N, D]`` as views of one ``[B, N, 3 * H * D]`` projection (columns: q | k | v)."""
+    b, n, width = qkv.shape
+    if width % (3 * heads):
+        raise ValueError(f"frame_attention_qkv: qkv width {width} is not 3 * heads ({heads}) * head_dim")
+    return tuple(t.transpose(1, 2) for t in qkv.view(b, n, 3, heads, width // (3 * heads)).unbind(2))
+
+
+def _frame_attention_qkv_fwd_op(qkv: torch.Tensor, lengths: torch.Tensor | None, heads: int, scale: float,
+                                mask_kind: int, frame_size: int, cls_pos: int, allow_self: bool,
+                                cls_last_key: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    b, n, _ = qkv.shape
+    o, lse = frame_attention_fwd(*qkv_views(qkv, heads), lengths, scale, mask_kind, frame_size, cls_pos, allow_self,
+                                 cls_last_key)
+    return o.transpose(1, 2).reshape(b, n, -1), lse
+
+
+def _frame_attention_qkv_bwd_op(do: torch.Tensor, qkv: torch.Tensor, o: torch.Tensor, lse: torch.Tensor,
+                                lengths: torch.Tensor | None, heads: int, scale: float, mask_kind: int,
+                                frame_size: int, cls_pos: int, allow_self: bool, cls_last_key: bool) -> torch.Tensor:
+    b, n, width = qkv.shape
+    d = width // (3 * heads)
+    q, k, v = qkv_views(qkv, heads)
+    # dQ, dK, dV written straight into one [B, N, 3, H, D] buffer: the projection's gradient, no cat.
+    dqkv = torch.empty((b, n, 3, heads, d), dtype=qkv.dtype, device=qkv.device)
+    grads = tuple(g.transpose(1, 2) for g in dqkv.unbind(2))
+    as_bhnd = lambda t: t.reshape(b, n, heads, d).transpose(1, 2)
+    frame_attention_bwd(as_bhnd(do), q, k, v, as_bhnd(o), lse, lengths, scale, mask_kind, frame_size, cls_pos,
+                        allow_self, cls_last_key, grads=grads)
+    return dqkv.view(b, n, width)
+
+
+def _qkv_fwd_fake(qkv, lengths, heads, scale, mask_kind, frame_size, cls_pos, allow_self, cls_last_key):
+    b, n, width = qkv.shape
+    return qkv.new_empty((b, n, width // 3)), qkv.new_empty((b, heads, n), dtype=torch.float32)
+
+
+def _qkv_bwd_fake(do, qkv, o, lse, lengths, heads, scale, mask_kind, frame_size, cls_pos, allow_self, cls_last_key):
+    return torch.empty_like(qkv, memory_format=torch.contiguous_format)
+
+
+_register("hitrs_fast::frame_attention_qkv_fwd", _frame_attention_qkv_fwd_op, _qkv_fwd_fake)
+_register("hitrs_fast::frame_attention_qkv_bwd", _frame_attention_qkv_bwd_op, _qkv_bwd_fake)
+
+
 class FrameAttentionFunction(torch.autograd.Function):
     """Autograd wrapper; saves q, k, v, o and the fp32 LSE (no ``[N, N]`` tensor).
 
@@ -836,6 +1119,30 @@ class FrameAttentionFunction(torch.autograd.Function):
         return dq, dk, dv, None, None, None, None, None, None, None
 
 
+class FrameAttentionQKVFunction(torch.autograd.Function):
+    """Autograd wrapper over one ``[B, N, 3 * H * D]`` projection: returns ``o [B, N, H * D]`` and takes back
+    one ``dqkv`` of the projection's shape, written by the kernel (no cat of dQ, dK, dV).
+
+    ``apply(qkv, lengths, heads, scale, mask_kind, frame_size, cls_pos, allow_self, cls_last_key) -> o``.
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(ctx, qkv, lengths, heads, scale, mask_kind, frame_size, cls_pos, allow_self, cls_last_key):
+        params = (heads, scale, mask_kind, frame_size, cls_pos, allow_self, cls_last_key)
+        o, lse = torch.ops.hitrs_fast.frame_attention_qkv_fwd(qkv, lengths, *params)
+        ctx.save_for_backward(qkv, o, lse, lengths)
+        ctx.params = params
+        return o
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, do):
+        qkv, o, lse, lengths = ctx.saved_tensors
+        dqkv = torch.ops.hitrs_fast.frame_attention_qkv_bwd(do, qkv, o, lse, lengths, *ctx.params)
+        return dqkv, None, None, None, None, None, None, None, None
+
+
 def frame_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None,
                     mask_kind: int = MASK_FRAME, frame_size: int = 25, cls: str = "last", allow_self: bool = True,
                     lengths: torch.Tensor | None = None, cls_last_key: bool = True,
@@ -859,3 +1166,26 @@ def frame_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale:
     o, lse = FrameAttentionFunction.apply(q, k, v, lengths, scale, int(mask_kind), int(frame_size), CLS_CODES[cls],
                                           bool(allow_self), bool(cls_last_key))
     return (o, lse) if return_lse else o
+
+
+def frame_attention_qkv(qkv: torch.Tensor, heads: int, *, scale: float | None = None, mask_kind: int = MASK_FRAME,
+                        frame_size: int = 25, cls: str = "last", allow_self: bool = True,
+                        lengths: torch.Tensor | None = None, cls_last_key: bool = True) -> torch.Tensor:
+    """:func:`frame_attention` on one fused projection, the layout of a ``[3 * H * D, C]`` QKV weight.
+
+    Args:
+        qkv: ``[B, N, 3 * H * D]`` (columns q | k | v, each head-major), read in place.
+        heads: H. Other arguments as in :func:`frame_attention`.
+
+    Returns:
+        ``o [B, N, H * D]`` in qkv's dtype, ready for the output projection. Its gradient comes back as one
+        ``[B, N, 3 * H * D]`` tensor.
+    """
+    if cls not in CLS_CODES:
+        raise ValueError(f"frame_attention_qkv: cls must be one of {tuple(CLS_CODES)}, got {cls!r}")
+    if qkv.dim() != 3:
+        raise ValueError(f"frame_attention_qkv: qkv must be [B, N, 3 * H * D], got {tuple(qkv.shape)}")
+    head_dim = qkv.shape[-1] // (3 * heads)
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
+    return FrameAttentionQKVFunction.apply(qkv, lengths, int(heads), scale, int(mask_kind), int(frame_size),
+                                           CLS_CODES[cls], bool(allow_self), bool(cls_last_key))

@@ -93,3 +93,21 @@ def test_merging_campaign_files_of_different_commits_is_refused(tmp_path):
         main([*map(str, paths), "--out", str(tmp_path / "t.md")])
     paths[1].write_text(json.dumps(campaign_results(True, commit="abc")))
     assert main([*map(str, paths), "--out", str(tmp_path / "t.md")]) == 0
+
+
+def test_attention_block_section_compares_our_rows_with_the_best_peer_and_shows_the_prediction():
+    """Our block rows (ours, ours-resident, ours-split, kernel+cublas) are never a peer of one another; each
+    gets its speedup over the fastest correct peer composition, next to the model's predicted time."""
+    from benchmarks.report import render_campaign
+
+    results = campaign_results(tests_passed=True)
+    base = {"op": "attention_block", "shape": "block-ftrs-N25-C128-H8-D64", "dtype": "bf16", "mode": "full",
+            "batch": 8192, "tests_passed": True, "smoke": False}
+    results["rows"] = [{**base, "peer": "ours", "seq_per_s": 4.0e6, "predicted_ms": 1.70},
+                       {**base, "peer": "kernel+cublas", "seq_per_s": 3.0e6, "predicted_ms": 2.29},
+                       {**base, "peer": "compile+sdpa", "seq_per_s": 2.0e6, "predicted_ms": 2.22},
+                       {**base, "peer": "eager", "seq_per_s": 1.0e6, "predicted_ms": 3.38}]
+    section = render_campaign(results).split("## Attention sublayer")[1]
+    assert "predicted ms" in section and "× best peer" in section
+    assert "| ours | block-ftrs-N25-C128-H8-D64 | bf16 | full | 8192 | 1.7 | 4,000,000 | 2 |" in section
+    assert "| kernel+cublas | block-ftrs-N25-C128-H8-D64 | bf16 | full | 8192 | 2.29 | 3,000,000 | 1.5 |" in section

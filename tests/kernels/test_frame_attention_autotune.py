@@ -5,6 +5,8 @@ keys, benchmarks or caches anything there. These tests enter
 ``frame_attention.autotune_configs`` (the production factories, key, prune functions and
 benchmarker wiring, with a short config list) so all of that runs: at least three configs per
 kernel are benchmarked, forward and backward. ``pytest tests -k autotune`` selects them.
+The split kernels' tests pin ``HITRS_FAST_ATTENTION_KERNEL=split`` (the default is the
+resident kernel); the resident kernels' tests come last.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import pytest
 import torch
 import triton
 
+from hitrs_fast.kernels import capabilities
 from hitrs_fast.kernels import frame_attention as fa
 from tests.kernels.test_frame_attention import NAMES, Case, check_against_oracle, kernel_run, make_inputs
-from tests.support.devices import record_launches
+from tests.support.devices import kernel_device, record_launches
 
 pytestmark = pytest.mark.interpreter
 
@@ -29,6 +32,12 @@ BWD = [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1),
        triton.Config({"BLOCK_M": 16, "BLOCK_N": 32}, num_warps=4, num_stages=1)]
 # Only FWD[0] / BWD[0] (16-wide tiles) skip a same-frame tile pair under allow_self=False.
 SKIPPING = 0
+RESIDENT = [triton.Config({"BLOCK_M": bm}, num_warps=4, num_stages=1) for bm in (16, 32, 64)]
+
+
+@pytest.fixture(autouse=True)
+def _split_kernels(monkeypatch):
+    monkeypatch.setenv(capabilities.FRAME_ATTENTION_KERNEL_ENV, "split")
 
 
 class RankedBenchmarker:
@@ -58,7 +67,7 @@ class CountingBenchmarker:
 
 
 def _inputs(b: int, h: int, n: int, d: int, dtype=torch.float32):
-    return [torch.randn(b, h, n, d, dtype=dtype) for _ in range(4)]
+    return [torch.randn(b, h, n, d, dtype=dtype, device=kernel_device()) for _ in range(4)]
 
 
 def _mask_args(allow_self: bool = True, lengths=None, kind=fa.MASK_FRAME, cls_pos=fa.CLS_LAST):
@@ -207,7 +216,7 @@ def test_autotune_selects_and_runs_the_fastest_config(fastest):
     of V (forward), of dO (dK/dV) and of K (dQ) stay out of rows 0-15 of the output only when
     the 16 x 16 config, which skips that same-frame tile pair, ran."""
     q, k, v, do = _inputs(1, 1, 51, 16)
-    nan_rows = torch.zeros(1, 1, 51, 1, dtype=torch.bool)
+    nan_rows = torch.zeros(1, 1, 51, 1, dtype=torch.bool, device=q.device)
     nan_rows[:, :, :16] = True
     args = _mask_args(allow_self=False)
     bench = RankedBenchmarker(len(FWD), fastest)
@@ -235,8 +244,8 @@ def test_autotune_selects_and_runs_the_fastest_config(fastest):
 def test_autotune_every_config_matches_float64_oracle(case, fastest):
     """Through the autograd Function and the registered ops, whichever config the tuner picks:
     output, LSE and gradients against the float64 oracle, all allocations NaN-poisoned."""
-    q, k, v = make_inputs(case, torch.device("cpu"))
-    do = torch.randn(q.shape, dtype=case.dtype)
+    q, k, v = make_inputs(case, kernel_device())
+    do = torch.randn(q.shape, dtype=case.dtype, device=q.device)
     mask, scale = case.typed_mask(), 1.0 / math.sqrt(case.head_dim)
     with fa.autotune_configs(FWD, BWD, do_bench=RankedBenchmarker(len(FWD), fastest)):
         got = kernel_run(case, q, k, v, do, mask, scale)
@@ -253,3 +262,54 @@ def test_autotune_hook_restores_the_default():
     assert len(fa._autotuned_fwd().configs) == len(fa._autotuned_dq().configs) == 1
     with pytest.raises(ValueError, match="at least one"), fa.autotune_configs([], BWD):
         pass
+
+
+# ---- the resident kernels ----------------------------------------------------------------------------
+
+
+def test_autotune_resident_prune_gets_constexprs_and_drops_tall_tiles(monkeypatch):
+    """The resident prune reads N_POW2 from the keyword constexprs and drops q-tiles taller than it: at N = 26
+    (N_POW2 = 32) the 64-row config goes, forward and backward."""
+    monkeypatch.setenv(capabilities.FRAME_ATTENTION_KERNEL_ENV, "resident")
+    seen = []
+    real = fa._prune_resident
+
+    def spy(configs, named_args, **kwargs):
+        kept = real(configs, named_args, **kwargs)
+        seen.append(([c.kwargs["BLOCK_M"] for c in kept], "N_POW2" in kwargs, "N_POW2" in named_args))
+        return kept
+
+    monkeypatch.setattr(fa, "_prune_resident", spy)
+    with fa.autotune_configs(FWD, BWD, do_bench=CountingBenchmarker(), resident=RESIDENT):
+        _fwd_bwd(*_inputs(2, 1, 26, 16), _mask_args())
+    assert seen == [([16, 32], True, False)] * 2
+
+
+@pytest.mark.parametrize("hopper", [True, False], ids=["hopper", "pre-hopper"])
+def test_autotune_resident_gpu_config_list(hopper):
+    configs = fa.gpu_resident_configs(hopper)
+    assert len({str(c) for c in configs}) == len(configs)
+    for n in (13, 25, 26, 101, 151, 176, 251):
+        named, kwargs = _recorded_prune_args(n, 64, torch.bfloat16)
+        kept = fa._prune_resident(configs, named, **kwargs)
+        assert kept and all(c.kwargs["BLOCK_M"] <= padded_length(n) for c in kept), n
+        assert {c.kwargs["BLOCK_M"] for c in kept} == {bm for bm in (16, 32, 64) if bm <= padded_length(n)}, n
+    assert any(c.num_stages == 2 for c in configs) == hopper
+
+
+@pytest.mark.parametrize("fastest", range(len(RESIDENT)))
+def test_autotune_resident_selects_and_runs_the_fastest_config(monkeypatch, fastest):
+    """The fastest resident config is cached for both kernels, and the autograd path through it matches
+    the float64 oracle (N = 51: N_POW2 = 64 keeps all three q-tile heights)."""
+    monkeypatch.setenv(capabilities.FRAME_ATTENTION_KERNEL_ENV, "resident")
+    case = Case(2, 2, 2, 32, allow_self=False)
+    q, k, v = make_inputs(case, kernel_device())
+    do = torch.randn(q.shape, dtype=case.dtype, device=q.device)
+    mask, scale = case.typed_mask(), 1.0 / math.sqrt(case.head_dim)
+    with fa.autotune_configs(FWD, BWD, do_bench=RankedBenchmarker(len(RESIDENT), fastest), resident=RESIDENT):
+        got = kernel_run(case, q, k, v, do, mask, scale)
+        chosen = [f().best_config for f in (fa._autotuned_resident_fwd, fa._autotuned_resident_bwd)]
+        untouched = [len(f().cache) for f in (fa._autotuned_fwd, fa._autotuned_dkdv, fa._autotuned_dq)]
+    assert chosen == [RESIDENT[fastest]] * 2
+    assert untouched == [0, 0, 0], "the split kernels must not run"
+    check_against_oracle(case, got, q, k, v, do, mask, scale)

@@ -63,6 +63,8 @@ SHAPES = [
     pytest.param((2,), 7, 1, id="B2-V7-d1"),
     pytest.param((), 25, 32, id="no-lead-V25-d32"),
     pytest.param((1,), 25, 256, id="B1-V25-d256"),
+    # The model's V and d with 275 tokens: 8 full 32-token tiles and a ragged 19-token one (tokens backward).
+    pytest.param((11,), 25, 128, id="B11-V25-d128-ragged-tiles"),
 ]
 
 

@@ -44,11 +44,14 @@ def test_triton_op_graphs_hold_the_kernel_wrappers():
     """``torch.compile(fullgraph=True)`` through the ``triton_op`` registration, forward and backward:
     one ``triton_kernel_wrapper_functional`` node per kernel launch; torch's TTIR analysis finds that
     each kernel writes only its outputs (never q, k, v, dO or the lengths stand-in); the grid of every
-    candidate config is ``B * H * cdiv(N, tile)`` on axis 0; the candidates are the GPU list after the
-    prune functions ran on torch's own call (positional args + keyword meta)."""
+    candidate config is ``B * H * cdiv(N, tile)`` on axis 0 for the split kernels and ``B * H`` for the
+    resident ones; the candidates are the GPU list after the prune functions ran on torch's own call
+    (positional args + keyword meta). The fused projection path writes its three gradients into one
+    buffer; the fused block writes only its output forward, and dx, dQKV, A, xn, dZ and the LN partials
+    backward."""
     report = run_script("trace")
-    b, h, n, d = report["frame_attention"]["shape"]
-    forward, backward = report["frame_attention"]["graphs"]
+    b, h, n, d = report["frame_attention_split"]["shape"]
+    forward, backward = report["frame_attention_split"]["graphs"]
     assert [(node["kernel"], node["writes"]) for node in forward] == [("frame_attention_fwd_kernel", ["LSE", "OUT"])]
     assert [(node["kernel"], node["writes"]) for node in backward] == [
         ("frame_attention_bwd_preprocess_kernel", ["DELTA"]),
@@ -63,6 +66,25 @@ def test_triton_op_graphs_hold_the_kernel_wrappers():
     for node, tile in ((fwd, "BLOCK_M"), (dkdv, "BLOCK_N"), (dq, "BLOCK_M")):
         assert node["grids"] == [[b * h * _cdiv(n, c[tile]), 1, 1] for c in node["configs"]], node["kernel"]
     assert pre["grids"] == [[b * h * _cdiv(n, 64), 1, 1]]
+    expected_resident = [c.kwargs for c in fa._prune_resident(fa.gpu_resident_configs(hopper=False), {"Q": q},
+                                                              **meta)]
+    forward, backward = report["frame_attention_resident"]["graphs"]
+    assert [(node["kernel"], node["writes"]) for node in forward] == [
+        ("frame_attention_resident_fwd_kernel", ["LSE", "OUT"])]
+    qkv_forward, qkv_backward = report["frame_attention_qkv"]["graphs"]  # the default pair: split fwd, resident bwd
+    assert [(node["kernel"], node["writes"]) for node in qkv_forward] == [
+        ("frame_attention_fwd_kernel", ["LSE", "OUT"])]
+    for node in forward:
+        assert node["configs"] == expected_resident and node["grids"] == [[b * h, 1, 1]] * len(expected_resident)
+    for graph in (backward, qkv_backward):
+        assert [(node["kernel"], node["writes"]) for node in graph] == [
+            ("frame_attention_resident_bwd_kernel", ["DK", "DQ", "DV"])]
+        assert graph[0]["configs"] == expected_resident
+        assert graph[0]["grids"] == [[b * h, 1, 1]] * len(expected_resident)
+    block_forward, block_backward = report["attention_block"]["graphs"]
+    assert [(node["kernel"], node["writes"]) for node in block_forward] == [("attention_block_fwd_kernel", ["OUT"])]
+    assert [(node["kernel"], node["writes"]) for node in block_backward] == [
+        ("attention_block_bwd_kernel", ["ATT", "DLN_B_PART", "DLN_W_PART", "DQKV", "DX", "DZ", "XN"])]
     emb_forward, emb_backward = report["joint_embedding"]["graphs"]
     assert [(node["kernel"], node["writes"]) for node in emb_forward] == [
         ("joint_embedding_fwd_kernel", ["mean_ptr", "out_ptr", "rstd_ptr"])]
@@ -118,6 +140,45 @@ def _check_embedding_backward_model(rows: list[dict], case: str) -> None:
     per_token = {"tokens": tokens["loop"]["instructions"] * 32 * tokens["num_warps"] / tokens["meta"]["BLOCK_T"],
                  "frames": frames["loop"]["instructions"] * 32 * frames["num_warps"] / (frames["meta"]["BLOCK_F"] * 25)}
     assert per_token["tokens"] <= (0.85 if "bf16" in case else 0.95) * per_token["frames"], (case, per_token)
+
+
+@pytest.mark.slow
+def test_resident_kernels_compile_for_sm90():
+    """The resident kernels, every Hopper config the prune keeps: the official bf16 shape (N = 176, D = 64) fits
+    shared memory with every config, the backward's dK/dV products (256 rows) use wgmma, and the 8-warp,
+    16-row config spills nothing, forward or backward. The 16-bit shapes fit with every config; fp32 keeps some
+    backward configs beyond 227 KiB (the autotuner times them as infinite), never only such configs."""
+    names = ["resident-official-bf16-N176-D64", "resident-fp16-noself-N151-D32", "resident-fp32-N101-D64",
+             "resident-vtrs-keypad-bf16-N44-D64"]
+    report = run_script("compile", *names, timeout=1800)
+    for name in names:
+        _check_compiled(report[name], name, all_fit="fp32" not in name)
+    rows = report["resident-official-bf16-N176-D64"]
+    assert {row["kernel"] for row in rows} == {"frame_attention_resident_fwd_kernel",
+                                               "frame_attention_resident_bwd_kernel"}
+    assert all(row["grid"] == [2 * 8] for row in rows)
+    assert all(row["wgmma"] for row in rows if row["kernel"] == "frame_attention_resident_bwd_kernel")
+    quiet = [row for row in rows if row["config"] == {"BLOCK_M": 16} and row["num_warps"] == 8
+             and row["num_stages"] == 1]
+    assert len(quiet) == 2 and all(row["usage"].get("stack", 0) == 0 for row in quiet), quiet
+
+
+@pytest.mark.slow
+def test_fused_block_compiles_for_sm90():
+    """The fused block at the F-TRS shape (N = 25, C = 128, 8 heads of 64, bf16, dropout on; bf16 dots from fp32 x
+    under autocast) and at C-TRS F = 1 (N = 26, C = 256, 64-row tiles): both configs of both kernels fit sm_90
+    shared memory and use wgmma. Register spills are recorded (about 0.5 KiB forward, 2 KiB backward at 8 warps; the
+    64-row C = 256 tile's 16-warp backward 4.3 KiB) and bounded here so that a change that makes them much worse is
+    seen."""
+    names = ["block-ftrs-bf16", "block-ftrs-fp32-x-bf16-autocast", "block-ctrs-F1-bf16-N26-C256"]
+    report = run_script("compile", *names, timeout=1800)
+    for name in names:
+        rows = report[name]
+        _check_compiled(rows, name, all_fit=True)
+        assert {row["kernel"] for row in rows} == {"attention_block_fwd_kernel", "attention_block_bwd_kernel"}
+        assert all(row["wgmma"] for row in rows), name
+        assert all(row["usage"].get("stack", 0) <= 6144 for row in rows), [(r["kernel"], r["usage"]) for r in rows]
+    assert all(row["grid"] == [_cdiv(64, 5)] for row in report["block-ftrs-bf16"])
 
 
 @pytest.mark.slow

@@ -9,7 +9,8 @@ torch's kernel analysis ask ("which GPU?") and nothing else, so nothing can laun
 Commands (each prints one JSON document on stdout; ``python tests/kernels/triton_without_gpu.py``):
 
 - ``trace``: ``torch.compile(fullgraph=True)`` with an AOTAutograd backend that records the
-  forward and backward graphs of ``frame_attention`` and ``joint_embedding`` (fake CPU
+  forward and backward graphs of ``frame_attention`` (resident and split kernels),
+  ``frame_attention_qkv``, the fused attention block and ``joint_embedding`` (fake CPU
   tensors: the graphs are traced, never run) and reports every
   ``triton_kernel_wrapper_functional`` node: kernel name, the tensors torch found the
   kernel writes (from the kernel's TTIR), and the grid of every candidate config;
@@ -62,6 +63,8 @@ if not torch.cuda.is_available():
 
 # The repository root, so that the test support package imports when this file runs as a script.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from hitrs_fast.kernels import attention_block as ab  # noqa: E402
+from hitrs_fast.kernels import capabilities  # noqa: E402
 from hitrs_fast.kernels import frame_attention as fa  # noqa: E402
 from hitrs_fast.kernels import joint_embedding as je  # noqa: E402
 from tests.support.devices import Launch, record_launches  # noqa: E402
@@ -99,12 +102,31 @@ def trace() -> dict:
 
     report = {}
     b, h, n, d = 3, 2, 51, 32
-    attention = torch.compile(lambda q, k, v: fa.frame_attention(q, k, v, frame_size=25), backend=backend,
-                              fullgraph=True)
+    for variant in capabilities.FRAME_ATTENTION_KERNELS:
+        os.environ[capabilities.FRAME_ATTENTION_KERNEL_ENV] = variant
+        torch._dynamo.reset()
+        attention = torch.compile(lambda q, k, v: fa.frame_attention(q, k, v, frame_size=25), backend=backend,
+                                  fullgraph=True)
+        with FakeTensorMode():
+            q, k, v = (torch.randn(b, h, n, d, requires_grad=True) for _ in range(3))
+            attention(q, k, v).sum().backward()
+        report[f"frame_attention_{variant}"] = {"shape": [b, h, n, d], "graphs": [wrapper_nodes(g) for g in graphs]}
+        graphs.clear()
+    os.environ.pop(capabilities.FRAME_ATTENTION_KERNEL_ENV)
+    qkv_attention = torch.compile(lambda qkv: fa.frame_attention_qkv(qkv, h, frame_size=25), backend=backend,
+                                  fullgraph=True)
     with FakeTensorMode():
-        q, k, v = (torch.randn(b, h, n, d, requires_grad=True) for _ in range(3))
-        attention(q, k, v).sum().backward()
-    report["frame_attention"] = {"shape": [b, h, n, d], "graphs": [wrapper_nodes(g) for g in graphs]}
+        qkv_attention(torch.randn(b, n, 3 * h * d, requires_grad=True)).sum().backward()
+    report["frame_attention_qkv"] = {"graphs": [wrapper_nodes(g) for g in graphs]}
+    graphs.clear()
+    block = torch.compile(lambda *t: ab.AttentionBlockFunction.apply(*t, h, 1e-5, d ** -0.5, fa.MASK_NONE, 1,
+                                                                    fa.CLS_NONE, True, 0.2),
+                          backend=backend, fullgraph=True)
+    with FakeTensorMode():
+        c = 32
+        tensors = [torch.randn(*s, requires_grad=True) for s in ((7, 25, c), (c,), (c,), (3 * h * d, c), (c, h * d))]
+        block(*tensors, torch.zeros(1, dtype=torch.int64)).sum().backward()
+    report["attention_block"] = {"graphs": [wrapper_nodes(g) for g in graphs]}
     graphs.clear()
     # The kernel's autograd Function itself: the public dispatcher keeps CPU tensors off Triton here.
     embed = torch.compile(lambda *t: je.JointEmbeddingFunction.apply(*t, 1e-5, torch.float32, True),
@@ -154,7 +176,8 @@ def compile_launches(launches: list[Launch], deepest_only: bool = False, sass: b
         kernel = launch.kernel
         named = launch.named_args()
         if isinstance(kernel, triton.runtime.autotuner.Autotuner):
-            configs = kernel.early_config_prune(kernel.configs, named, **launch.kwargs)
+            prune = kernel.early_config_prune
+            configs = prune(kernel.configs, named, **launch.kwargs) if prune else kernel.configs
             configs = _deepest_per_tile(configs) if deepest_only else configs
             jit = kernel.fn
         else:
@@ -173,9 +196,14 @@ def compile_launches(launches: list[Launch], deepest_only: bool = False, sass: b
     return rows
 
 
-# name -> (dtype, B, H, N, D, mask kind, cls, allow_self, lengths)
+# name -> (dtype, B, H, N, D, mask kind, cls, allow_self, lengths); the split kernels unless the name says resident
 ATTENTION_CASES = {
     "official-bf16-N176-D64": (torch.bfloat16, 2, 8, 176, 64, fa.MASK_FRAME, fa.CLS_LAST, True, None),
+    "resident-official-bf16-N176-D64": (torch.bfloat16, 2, 8, 176, 64, fa.MASK_FRAME, fa.CLS_LAST, True, None),
+    "resident-fp16-noself-N151-D32": (torch.float16, 2, 8, 151, 32, fa.MASK_FRAME, fa.CLS_LAST, False, None),
+    "resident-fp32-N101-D64": (torch.float32, 2, 8, 101, 64, fa.MASK_FRAME, fa.CLS_LAST, True, None),
+    "resident-vtrs-keypad-bf16-N44-D64": (torch.bfloat16, 4, 8, 44, 64, fa.MASK_NONE, fa.CLS_NONE, True,
+                                          [3, 44, 7, 1]),
     "fp32-tf32x3-N176-D64": (torch.float32, 2, 8, 176, 64, fa.MASK_FRAME, fa.CLS_LAST, True, None),
     "fp16-noself-N151-D32": (torch.float16, 2, 8, 151, 32, fa.MASK_FRAME, fa.CLS_LAST, False, None),
     "bf16-clsfirst-N251-D128": (torch.bfloat16, 2, 2, 251, 128, fa.MASK_FRAME, fa.CLS_FIRST, True, None),
@@ -185,15 +213,33 @@ ATTENTION_CASES = {
     "fp16-N1026-D16": (torch.float16, 1, 1, 1026, 16, fa.MASK_FRAME, fa.CLS_LAST, True, None),
 }
 EMBEDDING_CASES = {"joint-embedding-fp32-out": torch.float32, "joint-embedding-bf16-out": torch.bfloat16}
+# name -> (x dtype, compute dtype, N, C, mask kind, dropout): the fused block at the F-TRS shape (H 8 x D 64)
+BLOCK_CASES = {
+    "block-ftrs-bf16": (torch.bfloat16, torch.bfloat16, 25, 128, fa.MASK_NONE, 0.2),
+    "block-ftrs-fp32-x-bf16-autocast": (torch.float32, torch.bfloat16, 25, 128, fa.MASK_NONE, 0.2),
+    "block-ftrs-fp32": (torch.float32, torch.float32, 25, 128, fa.MASK_NONE, 0.0),
+    "block-ctrs-F1-bf16-N26-C256": (torch.bfloat16, torch.bfloat16, 26, 256, fa.MASK_FRAME, 0.2),
+}
 
 
-def _attention_launches(dtype, b, h, n, d, kind, cls_pos, allow_self, lengths) -> list[Launch]:
+def _attention_launches(dtype, b, h, n, d, kind, cls_pos, allow_self, lengths, variant="split") -> list[Launch]:
     q, k, v, do = (torch.randn(b, h, n, d, dtype=dtype) for _ in range(4))
     lens = torch.tensor(lengths) if lengths is not None else None
     mask = (lens, d ** -0.5, kind, 25, cls_pos, allow_self, True)
-    fwd = record_launches(fa, fa.frame_attention_fwd, q, k, v, *mask)
+    fwd = record_launches(fa, fa.frame_attention_fwd, q, k, v, *mask, variant=variant)
     lse = torch.zeros(b, h, n)
-    return fwd + record_launches(fa, fa.frame_attention_bwd, do, q, k, v, q, lse, *mask)
+    return fwd + record_launches(fa, fa.frame_attention_bwd, do, q, k, v, q, lse, *mask, variant=variant)
+
+
+def _block_launches(x_dtype, compute_dtype, n, c, kind, dropout) -> list[Launch]:
+    """The fused block's forward and backward launches: 64 sequences, 8 heads of 64."""
+    heads, d = 8, 64
+    x = torch.randn(64, n, c, dtype=x_dtype)
+    params = (torch.ones(c), torch.zeros(c), torch.randn(3 * heads * d, c, dtype=compute_dtype),
+              torch.randn(c, heads * d, dtype=compute_dtype), torch.zeros(1, dtype=torch.int64) if dropout else None)
+    mask = (heads, 1e-5, d ** -0.5, kind, 25, fa.CLS_LAST if kind == fa.MASK_FRAME else fa.CLS_NONE, True, dropout)
+    fwd = record_launches(ab, ab.attention_block_fwd, x, *params, *mask)
+    return fwd + record_launches(ab, ab.attention_block_bwd, torch.randn_like(x), x, *params, *mask)
 
 
 def _embedding_launches(out_dtype: torch.dtype) -> list[Launch]:
@@ -237,11 +283,17 @@ def loop_instructions(cubin: bytes) -> dict:
 def compile_cases(names: list[str], deepest_only: bool) -> dict:
     """Every named case compiled for the GPU with the Hopper config lists, as the real launchers launch it."""
     report = {}
-    with fa.autotune_configs(fa.gpu_fwd_configs(hopper=True), fa.gpu_bwd_configs(hopper=True)):
+    with fa.autotune_configs(fa.gpu_fwd_configs(hopper=True), fa.gpu_bwd_configs(hopper=True),
+                             resident=fa.gpu_resident_configs(hopper=True)):
         for name in names:
             embedding = name in EMBEDDING_CASES
-            launches = (_embedding_launches(EMBEDDING_CASES[name]) if embedding
-                        else _attention_launches(*ATTENTION_CASES[name]))
+            if embedding:
+                launches = _embedding_launches(EMBEDDING_CASES[name])
+            elif name in BLOCK_CASES:
+                launches = _block_launches(*BLOCK_CASES[name])
+            else:
+                variant = "resident" if name.startswith("resident") else "split"
+                launches = _attention_launches(*ATTENTION_CASES[name], variant=variant)
             report[name] = compile_launches(launches, deepest_only, sass=embedding)
     return report
 
