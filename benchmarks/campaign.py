@@ -4,7 +4,7 @@
     python -m benchmarks.campaign [--dry-run] [--parts PART,...] OUT_DIR     # the same
 
 Parts, in order, each in its own process with its own time budget (``PARTS`` below; on one
-H100 the budgets add up to 20.8 minutes, inside a 21.3-minute cap for the whole campaign):
+H100 the budgets add up to 19.3 minutes, inside a 19.8-minute cap for the whole campaign):
 
 - provenance: GPU, driver, CUDA, torch, triton, cuDNN, Python, commit, date (stops the GPU
   campaign on a machine without CUDA);
@@ -86,7 +86,7 @@ TEST_PATHS = {"gpu": ("tests/kernels", "tests/ops", "tests/models/test_model_bac
               "dry-run": ("tests/kernels", "tests/ops")}
 # The ahead-of-time sm_90 compile sweep (marked slow) proves on CPU what a GPU run shows natively.
 TEST_MARKERS = "not slow"
-TOTAL_BUDGET_S = {"gpu": 1280, "dry-run": 1230}
+TOTAL_BUDGET_S = {"gpu": 1190, "dry-run": 1200}
 REPORT_RESERVE_S = 15  # kept back from the last parts for writing the report
 MAX_LOG_LINES_PER_PART = 20000
 HOOK_MODULE = "_hitrs_fast_campaign_hook"
@@ -336,19 +336,19 @@ def pytest_cmd(c: Campaign, name: str, paths: list[str], benchmark: bool = True)
 
 PARTS = (
     Part("provenance", {"gpu": 30, "dry-run": 60}, "GPU, driver, CUDA, torch, triton, cuDNN, commit, date"),
-    Part("install", {"gpu": 90, "dry-run": 120}, "pip install --no-deps --no-build-isolation -e ."),
+    Part("install", {"gpu": 60, "dry-run": 120}, "pip install --no-deps --no-build-isolation -e ."),
     Part("tests", {"gpu": 150, "dry-run": 420}, "kernel correctness tests (native on the GPU)",
          lambda c: pytest_cmd(c, "tests", [*TEST_PATHS[c.mode], "-m", TEST_MARKERS], benchmark=False)),
     Part("bandwidth", {"gpu": 30, "dry-run": 60}, "device-to-device copy bandwidth, 1 GiB",
          lambda c: [sys.executable, "-m", "benchmarks.bandwidth", *(["--smoke"] if c.dry_run else [])]),
-    Part("attention", {"gpu": 300, "dry-run": 240}, "C-TRS attention vs peers, B = 8192",
+    Part("attention", {"gpu": 280, "dry-run": 240}, "C-TRS attention vs peers, B = 8192",
          lambda c: pytest_cmd(c, "attention", ["benchmarks/test_frame_attention.py"])),
-    Part("blocks", {"gpu": 200, "dry-run": 150}, "attention sublayer (C-TRS, F-TRS) vs peer compositions, B = 8192",
+    Part("blocks", {"gpu": 190, "dry-run": 150}, "attention sublayer (C-TRS, F-TRS) vs peer compositions, B = 8192",
          lambda c: pytest_cmd(c, "blocks", ["benchmarks/test_attention_block.py"])),
     Part("embedding", {"gpu": 120, "dry-run": 120}, "fused joint embedding vs eager / compiled, 8192 frames",
          lambda c: pytest_cmd(c, "embedding", ["benchmarks/test_joint_embedding.py"]),
          {"HITRS_BENCH_BATCHES": "8192"}),
-    Part("model_step", {"gpu": 150, "dry-run": 120}, "pre-training step per backend",
+    Part("model_step", {"gpu": 120, "dry-run": 120}, "pre-training step per backend",
          lambda c: pytest_cmd(c, "model_step", ["benchmarks/test_model_step.py"])),
     Part("pretrain", {"gpu": 180, "dry-run": 240}, "pre-training samples/s and MFU, triton vs torch, bf16",
          lambda c: [sys.executable, "-m", "benchmarks.pretrain_throughput", "--backends", "triton,torch",
