@@ -113,16 +113,17 @@ PRIORITY: tuple[type[Backend], ...] = (TritonFrameAttention, SdpaFrameAttention,
 ATTENTION_BACKENDS = ("auto", *(b.NAME for b in PRIORITY))
 
 
-def _check_args(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask) -> None:
-    if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
+def _check_args(q: torch.Size, k: torch.Size, v: torch.Size, mask: AttentionMask) -> None:
+    """Checks the shapes of q, k, v (``[B, H, N, D]``, one shape) against the mask."""
+    if len(q) != 4 or k != q or v != q:
         raise ValueError(f"{OP_NAME}: q, k, v must be [B, H, N, D] of one shape, got "
-                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+                         f"{tuple(q)}, {tuple(k)}, {tuple(v)}")
     if not isinstance(mask, MASK_TYPES):
         raise ValueError(f"{OP_NAME}: mask must be a FrameMask, NoMask or KeyPaddingMask, got {type(mask).__name__}")
-    if isinstance(mask, FrameMask) and q.shape[2] != mask.num_tokens:
-        raise ValueError(f"{OP_NAME}: {mask.describe()} covers {mask.num_tokens} tokens, q has N = {q.shape[2]}")
-    if isinstance(mask, KeyPaddingMask) and tuple(mask.lengths.shape) != (q.shape[0],):
-        raise ValueError(f"{OP_NAME}: KeyPaddingMask.lengths must be [B] = [{q.shape[0]}], "
+    if isinstance(mask, FrameMask) and q[2] != mask.num_tokens:
+        raise ValueError(f"{OP_NAME}: {mask.describe()} covers {mask.num_tokens} tokens, q has N = {q[2]}")
+    if isinstance(mask, KeyPaddingMask) and tuple(mask.lengths.shape) != (q[0],):
+        raise ValueError(f"{OP_NAME}: KeyPaddingMask.lengths must be [B] = [{q[0]}], "
                          f"got {tuple(mask.lengths.shape)}")
 
 
@@ -153,7 +154,7 @@ def frame_masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ma
     """
     if backend not in ATTENTION_BACKENDS:
         raise ValueError(f"{OP_NAME}: backend must be one of {ATTENTION_BACKENDS}, got {backend!r}")
-    _check_args(q, k, v, mask)
+    _check_args(q.shape, k.shape, v.shape, mask)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     chosen = choose_backend(OP_NAME, PRIORITY, backend, AttentionInputs(q, k, v, mask), q.device)
     return chosen.run(q, k, v, mask, scale)
@@ -380,7 +381,7 @@ def frame_attention_block(x: torch.Tensor, ln_weight: torch.Tensor, ln_bias: tor
         raise ValueError(f"{BLOCK_OP_NAME}: ln_weight and ln_bias must be [C={c}], got {tuple(ln_weight.shape)}, "
                          f"{tuple(ln_bias.shape)}")
     head_dim = w_q.shape[0] // heads
-    q_shape = torch.empty((b, heads, n, head_dim), device="meta")
+    q_shape = torch.Size((b, heads, n, head_dim))
     _check_args(q_shape, q_shape, q_shape, mask)
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
     inputs = BlockInputs(x, ln_weight, ln_bias, w_q, w_k, w_v, w_o, mask, int(heads))
