@@ -172,7 +172,7 @@ def make_peer(name: str, shape: AttentionShape, dtype: torch.dtype) -> tuple[Cal
     """
     mask = shape.mask()
     if name in OURS_KERNELS:
-        kernels = OURS_KERNELS[name] or "split fwd, resident bwd"
+        kernels = OURS_KERNELS[name] or "default: split fwd, split bwd"
         return (lambda q, k, v: frame_masked_attention(q, k, v, mask, backend="triton"),
                 f"triton {kernels}" + (" (interpreter)" if not CUDA else ""))
     if name == "A0-eager":

@@ -268,7 +268,7 @@ class TritonAttentionBlock(TritonBackend):
         """Why the fused kernel does not take the inputs ([] when it does)."""
         b, n, c = inputs.x.shape
         reasons = attention_block_reasons(b, n, c, inputs.heads, inputs.head_dim, inputs.x.dtype,
-                                          inputs.compute_dtype)
+                                          inputs.compute_dtype, on_gpu=inputs.x.device.type == "cuda")
         if isinstance(inputs.mask, KeyPaddingMask):
             reasons.append("key padding is not fused")
         return reasons

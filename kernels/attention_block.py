@@ -268,8 +268,9 @@ def _check(where: str, x: torch.Tensor, ln_w: torch.Tensor, ln_b: torch.Tensor, 
     if wo.dtype != wqkv.dtype:
         raise ValueError(f"{where}: wqkv and wo must share the compute dtype, got {wqkv.dtype} and {wo.dtype}")
     # fp32 dots only where no GPU is involved (the interpreter): they do not fit sm_90's shared memory.
+    on_gpu = x.device.type == "cuda"
     reasons = capabilities.attention_block_reasons(b, n, c, heads, head_dim, x.dtype, wqkv.dtype,
-                                                   fp32_compute=x.device.type != "cuda")
+                                                   fp32_compute=not on_gpu, on_gpu=on_gpu)
     if reasons:
         raise ValueError(f"{where}: " + "; ".join(reasons))
 

@@ -33,11 +33,10 @@ FRAME_ATTENTION_KERNELS = ("resident", "split")
 """The attention kernels: ``resident`` (one program per (sequence, head), K/V and dK/dV on chip) and ``split``
 (one program per q- or kv-tile; every shape). ``HITRS_FAST_ATTENTION_KERNEL`` picks one per direction;
 ``resident`` falls back to ``split`` where it does not fit."""
-FRAME_ATTENTION_KERNEL_DEFAULT = "split,resident"
-"""Forward split, backward resident: the pair the performance model (docs/kernels/attention_blocks.md) predicts
-fastest among the configurations that compile for sm_90 without register spills (the resident forward's
-wgmma tile, 64 rows, spills; the split forward's 64 x 32 does not; the resident backward saves the split
-backward's two extra matmuls, its delta pass and its L2 re-reads)."""
+FRAME_ATTENTION_KERNEL_DEFAULT = "split"
+"""Split both ways: measured fastest on the first GPU run (H200, Triton 3.6, bf16, N = 176, D = 64, B = 8192:
+forward 3.64 ms split vs 5.69 ms resident, backward 10.6 ms vs 14.2 ms; docs/benchmarks.md). The performance
+model (docs/kernels/attention_blocks.md) had predicted the resident backward faster; it stays selectable."""
 RESIDENT_MAX_KEYS = 256
 """The resident kernels hold the whole padded key row (next power of two of N) on chip: at most this many."""
 RESIDENT_MAX_BYTES = 192 * 1024
@@ -51,6 +50,13 @@ ATTENTION_BLOCK_COMPUTE_DTYPES = (torch.float16, torch.bfloat16)
 backward stages 512 KiB of operands in shared memory, beyond the 227 KiB a block may use (the CPU
 interpreter still runs it, as an exact-arithmetic check)."""
 ATTENTION_BLOCK_HEAD_DIMS = (16, 32, 64, 128)
+ATTENTION_BLOCK_GPU_MIN_DOT = 64
+"""On a GPU the fused block also needs head_dim >= this and C >= this. The first GPU run (H200, Triton 3.6,
+2026-11-26) passed at C = 128, D = 64 (the F-TRS shape) and hit an illegal memory access at C = 32, D = 16
+(fp16) while autotuning the forward; Triton's Hopper warp-group MMA lowering has open reports of illegal
+shared-memory reads for dots with a small dimension (triton-lang/triton issues 10629, 11366). Smaller
+widths and heads take the composed block there until a GPU run proves them; the interpreter runs every
+size."""
 ATTENTION_BLOCK_MAX_WIDTH = 256
 """Largest model width C of the fused block: its ``[ROWS, C]`` fp32 accumulators stay on chip."""
 ATTENTION_BLOCK_TILE = 128 * 128
@@ -120,9 +126,10 @@ def attention_block_rows(c: int) -> int:
 
 
 def attention_block_reasons(batch: int, n: int, c: int, heads: int, head_dim: int, x_dtype: torch.dtype,
-                            compute_dtype: torch.dtype, fp32_compute: bool = False) -> list[str]:
+                            compute_dtype: torch.dtype, fp32_compute: bool = False, on_gpu: bool = False) -> list[str]:
     """Why :mod:`hitrs_fast.kernels.attention_block` cannot take x ``[batch, n, c]`` with ``heads`` heads of
-    ``head_dim`` whose dots run in ``compute_dtype``; ``fp32_compute``: accept float32 dots (the interpreter)."""
+    ``head_dim`` whose dots run in ``compute_dtype``. ``fp32_compute``: accept float32 dots (the interpreter
+    only); ``on_gpu``: the tensors are on a GPU (the sizes proven there, :data:`ATTENTION_BLOCK_GPU_MIN_DOT`)."""
     reasons = []
     if x_dtype not in ATTENTION_BLOCK_DTYPES:
         reasons.append(f"x dtype {x_dtype} not in (float32, bfloat16, float16)")
@@ -132,8 +139,14 @@ def attention_block_reasons(batch: int, n: int, c: int, heads: int, head_dim: in
                        "fp32 dots need more shared memory than an sm_90 block has")
     if head_dim not in ATTENTION_BLOCK_HEAD_DIMS:
         reasons.append(f"head_dim {head_dim} not in {ATTENTION_BLOCK_HEAD_DIMS}")
+    elif on_gpu and head_dim < ATTENTION_BLOCK_GPU_MIN_DOT:
+        reasons.append(f"head_dim {head_dim} < {ATTENTION_BLOCK_GPU_MIN_DOT}: not proven on a GPU (an illegal "
+                       "memory access was seen at head_dim 16)")
     if not 1 <= c <= ATTENTION_BLOCK_MAX_WIDTH:
         reasons.append(f"width C = {c} not in [1, {ATTENTION_BLOCK_MAX_WIDTH}]")
+    elif on_gpu and c < ATTENTION_BLOCK_GPU_MIN_DOT:
+        reasons.append(f"width C = {c} < {ATTENTION_BLOCK_GPU_MIN_DOT}: not proven on a GPU (an illegal memory "
+                       "access was seen at C = 32)")
     elif not 1 <= n <= attention_block_rows(c):
         reasons.append(f"N = {n} tokens do not fit a {attention_block_rows(c)}-row tile at width {c} (longer "
                        "sequences take the composed block)")

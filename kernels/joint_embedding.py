@@ -15,16 +15,19 @@ result is bitwise deterministic for a given shape and device (the persistent
 partial-sum backward of Liger's and FLA's LayerNorm kernels; written here). Two kernels,
 chosen by ``HITRS_FAST_EMBEDDING_BWD`` (docs/env.md):
 
-- ``tokens`` (default): tiles of ``BLOCK_T`` consecutive tokens of the flattened
+- ``frames`` (default): tiles of ``BLOCK_F`` whole frames of ``V_PAD`` joint rows, so every
+  row is a fixed joint and dPE accumulates row-wise. Measured faster than ``tokens`` on the
+  first GPU run (H200, Triton 3.6, 8192 frames, fwd+bwd: 0.734 vs 0.756 ms with fp32 out,
+  0.782 vs 0.902 ms with bf16 out; docs/benchmarks.md), against the performance model's
+  prediction (docs/kernels/joint_embedding.md);
+- ``tokens`` (kept for A/B runs): tiles of ``BLOCK_T`` consecutive tokens of the flattened
   ``[..., V]`` axis, across frame boundaries, so no row is padding (V = 25 in a 32-row
   frame tile wastes 22 %). A row's joint changes from tile to tile, so dPE is
   ``one_hot(joint)^T @ dy`` on the tensor cores into a ``[V_PAD, d]`` accumulator, and
   Triton's software pipeliner prefetches dy (a ``tl.dot`` operand) into shared memory;
   x, mean and rstd of the next tile are loaded before the current one is computed.
   dgamma, db and dW accumulate as ``FOLD``-row register partials, reduced across warps
-  once per program;
-- ``frames`` (the first kernel, kept for A/B runs): tiles of ``BLOCK_F`` whole frames of
-  ``V_PAD`` joint rows, so every row is a fixed joint and dPE accumulates row-wise.
+  once per program.
 
 Shapes and dtypes: x ``[..., V, C]`` with any V and small C (<= 16, unrolled), any d
 (padded to a power of two and masked); x, weights and output each in fp32, bf16 or fp16,
@@ -68,7 +71,7 @@ MIN_DOT = 16
 TOKENS_PROGRAMS_PER_SM = 1
 FRAMES_PROGRAMS_PER_SM = 2
 BWD_VARIANT_ENV = "HITRS_FAST_EMBEDDING_BWD"
-BWD_VARIANTS = ("tokens", "frames")
+BWD_VARIANTS = ("frames", "tokens")
 """Backward kernels; the first is the default (module docstring)."""
 
 
@@ -109,7 +112,8 @@ def _max_programs(device: torch.device, per_sm: int) -> int:
 
 
 def bwd_variant() -> str:
-    """The backward kernel, from ``HITRS_FAST_EMBEDDING_BWD`` (default ``tokens``; ``frames`` is the first one)."""
+    """The backward kernel, from ``HITRS_FAST_EMBEDDING_BWD`` (default ``frames``, the faster on a GPU;
+    ``tokens`` for A/B runs)."""
     value = os.environ.get(BWD_VARIANT_ENV, BWD_VARIANTS[0]).strip().lower()
     if value not in BWD_VARIANTS:
         raise ValueError(f"{BWD_VARIANT_ENV}={value!r}: expected one of {', '.join(BWD_VARIANTS)}")

@@ -161,3 +161,25 @@ def test_peak_flops_by_device_name(monkeypatch):
     assert peak_bf16_flops("NVIDIA A100-SXM4-80GB") is None
     monkeypatch.setenv("HITRS_BENCH_PEAK_TFLOPS", "312")
     assert peak_bf16_flops("NVIDIA A100-SXM4-80GB") == 312e12
+
+
+def test_tests_part_runs_each_file_in_its_own_process(tmp_path, monkeypatch):
+    """A test file whose process dies (as a CUDA illegal memory access kills every later test in its process)
+    fails alone: the files after it still run and count, and the part reports the crash."""
+    folder = tmp_path / "suite"
+    folder.mkdir()
+    (folder / "test_a_crash.py").write_text("import os\n\ndef test_dies():\n    os._exit(3)\n")
+    (folder / "test_b_fine.py").write_text("def test_one():\n    pass\n\ndef test_two():\n    pass\n")
+    (folder / "test_c_fails.py").write_text("def test_wrong():\n    assert 1 == 2\n")
+    monkeypatch.setattr(campaign, "ROOT", tmp_path)
+    monkeypatch.setitem(campaign.TEST_PATHS, "dry-run", ("suite",))
+    c = Campaign(out=tmp_path / "out", dry_run=True, selected=["tests"], command="test", work=tmp_path / "work")
+    c.work.mkdir()
+    c.env = dict(os.environ)
+    assert campaign.test_files(("suite",)) == [f"suite/test_{n}.py" for n in ("a_crash", "b_fine", "c_fails")]
+    status, note = campaign.tests_part(c, timeout=120)
+    tests = c.results["tests"]
+    assert status == "failed" and not tests["passed"]
+    assert tests["passed_tests"] == 2 and tests["failures"] == 1
+    assert any("test_a_crash.py exit status 3" in p for p in tests["problems"]), tests["problems"]
+    assert "test_wrong" in note and "3 files" in note

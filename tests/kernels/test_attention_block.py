@@ -16,6 +16,7 @@ against the same composition in PyTorch at that dtype.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ import pytest
 import torch
 
 from hitrs_fast.attention import TritonAttentionBlock, frame_attention_block
+from hitrs_fast.kernels.capabilities import ATTENTION_BLOCK_GPU_MIN_DOT
 from hitrs_fast.masks import FrameMask, KeyPaddingMask, NoMask
 from hitrs_fast.reference.attention import naive_attention_block
 from tests.support.devices import kernel_device
@@ -34,6 +36,9 @@ pytestmark = pytest.mark.interpreter
 OP = "attention_block"
 FP32, BF16, FP16 = torch.float32, torch.bfloat16, torch.float16
 NAMES = ("out", "dx", "dln_w", "dln_b", "dw_q", "dw_k", "dw_v", "dw_o")
+ON_GPU = kernel_device().type == "cuda"
+FP32_DOTS_ONLY_INTERPRETED = pytest.mark.skipif(
+    ON_GPU, reason="fp32 dots run under the interpreter only (a GPU refuses them: test_gpu_refuses_what_it_cannot_run)")
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,16 @@ class Case:
     lengths: tuple[int, ...] = ()
     route: str = "api"  # "api" or "fused"
     path: str = "fused"  # what the api route must pick: "fused" or "composed"
+
+    def on_device(self) -> Case:
+        """The case as a GPU can run it: the fused kernel takes 16-bit dots there, with C and head_dim of at
+        least ``ATTENTION_BLOCK_GPU_MIN_DOT`` (smaller ones are not yet proven there); unchanged under the
+        interpreter."""
+        if not ON_GPU or (self.route == "api" and self.path == "composed"):
+            return self
+        return dataclasses.replace(self, width=max(self.width, ATTENTION_BLOCK_GPU_MIN_DOT),
+                                   head_dim=max(self.head_dim, ATTENTION_BLOCK_GPU_MIN_DOT),
+                                   dtype=BF16 if self.dtype == FP32 else self.dtype)
 
     @property
     def tokens(self) -> int:
@@ -142,6 +157,7 @@ def check(case: Case, got: list[torch.Tensor], params, dy: torch.Tensor) -> None
 
 @pytest.mark.parametrize("case", CASES)
 def test_matches_float64_oracle(case: Case):
+    case = case.on_device()
     params = make_params(case, kernel_device())
     dy = torch.randn(params[0].shape, device=params[0].device, dtype=case.dtype)
     if case.route == "api":
@@ -155,7 +171,7 @@ def test_matches_float64_oracle(case: Case):
 def test_fused_backward_is_deterministic():
     """Two backward runs of the fused kernel (several programs, LN partials summed on the host) are
     bit-identical."""
-    case = Case(11, 32, 2, 16, BF16, route="fused")
+    case = Case(11, 32, 2, 16, BF16, route="fused").on_device()
     params = make_params(case, kernel_device())
     dy = torch.randn(params[0].shape, device=params[0].device, dtype=case.dtype)
     first, second = run(case, params, dy, "fused"), run(case, params, dy, "fused")
@@ -204,6 +220,7 @@ def _dropout_run(case: Case, params, dy, p: float, seed: int):
     return out.detach(), [t.grad for t in leaves], keep, dropped, z
 
 
+@FP32_DOTS_ONLY_INTERPRETED
 def test_fused_dropout_rate_scale_and_repeatability():
     """The kernel's own dropout (Philox on the element index; not nn.Dropout's draw, hence a statistical test):
     the kept fraction is 1 - p within 5 binomial standard deviations, kept values are W_o's output scaled by
@@ -219,6 +236,7 @@ def test_fused_dropout_rate_scale_and_repeatability():
     assert not torch.equal(_dropout_run(case, params, dy, p, seed=99)[2], keep)
 
 
+@FP32_DOTS_ONLY_INTERPRETED
 def test_fused_dropout_backward_uses_the_forward_mask():
     """The backward regenerates the forward's mask: gradients equal the float64 oracle run with the mask read
     off the forward's output (a mask the backward got wrong fails dx and every weight gradient)."""
@@ -255,3 +273,23 @@ def test_composed_dropout_is_the_reference_mask():
     atol, rtol = tolerance(OP, FP32)
     for name, a, e in zip(NAMES, got, oracle, strict=True):
         assert_close_verbose(a, e, atol, rtol, name)
+
+
+@pytest.mark.skipif(not ON_GPU, reason="GPU rules: the interpreter runs fp32 dots and every width")
+def test_gpu_refuses_what_it_cannot_run():
+    """On a GPU the launcher refuses fp32 dots (shared memory) and widths / head dims below
+    ``ATTENTION_BLOCK_GPU_MIN_DOT`` (an illegal memory access was seen there) with a reason, and the dispatcher
+    sends such sublayers to the composed path, which gives the oracle's answer."""
+    for case, words in ((Case(3, 64, 1, 64, route="fused"), "fp32 dots"),
+                        (Case(3, 32, 2, 16, BF16, route="fused"), "not proven on a GPU")):
+        params = make_params(case, kernel_device())
+        with pytest.raises(ValueError, match=words):
+            fused_call(case, params)
+    from hitrs_fast.attention import BlockInputs
+
+    case = Case(13, 32, 2, 16, FP16, path="composed")
+    params = make_params(case, kernel_device())
+    assert any("not proven on a GPU" in r for r in
+               TritonAttentionBlock.fused_reasons(BlockInputs(*params, case.typed_mask(), case.heads)))
+    dy = torch.randn(params[0].shape, device=params[0].device, dtype=case.dtype)
+    check(case, run(case, params, dy, "api"), params, dy)

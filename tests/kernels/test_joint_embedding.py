@@ -168,7 +168,7 @@ def test_unknown_backward_variant_is_refused(monkeypatch):
     monkeypatch.setenv(kernel.BWD_VARIANT_ENV, "rows")
     x, *params = [t.float() for t in _inputs((2,), 25, 32)]
     out = _triton(x.requires_grad_(), *params)
-    with pytest.raises(ValueError, match="HITRS_FAST_EMBEDDING_BWD='rows': expected one of tokens, frames"):
+    with pytest.raises(ValueError, match="HITRS_FAST_EMBEDDING_BWD='rows': expected one of frames, tokens"):
         out.sum().backward()
 
 

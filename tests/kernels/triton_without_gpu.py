@@ -112,13 +112,14 @@ def trace() -> dict:
             attention(q, k, v).sum().backward()
         report[f"frame_attention_{variant}"] = {"shape": [b, h, n, d], "graphs": [wrapper_nodes(g) for g in graphs]}
         graphs.clear()
-    os.environ.pop(capabilities.FRAME_ATTENTION_KERNEL_ENV)
+    os.environ[capabilities.FRAME_ATTENTION_KERNEL_ENV] = "split,resident"  # a mixed pair on the projection path
     qkv_attention = torch.compile(lambda qkv: fa.frame_attention_qkv(qkv, h, frame_size=25), backend=backend,
                                   fullgraph=True)
     with FakeTensorMode():
         qkv_attention(torch.randn(b, n, 3 * h * d, requires_grad=True)).sum().backward()
     report["frame_attention_qkv"] = {"graphs": [wrapper_nodes(g) for g in graphs]}
     graphs.clear()
+    os.environ.pop(capabilities.FRAME_ATTENTION_KERNEL_ENV)
     block = torch.compile(lambda *t: ab.AttentionBlockFunction.apply(*t, h, 1e-5, d ** -0.5, fa.MASK_NONE, 1,
                                                                     fa.CLS_NONE, True, 0.2),
                           backend=backend, fullgraph=True)
