@@ -44,12 +44,25 @@ MASK_TYPES = (FrameMask, NoMask, KeyPaddingMask)
 
 
 @dataclass(frozen=True)
-class AttentionInputs:
-    """What a backend is asked to take: ``q, k, v [B, H, N, D]`` and the typed mask."""
+class TensorSpec:
+    """A tensor's shape, dtype and device, for capability checks of a tensor that does not exist yet."""
 
-    q: torch.Tensor
-    k: torch.Tensor
-    v: torch.Tensor
+    shape: torch.Size
+    dtype: torch.dtype
+    device: torch.device
+
+    def dim(self) -> int:
+        return len(self.shape)
+
+
+@dataclass(frozen=True)
+class AttentionInputs:
+    """What a backend is asked to take: ``q, k, v [B, H, N, D]`` (tensors, or :class:`TensorSpec` for checks
+    only) and the typed mask."""
+
+    q: torch.Tensor | TensorSpec
+    k: torch.Tensor | TensorSpec
+    v: torch.Tensor | TensorSpec
     mask: AttentionMask
 
 
@@ -242,9 +255,10 @@ class BlockInputs:
         return self.w_q.shape[0] // self.heads
 
     def attention_meta(self) -> AttentionInputs:
-        """The attention the composed path would run, as ``[B, H, N, D]`` meta tensors (shapes and dtype only)."""
+        """The attention the composed path would run, as ``[B, H, N, D]`` shape-and-dtype stand-ins (no tensor is
+        made: a meta tensor would break ``torch.compile(fullgraph=True)``)."""
         b, n, _ = self.x.shape
-        q = torch.empty((b, self.heads, n, self.head_dim), dtype=self.compute_dtype, device="meta")
+        q = TensorSpec(torch.Size((b, self.heads, n, self.head_dim)), self.compute_dtype, self.x.device)
         return AttentionInputs(q, q, q, self.mask)
 
 
