@@ -56,6 +56,11 @@ class HiTRSConfig:
     pose_loss: Literal["smooth_l1_x10", "l1"] = "smooth_l1_x10"
     nce_temperature: float = 0.07
     nce_negatives: Literal["global", "local"] = "global"
+    # False is the released task (negatives: the other samples' targets). True adds the sample's own context
+    # clips 1 .. W - 2 as negatives, and the target clip reads the sample's last frame where its window runs
+    # past the end instead of zero padding: recognising the sample (body, view) or the padding no longer
+    # finds the next clip, only knowing how the motion goes on does.
+    nce_temporal_negatives: bool = False
     weight_pose: float = 1.0
     weight_clip_order: float = 1.0
     weight_video_order: float = 1.0

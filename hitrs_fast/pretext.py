@@ -6,7 +6,8 @@
 - video level: clip-order verification (context clips vs two clips >= 2 apart swapped);
 - video level: next-clip InfoNCE (V-TRS CLS of the context predicts the stop-gradient
   C-TRS CLS of the held-out last clip; negatives are the other samples of the global
-  batch, gathered from every rank).
+  batch, gathered from every rank, and with ``nce_temporal_negatives`` also the sample's
+  own earlier clips).
 
 All four consume the same F-TRS output of the masked input. Losses are normalised by
 global counts, so with data-parallel gradient averaging the result does not depend on
@@ -158,9 +159,15 @@ class HiTRSForPretraining(nn.Module):
             total = total + cfg.weight_video_order * loss
 
             # Stop-gradient target: the held-out last clip, no graph built.
+            target_positions = windows[context]  # [B, F]
+            if cfg.nce_temporal_negatives:  # edge padding: the last real frame stands in for frames past the end
+                target_positions = torch.minimum(target_positions, (prepared.lengths + cfg.clip_pad - 1)[:, None])
             with torch.no_grad():
-                target = enc.encode_clip_positions(frames, torch.arange(b, device=device), windows[context])
-            loss, out["nce_loss"], out["nce_acc"] = self._nce_loss(self.next_clip_head(video[:b]), target)
+                target = enc.encode_clip_positions(frames, torch.arange(b, device=device), target_positions)
+            # The sample's own clips 1 .. W - 2 (clip 0 reads leading zero padding, which would give it away).
+            own = context_emb[:, 1:].detach() if cfg.nce_temporal_negatives else None
+            loss, out["nce_loss"], out["nce_acc"] = self._nce_loss(self.next_clip_head(video[:b]), target, own,
+                                                                   context)
             total = total + cfg.weight_nce * loss
 
         out["loss"] = total
@@ -207,8 +214,11 @@ class HiTRSForPretraining(nn.Module):
         acc = (logits.argmax(1) == labels).float().mean()
         return loss, rank_mean(loss), rank_mean(acc)
 
-    def _nce_loss(self, prediction: torch.Tensor, target: torch.Tensor):
-        """InfoNCE of predictions against the (global) batch of stop-gradient targets."""
+    def _nce_loss(self, prediction: torch.Tensor, target: torch.Tensor, own_clips: torch.Tensor | None = None,
+                  num_context: torch.Tensor | None = None):
+        """InfoNCE of predictions ``[B, d]`` against the (global) batch of stop-gradient targets ``[B, d]``
+        and, when given, each sample's own clips ``own_clips [B, K, d]`` (context slots 1 .. K; the slots at
+        or past ``num_context [B]`` are padding and left out)."""
         pred = F.normalize(prediction.float(), dim=-1)
         tgt = F.normalize(target.float(), dim=-1)
         if self.config.nce_negatives == "global":
@@ -216,6 +226,11 @@ class HiTRSForPretraining(nn.Module):
         else:
             offset = 0
         logits = pred @ tgt.t() / self.config.nce_temperature  # [B, B_global]
+        if own_clips is not None:
+            own = torch.einsum("bd,bkd->bk", pred, F.normalize(own_clips.float(), dim=-1))
+            slot = torch.arange(1, own_clips.shape[1] + 1, device=pred.device)
+            real = slot[None, :] < num_context[:, None]
+            logits = torch.cat([logits, torch.where(real, own / self.config.nce_temperature, -torch.inf)], dim=1)
         labels = torch.arange(pred.shape[0], device=pred.device) + offset
         loss = F.cross_entropy(logits, labels)
         acc = (logits.argmax(1) == labels).float().mean()
