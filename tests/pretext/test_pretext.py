@@ -154,6 +154,42 @@ def test_loss_weights():
     torch.testing.assert_close(out["loss"].detach(), expected)
 
 
+def test_nce_temporal_negatives_add_the_samples_own_clips():
+    torch.manual_seed(0)
+    model = HiTRSForPretraining(TINY.replace(nce_negatives="local"))
+    tau = model.config.nce_temperature
+    pred, target, own = torch.randn(3, 8), torch.randn(3, 8), torch.randn(3, 4, 8)
+    num_context = torch.tensor([5, 3, 2])  # own slots 1..4 are real below the context count: 4, 2 and 1 of them
+    loss, _, _ = model._nce_loss(pred, target, own, num_context)
+    p, t, o = (torch.nn.functional.normalize(v, dim=-1) for v in (pred, target, own))
+    expected = []
+    for i in range(3):
+        real = [o[i, k - 1] for k in range(1, 5) if k < int(num_context[i])]
+        logits = torch.cat([t @ p[i], torch.stack(real) @ p[i]]) / tau
+        expected.append(-torch.log_softmax(logits, 0)[i])
+    torch.testing.assert_close(loss, torch.stack(expected).mean())
+    assert loss > model._nce_loss(pred, target)[0]  # more negatives, never easier
+    padded = own.clone()
+    padded[1, 2:], padded[2, 1:] = pred[1], pred[2]  # padding slots are ignored whatever they hold
+    torch.testing.assert_close(model._nce_loss(pred, target, padded, num_context)[0], loss)
+    own[0, 2] = pred[0] * 3  # the sample's own earlier clip matches the prediction best: retrieval fails
+    assert model._nce_loss(pred, target, own, num_context)[2] < 1
+
+
+def test_nce_temporal_negatives_in_the_model():
+    x, lengths = motion_batch()
+    losses = {}
+    for on in (False, True):
+        torch.manual_seed(3)
+        model = HiTRSForPretraining(TINY.replace(nce_temporal_negatives=on))
+        out = model(x, lengths, generator=torch.Generator().manual_seed(5))
+        out["loss"].backward()
+        losses[on] = out
+    for key in ("pose_loss", "clip_order_loss", "video_order_loss"):  # the other tasks are untouched
+        torch.testing.assert_close(losses[True][key], losses[False][key])
+    assert losses[True]["nce_loss"] > losses[False]["nce_loss"]
+
+
 def test_paper_preset_runs():
     cfg = HiTRSConfig.preset("paper").replace(frame_dim=32, clip_dim=64, video_dim=64, frame_ffn=32, clip_ffn=32,
                                                video_ffn=32, num_heads=2, head_dim=16)
