@@ -61,6 +61,10 @@ class HiTRSConfig:
     # past the end instead of zero padding: recognising the sample (body, view) or the padding no longer
     # finds the next clip, only knowing how the motion goes on does.
     nce_temporal_negatives: bool = False
+    # Pretext heads: 0 is the released single Linear layer per task; N > 0 puts a hidden layer of N units (Linear,
+    # GELU, Linear) between the encoder and each task, so that what a narrow task needs is shaped in its head and
+    # the encoder's outputs stay general (the projection head of SimCLR, Chen et al., ICML 2020).
+    pretext_head_hidden: int = 0
     weight_pose: float = 1.0
     weight_clip_order: float = 1.0
     weight_video_order: float = 1.0
@@ -91,6 +95,8 @@ class HiTRSConfig:
                 raise ValueError(f"HiTRSConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not 0 <= self.center_joint < self.num_joints:
             raise ValueError(f"HiTRSConfig.center_joint must be in [0, {self.num_joints}), got {self.center_joint}")
+        if self.pretext_head_hidden < 0:
+            raise ValueError(f"HiTRSConfig.pretext_head_hidden must be >= 0, got {self.pretext_head_hidden}")
         if self.clip_len < 3:
             raise ValueError("HiTRSConfig.clip_len must be >= 3 (the clip-order task swaps frames >= 2 apart)")
 

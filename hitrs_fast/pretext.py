@@ -98,10 +98,10 @@ class HiTRSForPretraining(nn.Module):
         if not (config.use_frame_tasks or config.use_clip_tasks or config.use_video_tasks):
             raise ValueError("HiTRSConfig: at least one of use_frame_tasks / use_clip_tasks / use_video_tasks")
         self.encoder = HiTRS(config, backend)
-        self.pose_head = nn.Linear(config.frame_dim, config.in_channels)
-        self.clip_order_head = nn.Linear(config.clip_dim, 2)
-        self.video_order_head = nn.Linear(config.video_dim, 2)
-        self.next_clip_head = nn.Linear(config.video_dim, config.clip_dim)
+        self.pose_head = pretext_head(config.frame_dim, config.in_channels, config.pretext_head_hidden)
+        self.clip_order_head = pretext_head(config.clip_dim, 2, config.pretext_head_hidden)
+        self.video_order_head = pretext_head(config.video_dim, 2, config.pretext_head_hidden)
+        self.next_clip_head = pretext_head(config.video_dim, config.clip_dim, config.pretext_head_hidden)
 
     def forward(self, batch: Any, lengths: torch.Tensor | None = None, *, generator: Rng = None,
                 static_shapes: bool | None = None) -> dict[str, torch.Tensor]:
@@ -235,6 +235,13 @@ class HiTRSForPretraining(nn.Module):
         loss = F.cross_entropy(logits, labels)
         acc = (logits.argmax(1) == labels).float().mean()
         return loss, rank_mean(loss), rank_mean(acc)
+
+
+def pretext_head(dim_in: int, dim_out: int, hidden: int) -> nn.Module:
+    """The released single Linear layer (``hidden = 0``) or Linear -> GELU -> Linear with ``hidden`` units."""
+    if hidden == 0:
+        return nn.Linear(dim_in, dim_out)
+    return nn.Sequential(nn.Linear(dim_in, hidden), nn.GELU(), nn.Linear(hidden, dim_out))
 
 
 def rank_mean(value: torch.Tensor) -> torch.Tensor:
