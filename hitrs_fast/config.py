@@ -54,6 +54,9 @@ class HiTRSConfig:
     mask_ratio: float = 0.15
     mask_replacement: Literal["ones", "uniform_random"] = "ones"
     pose_loss: Literal["smooth_l1_x10", "l1"] = "smooth_l1_x10"
+    # Clip-order task's clip: "any_motion" draws uniformly among clips that move at all (released);
+    # "motion_weighted" draws with probability proportional to the squared motion score.
+    clip_order_selection: Literal["any_motion", "motion_weighted"] = "any_motion"
     nce_temperature: float = 0.07
     nce_negatives: Literal["global", "local"] = "global"
     # False is the released task (negatives: the other samples' targets). True adds the sample's own context
@@ -89,6 +92,7 @@ class HiTRSConfig:
             object.__setattr__(self, "body_reduce", LEGACY_BODY_REDUCE[self.body_reduce])
         choices = {"body_reduce": ("mean_slots", "mean_present"), "mask_replacement": ("ones", "uniform_random"),
                    "pose_loss": ("smooth_l1_x10", "l1"), "nce_negatives": ("global", "local"),
+                   "clip_order_selection": ("any_motion", "motion_weighted"),
                    "centering": CENTERINGS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

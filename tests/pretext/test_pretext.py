@@ -109,6 +109,20 @@ def test_motion_clip_selection():
     assert m[0, 0] == 0 and m[2, 30:].abs().sum() == 0
 
 
+def test_motion_weighted_clip_selection_lands_where_the_body_moves():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 60, 25, 3, generator=g) * 0.005  # sensor jitter everywhere: every clip "moves"
+    x[:, 30:40] += torch.linspace(0, 1, 10)[None, :, None, None]  # the body moves in frames 30-39 only
+    lengths = torch.full((400,), 60)
+    near = {}
+    for rule in ("any_motion", "motion_weighted"):
+        start, valid = sample_motion_clip(x, lengths, HiTRSConfig(clip_order_selection=rule),
+                                          torch.Generator().manual_seed(1))
+        assert valid.all()
+        near[rule] = ((start >= 30 - 6) & (start <= 39 + 6)).float().mean()  # the clip holds a moving frame
+    assert near["any_motion"] < 0.5 < 0.9 < near["motion_weighted"]
+
+
 def test_losses_finite_and_accuracies():
     model = HiTRSForPretraining(TINY)
     x, lengths = motion_batch()
