@@ -54,6 +54,10 @@ class HiTRSConfig:
     mask_ratio: float = 0.15
     mask_replacement: Literal["ones", "uniform_random"] = "ones"
     pose_loss: Literal["smooth_l1_x10", "l1"] = "smooth_l1_x10"
+    # Scale of the video-level tasks' gradient into the clip embeddings (and through them C-TRS and F-TRS): 1 is
+    # the released code; 0 lets the video-level tasks train V-TRS only, so they cannot reshape the clip features
+    # the clip- and frame-level tasks learn.
+    video_grad_to_clips: float = 1.0
     # Clip-order task's clip: "any_motion" draws uniformly among clips that move at all (released);
     # "motion_weighted" draws with probability proportional to the squared motion score.
     clip_order_selection: Literal["any_motion", "motion_weighted"] = "any_motion"
@@ -99,6 +103,8 @@ class HiTRSConfig:
                 raise ValueError(f"HiTRSConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not 0 <= self.center_joint < self.num_joints:
             raise ValueError(f"HiTRSConfig.center_joint must be in [0, {self.num_joints}), got {self.center_joint}")
+        if not 0.0 <= self.video_grad_to_clips <= 1.0:
+            raise ValueError(f"HiTRSConfig.video_grad_to_clips must be in [0, 1], got {self.video_grad_to_clips}")
         if self.pretext_head_hidden < 0:
             raise ValueError(f"HiTRSConfig.pretext_head_hidden must be >= 0, got {self.pretext_head_hidden}")
         if self.clip_len < 3:

@@ -151,7 +151,8 @@ class HiTRSForPretraining(nn.Module):
                 torch.cat([clips[:, 0], clips[:, 1]]), clip_valid)
             total = total + cfg.weight_clip_order * loss
         if cfg.use_video_tasks:
-            context_emb = clips[:, -width:]  # [B, width, clip_dim], zeros past each sample's context
+            context_emb = scale_gradient(clips[:, -width:], cfg.video_grad_to_clips)  # [B, width, clip_dim], zeros
+            # past each sample's context
             perm = sample_clip_swap(context, width, generator)
             permuted = context_emb.gather(1, perm[..., None].expand_as(context_emb))
             video = enc.encode_video(torch.cat([context_emb, permuted]), context.repeat(2))
@@ -235,6 +236,15 @@ class HiTRSForPretraining(nn.Module):
         loss = F.cross_entropy(logits, labels)
         acc = (logits.argmax(1) == labels).float().mean()
         return loss, rank_mean(loss), rank_mean(acc)
+
+
+def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``x`` in the forward pass; its gradient multiplied by ``scale`` in the backward pass (0: detached)."""
+    if scale == 1.0:
+        return x
+    if scale == 0.0:
+        return x.detach()
+    return x.detach() + scale * (x - x.detach())
 
 
 def pretext_head(dim_in: int, dim_out: int, hidden: int) -> nn.Module:

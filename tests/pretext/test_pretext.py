@@ -204,6 +204,27 @@ def test_nce_temporal_negatives_in_the_model():
     assert losses[True]["nce_loss"] > losses[False]["nce_loss"]
 
 
+def test_video_grad_to_clips_scales_what_the_video_level_sends_down():
+    x, lengths = motion_batch()
+    grads = {}
+    for scale in (1.0, 0.5, 0.0):
+        torch.manual_seed(3)
+        model = HiTRSForPretraining(TINY.replace(use_frame_tasks=False, use_clip_tasks=False,
+                                                 video_grad_to_clips=scale))
+        out = model(x, lengths, generator=torch.Generator().manual_seed(5))
+        out["loss"].backward()
+        grads[scale] = {n: p.grad for n, p in model.encoder.named_parameters()}
+    low = [n for n in grads[1.0] if not n.startswith("video_encoder.")]
+    high = [n for n in grads[1.0] if n.startswith("video_encoder.")]
+    for n in high:  # V-TRS trains as before
+        torch.testing.assert_close(grads[0.5][n], grads[1.0][n])
+        torch.testing.assert_close(grads[0.0][n], grads[1.0][n])
+    assert all(grads[1.0][n] is not None for n in low)
+    for n in low:  # the clip and frame levels get the scaled gradient, none at 0
+        torch.testing.assert_close(grads[0.5][n], 0.5 * grads[1.0][n])
+        assert grads[0.0][n] is None
+
+
 def test_paper_preset_runs():
     cfg = HiTRSConfig.preset("paper").replace(frame_dim=32, clip_dim=64, video_dim=64, frame_ffn=32, clip_ffn=32,
                                                video_ffn=32, num_heads=2, head_dim=16)
