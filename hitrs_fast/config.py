@@ -68,6 +68,10 @@ class HiTRSConfig:
     # past the end instead of zero padding: recognising the sample (body, view) or the padding no longer
     # finds the next clip, only knowing how the motion goes on does.
     nce_temporal_negatives: bool = False
+    # Clips between the InfoNCE context and its target: 0 is the released task (the context is every clip but
+    # the last, and the last context clip nearly overlaps the target, so copying it is a good guess); N > 0
+    # leaves the N clips before the target out of the V-TRS context that predicts it (at least one clip stays).
+    nce_gap: int = 0
     # Pretext heads: 0 is the released single Linear layer per task; N > 0 puts a hidden layer of N units (Linear,
     # GELU, Linear) between the encoder and each task, so that what a narrow task needs is shaped in its head and
     # the encoder's outputs stay general (the projection head of SimCLR, Chen et al., ICML 2020).
@@ -105,6 +109,8 @@ class HiTRSConfig:
             raise ValueError(f"HiTRSConfig.center_joint must be in [0, {self.num_joints}), got {self.center_joint}")
         if not 0.0 <= self.video_grad_to_clips <= 1.0:
             raise ValueError(f"HiTRSConfig.video_grad_to_clips must be in [0, 1], got {self.video_grad_to_clips}")
+        if self.nce_gap < 0:
+            raise ValueError(f"HiTRSConfig.nce_gap must be >= 0, got {self.nce_gap}")
         if self.pretext_head_hidden < 0:
             raise ValueError(f"HiTRSConfig.pretext_head_hidden must be >= 0, got {self.pretext_head_hidden}")
         if self.clip_len < 3:

@@ -165,10 +165,14 @@ class HiTRSForPretraining(nn.Module):
                 target_positions = torch.minimum(target_positions, (prepared.lengths + cfg.clip_pad - 1)[:, None])
             with torch.no_grad():
                 target = enc.encode_clip_positions(frames, torch.arange(b, device=device), target_positions)
-            # The sample's own clips 1 .. W - 2 (clip 0 reads leading zero padding, which would give it away).
+            if cfg.nce_gap:  # the V-TRS context of the prediction stops nce_gap clips before the target
+                seen = (context - cfg.nce_gap).clamp_min(1)
+                summary = enc.encode_video(context_emb, seen)
+            else:
+                seen, summary = context, video[:b]
+            # The sample's own clips 1 .. seen - 1 (clip 0 reads leading zero padding, which would give it away).
             own = context_emb[:, 1:].detach() if cfg.nce_temporal_negatives else None
-            loss, out["nce_loss"], out["nce_acc"] = self._nce_loss(self.next_clip_head(video[:b]), target, own,
-                                                                   context)
+            loss, out["nce_loss"], out["nce_acc"] = self._nce_loss(self.next_clip_head(summary), target, own, seen)
             total = total + cfg.weight_nce * loss
 
         out["loss"] = total

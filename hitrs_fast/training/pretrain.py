@@ -388,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{p['seconds']:.0f} s; probe test top-1 "
               f"(mean of {p['repeats']}): pre-trained {pre['test_top1']:.3f} ± {pre['std']:.3f} vs random init "
               f"{rnd['test_top1']:.3f} ± {rnd['std']:.3f}")
+        gain, margin = pre["test_top1"] - rnd["test_top1"], 2 * max(pre["std"], rnd["std"])
+        print(f"pre-trained minus random init: {gain:+.3f}, {'more' if gain > margin else 'not more'} than twice the "
+              f"larger s.d. ({margin:.3f})")
     return 0
 
 

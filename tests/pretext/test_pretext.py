@@ -204,6 +204,19 @@ def test_nce_temporal_negatives_in_the_model():
     assert losses[True]["nce_loss"] > losses[False]["nce_loss"]
 
 
+def test_nce_gap_hides_the_clips_before_the_target():
+    x, lengths = motion_batch(b=4, t=60)
+    lengths = torch.tensor([60, 45, 30, 19])  # 9, 7, 5, 3 clips: 8, 6, 4, 2 context clips
+    model = HiTRSForPretraining(TINY.replace(nce_gap=3))
+    calls = []
+    encode_video = model.encoder.encode_video
+    model.encoder.encode_video = lambda clips, n: calls.append(n.clone()) or encode_video(clips, n)
+    model(x, lengths)
+    assert len(calls) == 2  # clip order (both orders at once), then the InfoNCE context
+    assert calls[0].tolist() == [8, 6, 4, 2] * 2
+    assert calls[1].tolist() == [5, 3, 1, 1]  # at least one clip stays
+
+
 def test_video_grad_to_clips_scales_what_the_video_level_sends_down():
     x, lengths = motion_batch()
     grads = {}
