@@ -10,7 +10,7 @@ PIP := $(VENV)/bin/pip
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: install pretrain test lint bench bench-smoke clean
+.PHONY: install pretrain test lint bench campaign campaign-dry-run campaign-dry-run-bare clean
 
 install: $(STAMP)
 
@@ -27,7 +27,7 @@ pretrain: install
 	$(VENV)/bin/deepspeed training/pretrain.py $(ARGS)
 
 test: install
-	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+	$(PY) -m pytest tests -q --durations=15 $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check hitrs_fast kernels training tests benchmarks
@@ -35,6 +35,29 @@ lint: install
 # Throughput suite: smoke mode on CPU, real numbers on a GPU.
 bench: install
 	$(PY) -m pytest benchmarks -q -s $(PYTEST_ARGS)
+
+# The whole GPU measurement campaign (benchmarks/campaign.py): results.json, tables.md,
+# campaign.log and summary.txt in $(CAMPAIGN_OUT). On the bare GPU image run
+# `bash benchmarks/campaign.sh OUT_DIR` directly: it installs the package itself.
+CAMPAIGN_OUT ?= runs/campaign
+campaign: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash benchmarks/campaign.sh $(CAMPAIGN_OUT)
+
+# Its CPU dry run (smoke sizes, Triton interpreter) from the dev environment.
+campaign-dry-run: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash benchmarks/campaign.sh --dry-run $(CAMPAIGN_OUT)-dry-run
+
+# The dry run from a fresh environment holding only what the GPU image has (pinned CPU torch,
+# triton, numpy, pytest, pytest-benchmark, setuptools, wheel): the campaign's own install path
+# and every import must work without the project's dependencies, DeepSpeed, DALI or xformers.
+# triton as on the GPU image (3.6); its interpreter needs numpy < 2.3 (newer numpy refuses its size-1 array to int
+# conversions; on the GPU the interpreter is not used, so the image's numpy 2.5 is fine there).
+GPU_IMAGE_TRITON ?= 3.6.0
+campaign-dry-run-bare:
+	bare=$$(mktemp -d) && trap 'rm -rf "$$bare"' EXIT && \
+	$(PYTHON) -m venv "$$bare/venv" && \
+	"$$bare/venv/bin/pip" install -q --no-compile "$(TORCH_SPEC)" "triton==$(GPU_IMAGE_TRITON)" "numpy<2.3" pytest pytest-benchmark setuptools wheel && \
+	PATH="$$bare/venv/bin:$$PATH" bash benchmarks/campaign.sh --dry-run $(CAMPAIGN_OUT)-dry-run-bare
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

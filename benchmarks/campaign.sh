@@ -1,25 +1,20 @@
 #!/usr/bin/env bash
-# The whole GPU measurement campaign in one command (run from the repository root on a
-# machine with one H100 / H200 and the package installed):
+# The whole benchmark campaign in one command, on a bare GPU machine (torch, triton, pytest,
+# pytest-benchmark; the package need not be installed, DeepSpeed / DALI / xformers need not exist):
 #
-#   bash benchmarks/campaign.sh [OUT_DIR]
+#   bash benchmarks/campaign.sh [--dry-run] [--parts PART,...] OUT_DIR
 #
-# 1. runs the correctness tests of the kernels natively on the GPU (speedups are only
-#    reported for a build whose tests pass);
-# 2. runs every benchmark (attention peers, joint embedding, model step, loaders) with
-#    --benchmark-json;
-# 3. end-to-end pre-training throughput of the official config (bf16, Triton backend);
-# 4. renders docs/benchmarks-measured.md and docs/assets/*.png from the JSON.
-set -euo pipefail
-out=${1:-bench-results}
-mkdir -p "$out"
-python -c "import torch; assert torch.cuda.is_available(), 'the campaign needs a CUDA GPU'"
-python -m pytest tests/kernels tests/test_attention_api.py tests/test_embedding_api.py tests/test_model_backends.py -q \
-    | tee "$out/tests.txt"
-python -m pytest benchmarks -q -s --benchmark-json="$out/results.json" | tee "$out/benchmarks.txt"
-deepspeed training/pretrain.py --preset official --backend triton --ds-config zero1_bf16.json --steps 200 \
-    --warmup 20 --log-every 20 --ckpt-every 0 --probe off --run-dir "$out/pretrain-official" \
-    --synthetic-per-class 400 | tee "$out/pretrain.txt"
-python -m benchmarks.report "$out/results.json" --out docs/benchmarks-measured.md --assets docs/assets \
-    --command "bash benchmarks/campaign.sh $out"
-echo "pre-training summary: $out/pretrain-official/summary.json"
+# Parts, time budgets, outputs (OUT_DIR/results.json, tables.md, campaign.log, summary.txt) and
+# the install fallback are described in benchmarks/campaign.py. --dry-run runs every part on the
+# CPU in smoke mode (no speed results). The exit status is 1 if any part failed, after every file
+# is written; 2 for bad arguments. The interpreter is $PYTHON, else python, else python3.
+set -u
+export HITRS_CAMPAIGN_CWD="$PWD"  # a relative OUT_DIR is relative to where the command was typed
+cd "$(dirname "$0")/.." || exit 2
+PY=${PYTHON:-$(command -v python || command -v python3 || true)}
+if [ -z "$PY" ]; then
+    echo "benchmarks/campaign.sh: no python on PATH (set PYTHON=/path/to/python)" >&2
+    exit 2
+fi
+export HITRS_CAMPAIGN_LAUNCHER="bash benchmarks/campaign.sh"
+exec "$PY" -m benchmarks.campaign "$@"

@@ -1,8 +1,8 @@
-"""Shared timing, memory and provenance helpers for the benchmark suites.
+"""Shared timing, memory, provenance and compile-check helpers for the benchmark suites.
 
-Timing follows ``performance.md`` §5: on CUDA, ``triton.testing.do_bench`` medians
-with p20/p80 quantiles after warm-up; on CPU (smoke mode) a ``perf_counter`` loop
-whose numbers only prove the benchmark runs and are marked ``smoke`` everywhere.
+Timing follows one protocol: on CUDA, ``triton.testing.do_bench`` medians with p20/p80
+quantiles after warm-up; on CPU (smoke mode) a ``perf_counter`` loop whose numbers only
+prove the benchmark runs and are marked ``smoke`` everywhere.
 
 API (imported by every benchmark file)::
 
@@ -10,20 +10,35 @@ API (imported by every benchmark file)::
     time_fn(fn, *, warmup=25, rep=100) -> {"median_ms", "p20_ms", "p80_ms", "timer", "smoke"}
     peak_memory_bytes(fn) -> int | None
     provenance() -> dict
-    measured_hbm_bandwidth() -> float | None      # bytes/s
-    record(benchmark, **extra_info) -> dict
+    copy_bandwidth(num_bytes) -> float                   # bytes/s of a device-to-device copy
+    measured_hbm_bandwidth() -> float | None             # bytes/s, for floors; None in smoke mode
+    record(benchmark, **extra_info) -> dict              # one result row
+    skip(name, reason, **case)                           # one skipped peer / case, with its reason
+    fresh_compile(fn, **options) -> compiled fn          # torch._dynamo.reset() first
+    profile_call(fn) -> events                           # profiler events of one call
+    compiled_evidence(events) -> str                     # raises NotCompiled if the call ran eagerly
+    kernel_names(events) -> list[str]                    # the kernels the call launched
+    no_recompile()                                       # context: a recompile or eager fallback raises
+    measure_call(fn, compiled=...) -> dict               # all of the above for one warmed-up case
+
+Rows and skips are also appended, one JSON object per line, to the file named by
+``HITRS_BENCH_ROWS`` when it is set: the campaign (``benchmarks/campaign.py``) collects
+them from there, so a part stopped by its timeout keeps every row it finished.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
+import json
 import os
 import platform
 import statistics
 import subprocess
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +48,10 @@ import torch
 RESULTS: list[dict[str, Any]] = []
 # Peers skipped, with their reason, printed at the end too.
 SKIPPED: list[tuple[str, str]] = []
+
+ROWS_ENV = "HITRS_BENCH_ROWS"
+BANDWIDTH_ENV = "HITRS_BENCH_HBM_BYTES_PER_S"
+BANDWIDTH_BUFFER_BYTES = 1 << 30  # >= 1 GB, so the copy streams through HBM, not the 50 MB L2
 
 
 def is_smoke() -> bool:
@@ -100,7 +119,14 @@ def _git_commit() -> str | None:
                              text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    commit = out.stdout.strip()
+    if not commit:
+        return None
+    # The editable install rewrites the tracked egg-info metadata; that is not a change to the measured code.
+    status = ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)*.egg-info/*"]
+    dirty = subprocess.run(status, cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=10,
+                           check=False).stdout.strip()
+    return commit + ("-dirty" if dirty else "")
 
 
 def _driver_version() -> str | None:
@@ -123,6 +149,7 @@ def _static_provenance() -> dict[str, Any]:
         "torch": torch.__version__,
         "triton": _version("triton"),
         "cudnn": cudnn,
+        "python": platform.python_version(),
         "xformers": _version("xformers"),
         "flash_attn": _version("flash_attn"),
         "git_commit": _git_commit(),
@@ -135,23 +162,40 @@ def provenance() -> dict[str, Any]:
     return {**_static_provenance(), "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat()}
 
 
+def copy_bandwidth(num_bytes: int, device: str = "cuda") -> float:
+    """Bytes/s of a ``num_bytes`` device-to-device copy, counting 2 x size (one read, one write).
+
+    On CUDA: the ``do_bench`` median. Elsewhere (smoke) a short ``perf_counter`` loop whose
+    result only proves the code runs.
+    """
+    buffers = [torch.empty(num_bytes, dtype=torch.uint8, device=device) for _ in range(2)]
+    timing = time_fn(lambda: buffers[1].copy_(buffers[0]), warmup=25, rep=200)
+    buffers.clear()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return 2 * num_bytes / (timing["median_ms"] * 1e-3)
+
+
 @functools.cache
 def measured_hbm_bandwidth() -> float | None:
-    """Device-to-device copy bandwidth in bytes/s (1 GiB buffer, bytes moved = 2 x size); None off CUDA.
+    """Device-to-device copy bandwidth in bytes/s (1 GiB buffer, bytes moved = 2 x size); None in smoke mode.
 
-    Floors in reports use this number rather than the spec sheet (performance.md §1).
+    Floors use this number rather than the spec sheet. The campaign measures it once and
+    passes it on through ``HITRS_BENCH_HBM_BYTES_PER_S``.
     """
     if is_smoke():
         return None
-    import triton.testing
+    if os.environ.get(BANDWIDTH_ENV):
+        return float(os.environ[BANDWIDTH_ENV])
+    return copy_bandwidth(BANDWIDTH_BUFFER_BYTES)
 
-    n = 1 << 30
-    buffers = [torch.empty(n, dtype=torch.uint8, device="cuda") for _ in range(2)]
-    ms = triton.testing.do_bench(lambda: buffers[1].copy_(buffers[0]), warmup=25, rep=200, quantiles=[0.5])
-    ms = ms[0] if isinstance(ms, (list, tuple)) else ms
-    buffers.clear()
-    torch.cuda.empty_cache()
-    return 2 * n / (ms * 1e-3)
+
+def _append_line(obj: dict[str, Any]) -> None:
+    path = os.environ.get(ROWS_ENV)
+    if not path:
+        return
+    with open(path, "a") as f:
+        f.write(json.dumps(obj, default=str) + "\n")
 
 
 def record(benchmark: Any, **extra_info: Any) -> dict[str, Any]:
@@ -163,4 +207,132 @@ def record(benchmark: Any, **extra_info: Any) -> dict[str, Any]:
     if benchmark is not None:
         benchmark.extra_info.update(row)
     RESULTS.append(row)
+    _append_line({"kind": "row", **row})
     return row
+
+
+def skip(name: str, reason: str, **case: Any) -> None:
+    """Note a peer (or one case of it) that did not run, with the reason printed at the end."""
+    SKIPPED.append((name, reason))
+    _append_line({"kind": "skip", "name": name, "reason": reason, **case})
+
+
+class NotCompiled(RuntimeError):
+    """A ``torch.compile``'d callable ran (partly) eagerly: it must not be timed as compiled."""
+
+
+def fresh_compile(fn: Callable, **options: Any) -> Callable:
+    """``torch.compile(fn, **options)`` after ``torch._dynamo.reset()``.
+
+    Every case compiles its own graphs: without the reset, cases that compile the same
+    code object pile up recompilations until dynamo's recompile limit (8) is hit, after
+    which dynamo runs that code eagerly with a single log line and the "compiled" peer
+    is silently timed eagerly.
+    """
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    return torch.compile(fn, **options)
+
+
+def profile_call(fn: Callable[[], Any]) -> list[Any]:
+    """Profiler events (``key_averages``) of one synchronised ``fn()`` call: CPU ops, and GPU kernels on CUDA."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    _sync()
+    with profile(activities=activities) as prof:
+        fn()
+        _sync()
+    return list(prof.key_averages())
+
+
+def _device_time(event: Any) -> float:
+    for name in ("device_time_total", "cuda_time_total"):  # renamed across torch versions
+        if hasattr(event, name):
+            return float(getattr(event, name))
+    return 0.0
+
+
+_NOT_KERNELS = ("aten::", "cuda", "Torch-", "## ", "TorchDynamo", "AOTDispatcher", "Pregraph", "autograd::",
+                "Memcpy", "Memset")
+
+
+def kernel_names(events: list[Any], top: int = 4) -> list[str]:
+    """The GPU kernels among profiler ``events``, longest total time first (on CPU: the aten ops)."""
+    if torch.cuda.is_available():
+        kernels = [e for e in events if _device_time(e) > 0 and not e.key.startswith(_NOT_KERNELS)]
+        kernels.sort(key=_device_time, reverse=True)
+    else:
+        kernels = sorted((e for e in events if e.key.startswith("aten::")), key=lambda e: e.self_cpu_time_total,
+                         reverse=True)
+    return [e.key[:120] for e in kernels[:top]]
+
+
+def compiled_evidence(events: list[Any], inductor: bool = True) -> str:
+    """Proof, from the profiler events of one call, that a ``torch.compile`` graph really ran.
+
+    Requires the events dynamo and inductor emit ("Torch-Compiled Region", the compiled FX
+    graph call; the latter only when ``inductor``) and, on CUDA, at least one Triton
+    kernel. Raises :class:`NotCompiled` otherwise, so a fallback to eager is never timed
+    as compiled.
+    """
+    names = [e.key for e in events]
+    regions = [n for n in names if n.startswith("Torch-Compiled Region")]
+    graphs = [n for n in names if "CompiledFxGraph" in n]
+    if not regions or (inductor and not graphs):
+        raise NotCompiled(f"no compiled region ran (regions {len(regions)}, inductor graphs {len(graphs)}): "
+                          "the call fell back to eager")
+    evidence = f"{len(regions)} compiled region(s), {len(graphs)} inductor graph(s)"
+    if inductor and torch.cuda.is_available():
+        triton_kernels = [e.key for e in events if _device_time(e) > 0 and "triton" in e.key.lower()]
+        if not triton_kernels:
+            raise NotCompiled("a compiled region ran but launched no Triton kernel")
+        evidence += f", Triton kernel e.g. {triton_kernels[0][:80]}"
+    return evidence
+
+
+def compile_failure_types() -> tuple[type[BaseException], ...]:
+    """Exceptions meaning "this compiled callable would not run compiled" (names differ across torch versions)."""
+    import torch._dynamo.exc as dynamo_exc
+
+    names = ("RecompileError", "FailOnRecompileLimitHit", "RecompileLimitExceeded", "CacheLimitExceeded")
+    return (NotCompiled, *(getattr(dynamo_exc, n) for n in names if hasattr(dynamo_exc, n)))
+
+
+def not_compiled_reason(exc: BaseException) -> str:
+    """The skip reason of a case whose compiled callable did not run compiled."""
+    return f"not timed: the compiled callable did not run compiled ({type(exc).__name__}: {exc})"
+
+
+def measure_call(fn: Callable[[], Any], *, compiled: bool = False, inductor: bool = True, warmup: int = 25,
+                 rep: int = 100) -> dict[str, Any]:
+    """Everything a row needs from an already warmed-up ``fn``.
+
+    One profiled call gives the kernels that ran (and, when ``compiled``, the proof that the
+    compiled code ran); then the timing and the peak memory, with recompilation forbidden.
+    Returns ``{"timing", "peak_bytes", "kernels", "compiled_check"}``; raises one of
+    :func:`compile_failure_types` when a compiled callable did not run compiled.
+    """
+    events = profile_call(fn)
+    evidence = compiled_evidence(events, inductor) if compiled else None
+    with no_recompile():
+        timing = time_fn(fn, warmup=warmup, rep=rep)
+        peak = peak_memory_bytes(fn)
+    return {"timing": timing, "peak_bytes": peak, "kernels": kernel_names(events), "compiled_check": evidence}
+
+
+@contextlib.contextmanager
+def no_recompile() -> Iterator[None]:
+    """While timing: a dynamo recompilation or FlexAttention's eager fallback raises instead of running."""
+    import torch._dynamo
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=r".*called without torch\.compile")
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            yield
+
+
+if __name__ == "__main__":
+    # `python -m benchmarks.common`: the provenance of this machine as one JSON object.
+    print(json.dumps(provenance(), default=str))

@@ -1,4 +1,4 @@
-"""The one registry of benchmark shapes (performance.md §1, §5). No benchmark hard-codes its own sizes.
+"""The one registry of benchmark shapes (C-TRS clip attention, F-TRS, V-TRS). No benchmark hard-codes its own sizes.
 
 Each :class:`AttentionShape` is one (N, d, H, mask) workload; batch sizes come from
 :data:`BATCH_LADDER` (GPU) or :data:`SMOKE_BATCH` (CPU smoke mode).
@@ -6,8 +6,10 @@ Each :class:`AttentionShape` is one (N, d, H, mask) workload; batch sizes come f
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
+from benchmarks.common import is_smoke
 from hitrs_fast.masks import AttentionMask, FrameMask, NoMask
 
 JOINTS = 25
@@ -69,8 +71,30 @@ VTRS = AttentionShape("vtrs-N44-H8-D64", 44, 8, 64, "key_padding")
 CTRS_SHAPES = (OFFICIAL_CTRS, *REDUCED_CTRS, *EXTRA_CTRS)
 ALL_SHAPES = (*CTRS_SHAPES, FTRS, VTRS)
 
+@dataclass(frozen=True)
+class BlockShape:
+    """One attention-sublayer workload: the attention ``attention`` inside a block of model width ``width``."""
+
+    name: str
+    attention: AttentionShape
+    width: int
+
+
+CTRS_BLOCK = BlockShape("block-ctrs-N176-C256-H8-D64", OFFICIAL_CTRS, 256)
+"""The official C-TRS sublayer: width 256 around the official clip attention."""
+
+FTRS_BLOCK = BlockShape("block-ftrs-N25-C128-H8-D64", FTRS, 128)
+"""The F-TRS sublayer: width 128, one frame of 25 joints, no mask."""
+
+BLOCK_SHAPES = (CTRS_BLOCK, FTRS_BLOCK)
+
+SMOKE_BLOCK_SHAPES = (BlockShape("block-smoke-ctrs-N26-C32-H2-D16", ctrs(1, 16, heads=2), 32),
+                      BlockShape("block-smoke-ftrs-N25-C32-H2-D16", AttentionShape("ftrs-N25-H2-D16", JOINTS, 2, 16,
+                                                                                   "none"), 32))
+"""CPU smoke sizes of the sublayer benchmark."""
+
 BATCH_LADDER = (1, 64, 1024, 8192, 32768, 65535, 131072)
-"""Sequences per call (performance.md §5). Headline numbers use B >= 8192."""
+"""Sequences per call. Headline numbers use B >= 8192, where launch and guard overheads are negligible."""
 
 HEADLINE_BATCH = 8192
 
@@ -78,3 +102,16 @@ SMOKE_SHAPES = (ctrs(1, 16, heads=2), ctrs(2, 32, heads=2))
 """CPU smoke sizes: the interpreter runs these in seconds."""
 
 SMOKE_BATCH = (2,)
+
+
+def selected_batches(default: tuple[int, ...]) -> tuple[int, ...]:
+    """Batch sizes of a run: :data:`SMOKE_BATCH` in smoke mode, else ``HITRS_BENCH_BATCHES=1,64,...`` or ``default``."""
+    if is_smoke():
+        return SMOKE_BATCH
+    env = os.environ.get("HITRS_BENCH_BATCHES")
+    if not env:
+        return default
+    try:
+        return tuple(int(b) for b in env.split(","))
+    except ValueError:
+        raise ValueError(f"HITRS_BENCH_BATCHES: expected comma-separated integers, got {env!r}") from None

@@ -6,7 +6,13 @@ DALI (those live in ``hitrs_fast.training`` and ``hitrs_fast.data.dali``).
 
 __version__ = "0.1.0"
 
-from hitrs_fast.attention import FrameMaskedAttention, MultiHeadAttention, frame_masked_attention  # noqa: E402
+from hitrs_fast.attention import (  # noqa: E402
+    FrameAttentionBlock,
+    FrameMaskedAttention,
+    MultiHeadAttention,
+    frame_attention_block,
+    frame_masked_attention,
+)
 from hitrs_fast.config import HiTRSConfig  # noqa: E402
 from hitrs_fast.embedding import JointEmbedding  # noqa: E402
 from hitrs_fast.masks import FrameMask, KeyPaddingMask, NoMask  # noqa: E402
@@ -14,6 +20,7 @@ from hitrs_fast.models import HiTRS, HiTRSOutput  # noqa: E402
 from hitrs_fast.pretext import HiTRSForPretraining  # noqa: E402
 
 __all__ = [
-    "FrameMask", "FrameMaskedAttention", "HiTRS", "HiTRSConfig", "HiTRSForPretraining", "HiTRSOutput",
-    "JointEmbedding", "KeyPaddingMask", "MultiHeadAttention", "NoMask", "frame_masked_attention",
+    "FrameAttentionBlock", "FrameMask", "FrameMaskedAttention", "HiTRS", "HiTRSConfig", "HiTRSForPretraining",
+    "HiTRSOutput", "JointEmbedding", "KeyPaddingMask", "MultiHeadAttention", "NoMask", "frame_attention_block",
+    "frame_masked_attention",
 ]

@@ -2,36 +2,75 @@
 
 :func:`joint_embedding` is the functional form and :class:`JointEmbedding` the module;
 the module's ``state_dict`` (``linear.weight, linear.bias, norm.weight, norm.bias,
-pos``) is the same under every backend. Backends:
+pos``) is the same under every backend. Backends, in the order ``"auto"`` tries them
+(:data:`PRIORITY`, see :mod:`hitrs_fast.dispatch`):
 
-- ``"torch"``: the eager reference (:func:`hitrs_fast.reference.naive_joint_embedding`);
-- ``"triton"``: the fused kernel of ``hitrs_fast.kernels.joint_embedding`` (CUDA, or the
-  CPU interpreter under ``TRITON_INTERPRET=1``);
-- ``"auto"``: the kernel on CUDA where it supports the inputs, else the reference. On
-  CPU ``"auto"`` always takes the reference, even under ``TRITON_INTERPRET=1``, because
-  the interpreter is orders of magnitude slower than eager PyTorch.
+- ``"triton"`` (:class:`TritonJointEmbedding`): the fused kernel of ``hitrs_fast.kernels.joint_embedding``
+  on CUDA, or on CPU through the interpreter when asked for by name under ``TRITON_INTERPRET=1``;
+- ``"torch"`` (:class:`ReferenceJointEmbedding`): the eager reference
+  (:func:`hitrs_fast.reference.naive_joint_embedding`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from hitrs_fast.dispatch import choose_backend, device_reasons, interpreter_mode
+from hitrs_fast.dispatch import Backend, TritonBackend, choose_backend
+from hitrs_fast.kernels.capabilities import joint_embedding_reasons
 from hitrs_fast.posenc import sinusoid_1d
 from hitrs_fast.reference.embedding import naive_joint_embedding
 
-_OP = "joint_embedding"
-_KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-# Mirrors MAX_CHANNELS of kernels/joint_embedding.py (not imported: that module imports triton).
-_MAX_CHANNELS = 16
-# Backward register tile V_pad * d_pad: three fp32 accumulators of this size per program;
-# beyond it they spill to local memory, so larger shapes take the reference.
-_MAX_BWD_TILE = 16384
+OP_NAME = "joint_embedding"
 
 
-def _next_pow2(n: int) -> int:
-    return 1 << max(n - 1, 0).bit_length()
+@dataclass(frozen=True)
+class EmbeddingInputs:
+    """What a backend is asked to take (shapes in :func:`joint_embedding`)."""
+
+    x: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor
+    ln_weight: torch.Tensor
+    ln_bias: torch.Tensor
+    pos: torch.Tensor
+    out_dtype: torch.dtype
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return self.x, self.weight, self.bias, self.ln_weight, self.ln_bias, self.pos
+
+
+class TritonJointEmbedding(TritonBackend):
+    """The fused kernel; its limits are declared in ``hitrs_fast.kernels.capabilities``."""
+
+    NAME = "triton"
+
+    @classmethod
+    def not_supported_reasons(cls, inputs: EmbeddingInputs) -> list[str]:
+        return joint_embedding_reasons(*inputs.tensors, inputs.out_dtype)
+
+    @staticmethod
+    def run(inputs: EmbeddingInputs, eps: float) -> torch.Tensor:
+        from hitrs_fast.kernels.joint_embedding import JointEmbeddingFunction
+
+        save_stats = torch.is_grad_enabled() and any(t.requires_grad for t in inputs.tensors)
+        return JointEmbeddingFunction.apply(*inputs.tensors, float(eps), inputs.out_dtype, save_stats)
+
+
+class ReferenceJointEmbedding(Backend):
+    """The eager reference (the oracle), any device and float dtype."""
+
+    NAME = "torch"
+
+    @staticmethod
+    def run(inputs: EmbeddingInputs, eps: float) -> torch.Tensor:
+        return naive_joint_embedding(*inputs.tensors, eps, inputs.out_dtype)
+
+
+PRIORITY: tuple[type[Backend], ...] = (TritonJointEmbedding, ReferenceJointEmbedding)
 
 
 def _check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, ln_weight: torch.Tensor,
@@ -53,33 +92,6 @@ def _check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, ln_
         raise ValueError(f"{where}: all tensors must be on one device, got {sorted(map(str, devices))}")
 
 
-def not_supported_reasons(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, ln_weight: torch.Tensor,
-                          ln_bias: torch.Tensor, pos: torch.Tensor, out_dtype: torch.dtype,
-                          requested: str = "triton") -> list[str]:
-    """Why the Triton kernel cannot take these inputs ([] when it can)."""
-    reasons = device_reasons(x)
-    if not reasons and requested == "auto" and x.device.type != "cuda" and interpreter_mode():
-        reasons.append(f"device {x.device} is not CUDA (auto never picks the slow interpreter; "
-                       "request backend='triton' to run it)")
-    if reasons and requested == "auto":
-        # Off CUDA the reference runs whatever else is true; listing more would only make the
-        # quiet CPU fallback warn (choose_backend stays quiet for device-only reasons).
-        return reasons
-    for name, t in (("x", x), ("weight", weight), ("bias", bias), ("ln_weight", ln_weight), ("ln_bias", ln_bias),
-                    ("pos", pos)):
-        if t.dtype not in _KERNEL_DTYPES:
-            reasons.append(f"{name} dtype {t.dtype} not in (float32, bfloat16, float16)")
-    if out_dtype not in _KERNEL_DTYPES:
-        reasons.append(f"output dtype {out_dtype} not in (float32, bfloat16, float16)")
-    v, c = x.shape[-2:]
-    if c > _MAX_CHANNELS:
-        reasons.append(f"C = {c} > {_MAX_CHANNELS} input channels")
-    tile = _next_pow2(v) * _next_pow2(weight.shape[0])
-    if tile > _MAX_BWD_TILE:
-        reasons.append(f"V_pad * d_pad = {tile} > {_MAX_BWD_TILE} (backward tile would spill registers)")
-    return reasons
-
-
 def joint_embedding(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, ln_weight: torch.Tensor,
                     ln_bias: torch.Tensor, pos: torch.Tensor, eps: float = 1e-5, backend: str = "auto", *,
                     out_dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -90,10 +102,13 @@ def joint_embedding(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, l
         weight ``[d, C]``, bias ``[d]``: the Linear.
         ln_weight, ln_bias ``[d]``: the LayerNorm affine; eps its epsilon.
         pos: joint positional embedding ``[V, d]``, broadcast over the leading dims.
-        backend: ``"auto"`` (default), ``"torch"`` or ``"triton"``; see the module docstring.
+        backend: ``"auto"`` (default), ``"triton"`` or ``"torch"``; see the module docstring.
         out_dtype: output dtype. Default: the autocast dtype when autocast is enabled on
-            x's device (so fp32 coordinates give bf16 activations in one write), else x's
-            dtype. Both backends return this dtype; the kernel computes in fp32 throughout.
+            x's device (so fp32 coordinates give bf16 activations in one write), else the
+            parameters' dtype (``weight.dtype``: fp32 coordinates into a bf16 model give bf16).
+            Both backends compute in fp32 throughout (float64 inputs: float64 on the
+            reference), never rounding the coordinates, and return this dtype; gradients come
+            back in each input's own dtype.
 
     Returns:
         ``[..., V, d]`` in ``out_dtype``.
@@ -110,21 +125,9 @@ def joint_embedding(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, l
     _check_inputs(x, weight, bias, ln_weight, ln_bias, pos)
     if out_dtype is None:
         dev = x.device.type
-        out_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
-    if backend == "torch":
-        chosen = "torch"
-    else:
-        reasons = (not_supported_reasons(x, weight, bias, ln_weight, ln_bias, pos, out_dtype, backend)
-                   if backend in ("auto", "triton") else [])
-        chosen = choose_backend(_OP, backend, reasons)
-    if chosen == "torch":
-        return naive_joint_embedding(x, weight, bias, ln_weight, ln_bias, pos, eps).to(out_dtype)
-
-    from hitrs_fast.kernels.joint_embedding import JointEmbeddingFunction
-
-    save_stats = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (x, weight, bias, ln_weight, ln_bias, pos))
-    return JointEmbeddingFunction.apply(x, weight, bias, ln_weight, ln_bias, pos, float(eps), out_dtype, save_stats)
+        out_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else weight.dtype
+    inputs = EmbeddingInputs(x, weight, bias, ln_weight, ln_bias, pos, out_dtype)
+    return choose_backend(OP_NAME, PRIORITY, backend, inputs, x.device).run(inputs, eps)
 
 
 class JointEmbedding(nn.Module):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hitrs_fast.attention import MultiHeadAttention
+from hitrs_fast.attention import FrameAttentionBlock
 from hitrs_fast.config import HiTRSConfig
 from hitrs_fast.embedding import JointEmbedding
 from hitrs_fast.masks import AttentionMask, FrameMask, KeyPaddingMask, NoMask
@@ -34,20 +34,18 @@ class FeedForward(nn.Module):
         return self.fc2(nn.functional.gelu(self.fc1(x)))
 
 
-class TransformerLayer(nn.Module):
-    """Pre-LN layer of the released code; dropout only after the attention output
-    projection and after the FFN (none on the attention probabilities)."""
+class TransformerLayer(FrameAttentionBlock):
+    """Pre-LN layer of the released code: the attention sublayer (:class:`FrameAttentionBlock`, whose
+    ``state_dict`` keys it keeps: ``attn_norm.*``, ``attn.*``), then ``x + dropout(FFN(LN(x)))``. Dropout only
+    after the attention output projection and after the FFN (none on the attention probabilities)."""
 
     def __init__(self, dim: int, ffn: int, num_heads: int, head_dim: int, dropout: float, backend: str) -> None:
-        super().__init__()
-        self.attn_norm = nn.LayerNorm(dim)
-        self.attn = MultiHeadAttention(dim, num_heads, head_dim, backend=backend)
+        super().__init__(dim, num_heads, head_dim, dropout, backend)
         self.ffn_norm = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, ffn)
-        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.attn_norm(x), mask))
+        x = self.attention_block(x, mask)
         return x + self.dropout(self.ffn(self.ffn_norm(x)))
 
 

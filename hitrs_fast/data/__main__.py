@@ -1,11 +1,13 @@
-"""``python -m hitrs_fast.data {convert,import,describe,validate,synthetic} ...``
+"""``hitrs data {convert,import,describe,validate,synthetic} ...`` (also ``python -m hitrs_fast.data``)
 
 * ``convert ntu --input DIR [--input DIR2] --output STORE [--dataset auto|ntu60|ntu120]
-  [--body-selection hitrs|energy|agcn|tracked] [--missing-list FILE] [--workers N] [--skip-bad] [--overwrite]``
+  [--body-selection hitrs|energy|agcn|tracked] [--missing-list FILE|none] [--workers N] [--skip-bad] [--overwrite]``
 * ``convert pku --skeletons DIR --labels DIR [--split FILE] --output STORE [--frame-base one_inclusive|zero_exclusive]``
 * ``import ctrgcn-npz --input FILE.npz --output STORE [--centring ...]``
 * ``import stgcn --data X_data.npy --labels X_label.pkl [--data ... --labels ...] [--num-frame F.npy ...] --output``
 * ``import pyskl --input FILE.pkl --output STORE``
+* ``import frame-labels --input DIR --output STORE [--class-names FILE] [--fps F]``: one's own untrimmed
+  sequences, ``DIR/<split>/<name>.npz`` holding ``joints`` and per-frame ``labels`` (0 = background)
 * ``describe STORE [--json]``: counts, length statistics, classes, bodies, splits.
 * ``validate STORE``: NaN/inf, all-zero samples, label ranges, split overlaps and NTU benchmark split sizes;
   exit 1 on problems.
@@ -29,8 +31,9 @@ from hitrs_fast.data.inspection import describe_lines, describe_store, validate_
 from hitrs_fast.data.store import SkeletonStore
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m hitrs_fast.data", description="Skeleton data tools for hitrs_fast.")
+def _build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog or "python -m hitrs_fast.data",
+                                description="Skeleton data tools for hitrs_fast.")
     sub = p.add_subparsers(dest="command", required=True)
 
     conv = sub.add_parser("convert", help="convert a raw dataset into a store")
@@ -40,7 +43,9 @@ def _build_parser() -> argparse.ArgumentParser:
     ntu.add_argument("--output", required=True, type=Path)
     ntu.add_argument("--dataset", default="auto", choices=["auto", "ntu60", "ntu120"])
     ntu.add_argument("--body-selection", default="hitrs", choices=["hitrs", "energy", "agcn", "tracked"])
-    ntu.add_argument("--missing-list", type=Path, default=None, help="override the bundled missing-skeleton list")
+    ntu.add_argument("--missing-list", default=None, metavar="FILE|none",
+                     help="samples to exclude: default the bundled official missing-skeleton list; a file in its "
+                     "format replaces it; 'none' excludes nothing (own recordings named like NTU files)")
     ntu.add_argument("--workers", type=int, default=1, help="parser processes (the output does not depend on it)")
     ntu.add_argument("--skip-bad", action="store_true", help="skip and list bad files instead of stopping")
     ntu.add_argument("--overwrite", action="store_true")
@@ -73,6 +78,14 @@ def _build_parser() -> argparse.ArgumentParser:
     py.add_argument("--output", required=True, type=Path)
     py.add_argument("--centring", default="none", choices=["none", "pyskl_prenormalize3d"])
     py.add_argument("--overwrite", action="store_true")
+    fl = isub.add_parser("frame-labels", help="own untrimmed sequences with per-frame labels (detection)",
+                         description="DIR/<split>/<sequence>.npz, each with 'joints' [T, V, C] or [T, M, V, C] and "
+                         "'labels' [T] (0 = background, 1..K = actions); one folder per split; K from the data.")
+    fl.add_argument("--input", required=True, type=Path, help="folder with one sub-folder of .npz files per split")
+    fl.add_argument("--output", required=True, type=Path)
+    fl.add_argument("--class-names", type=Path, default=None, help="text file: names of classes 1..K, one per line")
+    fl.add_argument("--fps", type=float, default=None, help="frame rate, recorded in meta.json")
+    fl.add_argument("--overwrite", action="store_true")
 
     de = sub.add_parser("describe", help="summarise a store")
     de.add_argument("path", type=Path)
@@ -138,6 +151,9 @@ def _run(args: argparse.Namespace) -> int:
                 centring=args.centring,
                 overwrite=args.overwrite,
             )
+        elif args.format == "frame-labels":
+            root = importers.import_frame_labels(args.input, args.output, class_names=args.class_names, fps=args.fps,
+                                                 overwrite=args.overwrite)
         else:
             root = importers.import_pyskl(args.input, args.output, centring=args.centring, overwrite=args.overwrite)
         store = SkeletonStore(root)
@@ -176,13 +192,15 @@ def _run(args: argparse.Namespace) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 ok, 1 validation problems, 2 bad input)."""
-    args = _build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """CLI entry point; returns the exit status (0 ok, 1 validation problems, 2 bad input, in one line)."""
+    parser = _build_parser(prog)
+    args = parser.parse_args(argv)
     try:
         return _run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, OSError, KeyError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -1,4 +1,4 @@
-"""Batched skeleton augmentations in torch (``hitrs-model.md`` §9, ``data-formats.md`` §8).
+"""Batched skeleton augmentations in torch (the released Hi-TRS family and peers' ops; ``docs/model.md``).
 
 Every op works on a zero-padded batch ``x [B, M, T, V, C=3]`` with per-sample ``lengths [B]`` (frames
 ``t >= lengths[b]`` are padding and stay zero), on whatever device ``x`` lives on.

@@ -1,4 +1,5 @@
-"""Importers from peer codebases' preprocessed arrays into the canonical store (``data-formats.md`` §5).
+"""Importers into the canonical store: peer codebases' preprocessed arrays, and one's own per-frame labelled
+sequences.
 
 * :func:`import_ctrgcn_npz` — CTR-GCN / SGN / MAMP / STARS ``NTU60_XSub.npz`` & co: ``x_{train,test}``
   float32 ``(N, 300, 150)`` (actor 1's 25 joints as x y z, then actor 2), one-hot ``y_{train,test}``.
@@ -7,6 +8,8 @@
   ``(N, 3, T, 25, M)`` (memory-mapped) plus ``{part}_label.pkl`` = ``(names, labels)``, optionally
   ``{part}_num_frame.npy``.
 * :func:`import_pyskl` — a PYSKL / mmaction2 pickle ``{"split": {...}, "annotations": [...]}``.
+* :func:`import_frame_labels` — one's own untrimmed sequences with per-frame labels, one ``.npz`` per
+  sequence (``joints`` + ``labels``), a folder per split; the store that detection trains on.
 
 Valid length of a zero-padded sample: the index of its last frame holding any non-zero value, plus one.
 For these files (all-zero frames only occur as padding, MAMP/SGN denoising step 6) this equals
@@ -27,7 +30,7 @@ from hitrs_fast.data.ntu import NAME_RE, parse_ntu_name
 from hitrs_fast.data.safe_pickle import safe_load
 from hitrs_fast.data.store import StoreSample, write_store
 
-__all__ = ["import_ctrgcn_npz", "import_pyskl", "import_stgcn", "valid_length"]
+__all__ = ["import_ctrgcn_npz", "import_frame_labels", "import_pyskl", "import_stgcn", "valid_length"]
 
 _ROW_CHUNK = 256
 
@@ -321,5 +324,118 @@ def import_pyskl(path: str | Path, output: str | Path, *, centring: str = "none"
         "num_classes": int(max(int(a["label"]) for a in anns)) + 1,
         "joint_layout": "ntu25" if vc == (25, 3) else f"V{vc[0]}xC{vc[1]}",
         "fps": 30,
+    }
+    return write_store(output, samples(), info=info, splits=make_splits, overwrite=overwrite)
+
+
+FRAME_LABEL_KEYS = ("joints", "labels")
+
+
+def _read_labelled_sequence(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One ``.npz`` of :func:`import_frame_labels` -> ``joints [T, M, V, C]`` float32, ``labels [T]`` int64."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in FRAME_LABEL_KEYS if k not in z.files]
+            if missing:
+                raise ValueError(f"{path}: lacks {missing}; expected arrays 'joints' [T, V, C] or [T, M, V, C] and "
+                                 f"'labels' [T] (found {sorted(z.files)})")
+            joints, labels = z["joints"], z["labels"]
+    except (OSError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a readable .npz file ({e})") from None
+    if joints.ndim == 3:
+        joints = joints[:, None]
+    if joints.ndim != 4 or joints.shape[0] < 1 or not np.issubdtype(joints.dtype, np.number):
+        raise ValueError(f"{path}: joints has shape {joints.shape} ({joints.dtype}), expected numbers [T, V, C] "
+                         "(one body) or [T, M, V, C], T >= 1")
+    if not np.isfinite(joints).all():
+        t = int(np.nonzero(~np.isfinite(joints).reshape(joints.shape[0], -1).all(axis=1))[0][0])
+        raise ValueError(f"{path}: joints hold NaN/inf (first in frame {t})")
+    if labels.shape != (joints.shape[0],):
+        raise ValueError(f"{path}: labels has shape {labels.shape}, expected ({joints.shape[0]},): one label per "
+                         "frame of joints")
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not (np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels))):
+            raise ValueError(f"{path}: labels must be integers (0 = background, 1..K = actions), got {labels.dtype}")
+    labels = labels.astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.int16).max):
+        raise ValueError(f"{path}: labels must lie in [0, {np.iinfo(np.int16).max}] (0 = background), got range "
+                         f"[{labels.min()}, {labels.max()}]")
+    return joints.astype(np.float32), labels
+
+
+def import_frame_labels(
+    input_dir: str | Path,
+    output: str | Path,
+    *,
+    class_names: str | Path | None = None,
+    fps: float | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Imports untrimmed sequences with per-frame labels (one's own recordings) into an untrimmed store.
+
+    Layout of ``input_dir``: one folder per split, one ``.npz`` per sequence, named after the sequence::
+
+        input_dir/train/walk_then_wave_01.npz   arrays: joints float [T, V, C] (one body) or [T, M, V, C],
+        input_dir/test/...                              labels int [T]: 0 = background, 1..K = action classes
+
+    ``.npz`` files directly in ``input_dir`` belong to no split. Sequence names must be unique over all folders.
+
+    The class count comes from the data: K = the largest label (``meta.json``: ``num_classes`` = K + 1 with
+    ``background_class`` 0). ``class_names``: an optional text file with the names of classes 1..K, one per
+    line (K lines). ``fps`` is recorded in ``meta.json``.
+
+    Raises:
+        ValueError: a malformed file (naming it and what was expected), no ``.npz`` file, a class-name file
+            whose line count is not K, or sequences of different ``[M, V, C]``.
+    """
+    root = Path(input_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--input {root}: not a directory (expected one folder per split of .npz files)")
+    files: dict[str, tuple[Path, str | None]] = {}
+    for path in sorted(root.glob("*.npz")) + sorted(root.glob("*/*.npz")):
+        split = None if path.parent == root else path.parent.name
+        if path.stem in files:
+            raise ValueError(f"duplicate sequence name {path.stem!r}: {files[path.stem][0]} and {path}")
+        files[path.stem] = (path, split)
+    if not files:
+        raise ValueError(f"--input {root}: no .npz files (expected {root}/<split>/<sequence>.npz)")
+    num_classes = 0
+    for path, _ in files.values():  # first pass: validate every file and find K before writing anything
+        num_classes = max(num_classes, int(_read_labelled_sequence(path)[1].max()))
+    if num_classes == 0:
+        raise ValueError(f"--input {root}: every frame of every sequence is labelled 0 (background); detection "
+                         "needs action labels 1..K")
+    names_list = None
+    if class_names is not None:
+        names_list = [ln.strip() for ln in Path(class_names).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        if len(names_list) != num_classes:
+            raise ValueError(f"--class-names {class_names}: {len(names_list)} names, but the labels go up to "
+                             f"{num_classes} (one name per class 1..{num_classes}, one per line)")
+
+    def samples() -> Iterator[StoreSample]:
+        for name, (path, _) in files.items():
+            joints, labels = _read_labelled_sequence(path)
+            yield StoreSample(name, joints, -1, frame_labels=labels)
+
+    def make_splits(index: dict[str, Any]) -> dict[str, np.ndarray]:
+        out: dict[str, list[int]] = {}
+        for k, name in enumerate(index["names"]):
+            split = files[name][1]
+            if split is not None:
+                out.setdefault(split, []).append(k)
+        return {s: np.asarray(v, dtype=np.int64) for s, v in out.items()}
+
+    first = _read_labelled_sequence(next(iter(files.values()))[0])[0]
+    v, c = first.shape[2:]
+    info = {
+        "source": "frame_labels_npz",
+        "input": str(root),
+        "body_selection": "as_imported",
+        "centring": "none",
+        "num_classes": num_classes + 1,
+        "background_class": 0,
+        "class_names": ["background", *names_list] if names_list is not None else None,
+        "joint_layout": "ntu25" if (v, c) == (25, 3) else f"V{v}xC{c}",
+        "fps": fps,
     }
     return write_store(output, samples(), info=info, splits=make_splits, overwrite=overwrite)

@@ -10,7 +10,7 @@ walk the same items in the same order and draw the same augmentation parameters 
 - ``backend="dali"``: the memmap slices go through a DALI ``external_source`` and the augmentation runs as
   DALI operators (:mod:`hitrs_fast.data.dali`), on the CPU or on the GPU.
 
-Pre-training (Hi-TRS, ``hitrs-model.md`` §5-§6) uses ``bodies="single", min_length=19, augment="hitrs"``:
+Pre-training (Hi-TRS; ``docs/model.md``) uses ``bodies="single", min_length=19, augment="hitrs"``:
 every occupied body slot becomes its own ``M = 1`` sample with the video's length, and only videos with
 ``T >= 19`` are used.
 
@@ -43,7 +43,7 @@ from hitrs_fast.data.store import SkeletonStore
 
 __all__ = ["Batch", "SkeletonLoader", "build_loader", "occupied_slots"]
 
-# Pre-training threshold of hitrs-model.md §5: T > 2 * 7 / 0.8 + 1.
+# Pre-training threshold of the released code (docs/model.md): T > 2 * 7 / 0.8 + 1.
 PRETRAIN_MIN_LENGTH = 19
 
 

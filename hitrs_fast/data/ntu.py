@@ -1,6 +1,6 @@
 """NTU RGB+D 60/120 raw ``.skeleton`` reader, body selection and converter to the canonical store.
 
-File layout (``data-formats.md`` §1; shahroudy/NTURGB-D ``Matlab/read_skeleton_file.m``), ASCII, LF or CRLF::
+File layout (shahroudy/NTURGB-D ``Matlab/read_skeleton_file.m``; ``docs/data.md``), ASCII, LF or CRLF::
 
     numFrames
       per frame: numBodies                       (0 is legal: no body lines follow)
@@ -74,7 +74,7 @@ NTU120_XSUB_TRAIN_PERFORMERS = NTU60_XSUB_TRAIN_PERFORMERS | frozenset(
 )  # fmt: skip
 NTU60_XVIEW_TRAIN_CAMERAS = frozenset((2, 3))
 
-# data-formats.md §3: usable samples per split after removing the missing-skeleton samples.
+# Usable samples per benchmark split after removing the missing-skeleton samples (docs/data.md).
 EXPECTED_COUNTS: dict[str, int] = {
     "ntu60_xsub_train": 40091,
     "ntu60_xsub_test": 16487,
@@ -86,6 +86,10 @@ EXPECTED_COUNTS: dict[str, int] = {
     "ntu120_xset_test": 59477,
 }
 RAW_TOTALS = {"ntu60": 56880, "ntu120": 114480}
+# Reasons a file is left out of a store (ConversionReport.excluded keys start with them).
+EXCLUDED_MISSING = "on the missing-skeleton list"
+EXCLUDED_SETUP = "from setups S018+, not part of NTU-60"
+NO_MISSING_LIST = "none"  # --missing-list none: exclude nothing
 USABLE_TOTALS = {"ntu60": 56578, "ntu120": 113945}
 MISSING_COUNTS = {"ntu60": 302, "ntu120": 535}
 
@@ -344,7 +348,8 @@ def load_ntu_sequence(path: str | Path, body_selection: str = "hitrs") -> np.nda
 def parse_missing_list(path_or_text: str | Path, *, is_text: bool = False) -> set[str]:
     """Names of a missing-skeleton list (official 3-line-header variant or header-less peer copy).
 
-    Rule (§4): keep the stripped lines that match :data:`NAME_RE`, ignore everything else.
+    Rule: keep the stripped lines that match :data:`NAME_RE`, ignore everything else (the official lists start
+    with a 3-line header, peer copies have none).
     """
     text = path_or_text if is_text else Path(path_or_text).read_text(encoding="utf-8", errors="replace")
     assert isinstance(text, str)
@@ -367,7 +372,8 @@ def bundled_missing_list(dataset: str) -> set[str]:
 def benchmark_splits(
     setup: np.ndarray, camera: np.ndarray, performer: np.ndarray, dataset: str
 ) -> dict[str, np.ndarray]:
-    """The §3 benchmark splits as int64 index arrays over the given per-sample metadata.
+    """The NTU benchmark splits (xsub, xview; NTU-120: xsub, xset) as int64 index arrays over the given
+    per-sample metadata.
 
     NTU-60 splits only cover setups 1..17; an ``ntu120`` store carries all four benchmarks, an ``ntu60``
     store the two NTU-60 ones.
@@ -399,10 +405,10 @@ def benchmark_splits(
 
 
 def expected_count_report(splits: dict[str, np.ndarray], setup: np.ndarray, dataset: str) -> tuple[list[str], bool]:
-    """Compare split sizes with §3 when the store holds a complete dataset.
+    """Compare split sizes with :data:`EXPECTED_COUNTS` when the store holds a complete dataset.
 
     Returns:
-        (report lines, ok): ``ok`` is False only when a complete dataset's split sizes mismatch §3.
+        (report lines, ok): ``ok`` is False only when a complete dataset's split sizes mismatch them.
     """
     lines: list[str] = []
     ok = True
@@ -415,37 +421,43 @@ def expected_count_report(splits: dict[str, np.ndarray], setup: np.ndarray, data
         if have != USABLE_TOTALS[group]:
             lines.append(
                 f"{group}: {have} usable samples, a complete dataset has {USABLE_TOTALS[group]}; "
-                "split sizes not compared with data-formats.md §3"
+                "split sizes not compared with the published benchmark sizes"
             )
             continue
         for k in names:
             got, exp = int(splits[k].size), EXPECTED_COUNTS[k]
             if got != exp:
                 ok = False
-                lines.append(f"MISMATCH {k}: {got} samples, expected {exp} (data-formats.md §3)")
+                lines.append(f"MISMATCH {k}: {got} samples, expected {exp} (the published benchmark size)")
             else:
-                lines.append(f"{k}: {got} samples (matches §3)")
+                lines.append(f"{k}: {got} samples (matches the published benchmark size)")
     return lines, ok
 
 
 @dataclass
 class ConversionReport:
-    """What a conversion did; ``lines()`` renders it for the CLI."""
+    """What a conversion did; ``lines()`` renders it for the CLI.
+
+    ``excluded`` maps each reason (:data:`EXCLUDED_MISSING`, :data:`EXCLUDED_SETUP`) to the files it excluded.
+    """
 
     output: Path
     num_samples: int = 0
     num_frames: int = 0
     bad_files: list[str] = field(default_factory=list)
-    excluded_missing: int = 0
-    excluded_other: list[str] = field(default_factory=list)
+    excluded: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     counts_ok: bool = True
 
+    @property
+    def excluded_missing(self) -> int:
+        return sum(len(v) for k, v in self.excluded.items() if k.startswith(EXCLUDED_MISSING))
+
     def lines(self) -> list[str]:
         out = [f"wrote {self.output}: {self.num_samples} samples, {self.num_frames} frames"]
-        if self.excluded_missing:
-            out.append(f"excluded {self.excluded_missing} samples on the missing-skeleton list")
-        out.extend(self.excluded_other)
+        for reason, paths in self.excluded.items():
+            out.append(f"excluded {len(paths)} file{'s' if len(paths) != 1 else ''} {reason}:")
+            out.extend(f"  {p}" for p in paths)
         if self.bad_files:
             out.append(f"skipped {len(self.bad_files)} bad files:")
             out.extend(f"  {b}" for b in self.bad_files)
@@ -491,9 +503,11 @@ def convert_ntu(
 ) -> ConversionReport:
     """Convert folders of NTU ``.skeleton`` files into a canonical store.
 
-    Samples are sorted by name; those on the missing-skeleton list (bundled, or ``missing_list``) are
-    excluded; for ``dataset="ntu60"`` files from setups >= 18 are excluded. ``auto`` picks ``ntu120`` when
-    any setup >= 18 is present. The splits of :func:`benchmark_splits` go to ``splits.npz``.
+    Samples are sorted by name; those on the missing-skeleton list (the bundled official list, or the file
+    ``missing_list``; ``"none"`` excludes nothing) are excluded; for ``dataset="ntu60"`` files from setups
+    >= 18 are excluded. Every excluded file is listed in the report and in ``meta.json`` (``excluded_files``).
+    ``auto`` picks ``ntu120`` when any setup >= 18 is present. The splits of :func:`benchmark_splits` go to
+    ``splits.npz``.
 
     Args:
         workers: parse files in this many processes (results are consumed in sorted order, so the store
@@ -522,14 +536,21 @@ def convert_ntu(
         dataset = "ntu120" if any(n.setup > NTU60_MAX_SETUP for _, n in parsed) else "ntu60"
     raw_count = len(parsed)
     if dataset == "ntu60":
-        beyond = [p for p, n in parsed if n.setup > NTU60_MAX_SETUP]
+        beyond = [str(p) for p, n in parsed if n.setup > NTU60_MAX_SETUP]
         if beyond:
-            report.excluded_other.append(f"excluded {len(beyond)} files from setups S018+ (not part of NTU-60)")
+            report.excluded[f"{EXCLUDED_SETUP} (--dataset ntu120 keeps them)"] = beyond
         parsed = [(p, n) for p, n in parsed if n.setup <= NTU60_MAX_SETUP]
         raw_count = len(parsed)
-    missing = parse_missing_list(missing_list) if missing_list is not None else bundled_missing_list(dataset)
+    if missing_list is None:
+        missing, list_name = bundled_missing_list(dataset), f"the bundled {dataset} list"
+    elif str(missing_list) == NO_MISSING_LIST:
+        missing, list_name = set(), NO_MISSING_LIST
+    else:
+        missing, list_name = parse_missing_list(missing_list), str(missing_list)
     keep = [(p, n) for p, n in parsed if n.name not in missing]
-    report.excluded_missing = len(parsed) - len(keep)
+    listed = [str(p) for p, n in parsed if n.name in missing]
+    if listed:
+        report.excluded[f"{EXCLUDED_MISSING} ({list_name}; --missing-list none keeps them)"] = listed
     if not keep:
         raise ValueError(f"no convertible NTU samples in {', '.join(str(d) for d in inputs)}")
     meta_by_name = {n.name: n for _, n in keep}
@@ -575,6 +596,7 @@ def convert_ntu(
         "joint_layout": "ntu25",
         "fps": FPS,
         "missing_list": str(missing_list) if missing_list is not None else f"bundled {dataset}",
+        "excluded_files": report.excluded,
         "inputs": [str(Path(d)) for d in inputs],
         # Filled while the samples stream; write_store serialises info only after the last sample.
         "skipped_files": report.bad_files,
@@ -594,5 +616,6 @@ def convert_ntu(
     report.notes.extend(lines)
     report.counts_ok = ok
     if not ok:
-        warnings.warn(f"{root}: split sizes differ from data-formats.md §3: " + "; ".join(lines), stacklevel=2)
+        warnings.warn(f"{root}: split sizes differ from the published benchmark sizes: " + "; ".join(lines),
+                      stacklevel=2)
     return report

@@ -1,4 +1,4 @@
-"""The NTU RGB+D / PKU-MMD 25-joint skeleton (Kinect v2 order), ``data-formats.md`` §2.
+"""The NTU RGB+D / PKU-MMD 25-joint skeleton (Kinect v2 order; table in ``docs/data.md``).
 
 Constants only (plain Python tuples, no numpy/torch import), so every reader, augmentation and model
 can share them without pulling anything in. All indices are 0-based.
@@ -65,7 +65,7 @@ JOINT_NAMES: tuple[str, ...] = (
 
 JOINT_INDEX: dict[str, int] = {name: i for i, name in enumerate(JOINT_NAMES)}
 
-# The spec lists the pairs 1-based; kept verbatim so a reader can check them against data-formats.md §2.
+# The pairs as yuxiaochen1103/Hi-TRS lists them, 1-based; kept verbatim so a reader can check them against it.
 BONE_PAIRS_1BASED: tuple[tuple[int, int], ...] = (
     (1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21), (10, 9), (11, 10), (12, 11),
     (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18), (20, 19), (21, 21), (22, 23), (23, 8),

@@ -1,4 +1,4 @@
-"""Recognition, retrieval and motion-prediction metrics (``data-formats.md`` §9, ``hitrs-model.md`` §7).
+"""Recognition, retrieval and motion-prediction metrics (``docs/evaluation.md``).
 
 All functions take torch tensors (any device; results come back on the input device or as Python
 floats) and return **fractions** in [0, 1] for accuracies (multiply by 100 for the papers' percent).

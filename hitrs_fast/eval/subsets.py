@@ -1,4 +1,4 @@
-"""Labelled subsets for semi-supervised evaluation (``data-formats.md`` §3).
+"""Labelled subsets for semi-supervised evaluation (``docs/data.md``, NTU benchmarks).
 
 Two sources:
 

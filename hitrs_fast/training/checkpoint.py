@@ -33,7 +33,8 @@ def barrier() -> None:
 
 
 class CheckpointManager:
-    """Saves and restores a DeepSpeed engine plus client state under ``root``."""
+    """Saves and restores a DeepSpeed engine plus client state under ``root``; keeps the newest ``keep``
+    complete checkpoints (0: all of them)."""
 
     def __init__(self, root: str | os.PathLike, keep: int = 2) -> None:
         self.root = Path(root)
@@ -69,11 +70,11 @@ class CheckpointManager:
         return client_state
 
     def _prune(self) -> None:
-        """Keeps the newest ``keep`` complete checkpoints; removes older ones and partial
+        """Keeps the newest ``keep`` complete checkpoints (all for 0); removes older ones and partial
         directories left by a killed save."""
         tags = sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith("step"))
         complete = [t for t in tags if (self.root / t / COMPLETE).exists()]
-        keep = set(complete[-self.keep:])
+        keep = set(complete[-self.keep:] if self.keep else complete)
         for name in tags:
             if name not in keep:
                 shutil.rmtree(self.root / name, ignore_errors=True)

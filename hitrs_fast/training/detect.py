@@ -39,8 +39,8 @@ from hitrs_fast.training.task_run import TaskRun, run_cli, task_parser
 TASK = "detection"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = task_parser("detect", __doc__, "the synthetic untrimmed set")
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = task_parser("detect", __doc__, "the synthetic untrimmed set", prog)
     p.add_argument("--synthetic-sequences", type=int, default=48, help="sequences of the synthetic untrimmed set")
     p.add_argument("--protocol", default="both", choices=["A", "B", "both"],
                    help="A: official PKU-MMD mAP_a / mAP_v; B: VOC-style mAP; both (default)")
@@ -118,13 +118,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     store, device = job.store, job.device
     if store.frame_labels(0) is None:
         raise UsageError(f"--data {store.root}: no per-frame labels (frame_labels.npy); detection needs an untrimmed "
-                         "store (PKU-MMD via `python -m hitrs_fast.data convert pku ...` or the synthetic untrimmed "
-                         "set)")
+                         "store: own sequences via `hitrs data import frame-labels ...`, PKU-MMD via `hitrs data "
+                         "convert pku ...`, or the synthetic untrimmed set (no --data)")
     k = num_action_classes(store)
     train_vids, test_vids = store.split_indices(args.split), store.split_indices(args.test_split)
-    if train_vids.size == 0 or test_vids.size == 0:
-        raise UsageError(f"{store.root}: empty split ({args.split}: {train_vids.size}, {args.test_split}: "
-                         f"{test_vids.size} videos)")
     recipe = job.load_recipe(required=("window", "frames_per_window", "steps_per_epoch", "eval_window",
                                        "postprocess"))
     post = dict(recipe["postprocess"])
@@ -187,6 +184,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         gt[store.names[vid]], n_short = ground_truth_segments(store.frame_labels(vid))
         dropped += n_short
     eval_window, max_frames = int(recipe["eval_window"]), int(recipe.get("eval_max_frames", 2048))
+    present = {int(c) for g in gt.values() for c in g[:, 0]}
+    absent = [c for c in range(1, k + 1) if c not in present]
+    if absent:
+        print(f"note: {len(absent)} of the {k} action classes have no segment in split {args.test_split!r} "
+              f"({absent[:20]}{'...' if len(absent) > 20 else ''}): protocol A's mAP_a counts each as AP 0 (the "
+              "official definition), protocol B averages over the classes present", flush=True)
 
     def evaluate(epoch: int):
         probs: dict[str, torch.Tensor] = {}
@@ -213,7 +216,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     atomic_torch_save(res.last_payload, job.run_dir / "test_frame_probs.pt")
     result = job.finish({"task": TASK, "mode": args.mode, "init": job.encoder_info["init"], "theta": args.theta,
                          "protocols": list(protocols), "postprocess": {"method": method, **post},
-                         "num_action_classes": k, "test_videos": int(test_vids.size),
+                         "num_action_classes": k, "classes_without_test_segments": absent,
+                         "test_videos": int(test_vids.size),
                          "gt_segments": int(sum(len(g) for g in gt.values())), "gt_one_frame_runs_dropped": dropped,
                          "last_epoch": res.last, "best_epoch_on_test": res.best, "seconds": res.seconds})
     shown = [m for m in ("mAP_a", "mAP_v", "mAP_b", "frame_acc") if m in res.last]
@@ -224,6 +228,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """``python training/detect.py ARGS``; returns the exit status (2 on a bad argument)."""
-    return run_cli(build_parser(), run, argv, "detect.py")
+    return run_cli(build_parser(prog), run, argv)

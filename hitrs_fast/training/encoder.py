@@ -1,5 +1,13 @@
-"""The encoder of a downstream run: a fresh seeded one or a pre-training ``encoder.pt``, loaded
-strictly, and how the run's mode treats it (frozen for linear evaluation, trained otherwise)."""
+"""The encoder of a downstream run: a fresh seeded one or a pre-trained one, loaded strictly, and how the
+run's mode treats it (frozen for linear evaluation, trained otherwise).
+
+``--init`` takes ``random`` or a pre-trained encoder in any of these forms (:func:`resolve_init_file`):
+
+- an ``encoder.pt``: ``{"state_dict": encoder weights, "config": HiTRSConfig dict, "step": ...}``, written by
+  pre-training at every checkpoint, or by ``hitrs convert-checkpoint`` from a released Hi-TRS checkpoint;
+- a pre-training run directory (its ``encoder.pt``, else its latest DeepSpeed checkpoint);
+- a DeepSpeed checkpoint: ``RUN/checkpoints`` (its latest tag) or one tag ``RUN/checkpoints/stepNNNNNNNN``.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ from torch import nn
 
 from hitrs_fast.config import PRESETS, HiTRSConfig
 from hitrs_fast.models import HiTRS
+from hitrs_fast.training.checkpoint import COMPLETE, LATEST
 from hitrs_fast.training.run import UsageError
 
 # HiTRSConfig fields a downstream run may change on a loaded checkpoint: none of them changes a parameter shape.
@@ -24,29 +33,114 @@ RUNTIME_FIELDS = frozenset({
 })
 
 
-def load_encoder_checkpoint(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
+INIT_FORMS = ("'random', an encoder.pt (pre-training or hitrs convert-checkpoint), a pre-training run directory, "
+              "or a DeepSpeed checkpoint directory (RUN/checkpoints or RUN/checkpoints/stepNNNNNNNN)")
+DEEPSPEED_MODEL_STATES = "mp_rank_00_model_states.pt"  # the module weights of a ZeRO stage 0-2 checkpoint
+
+
+def load_torch_file(path: Path, option: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; a failure is a one-line :class:`UsageError` starting
+    with ``option`` and the path."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a corrupt or foreign file
+        raise UsageError(f"{option} {path}: not a readable torch checkpoint ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+def _deepspeed_tag_dir(init: Path, root: Path) -> Path:
+    """The tag directory ``root/<latest_tag>`` of a DeepSpeed checkpoint folder."""
+    tag = (root / LATEST).read_text().strip()
+    if not (root / tag).is_dir():
+        raise UsageError(f"--init {init}: {root / LATEST} names checkpoint {tag!r}, which does not exist")
+    return root / tag
+
+
+def resolve_init_file(init: str | os.PathLike) -> Path:
+    """The file behind ``--init``: ``encoder.pt`` (or any file) as given; a pre-training run directory ->
+    its ``encoder.pt`` (or, without one, its latest DeepSpeed checkpoint); ``RUN/checkpoints`` -> its latest
+    tag; a tag directory -> its ``mp_rank_00_model_states.pt``."""
+    path = Path(init)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise UsageError(f"--init {path}: no such file or directory; expected {INIT_FORMS}")
+    if (path / "encoder.pt").is_file():
+        return path / "encoder.pt"
+    tag_dir = None
+    if (path / LATEST).is_file():
+        tag_dir = _deepspeed_tag_dir(path, path)
+    elif (path / "checkpoints" / LATEST).is_file():
+        tag_dir = _deepspeed_tag_dir(path, path / "checkpoints")
+    elif (path / DEEPSPEED_MODEL_STATES).is_file():
+        tag_dir = path
+    if tag_dir is not None:
+        if not (tag_dir / COMPLETE).is_file() and (tag_dir.parent / LATEST).is_file():
+            raise UsageError(f"--init {path}: checkpoint {tag_dir} is incomplete (its save was interrupted); pass "
+                             "an earlier one")
+        if not (tag_dir / DEEPSPEED_MODEL_STATES).is_file():
+            raise UsageError(f"--init {path}: {tag_dir} holds no {DEEPSPEED_MODEL_STATES} (ZeRO stage 3 and "
+                             "model-parallel checkpoints are not supported)")
+        return tag_dir / DEEPSPEED_MODEL_STATES
+    if (path / "checkpoint.pt").is_file():
+        raise UsageError(f"--init {path}: a downstream run directory (checkpoint.pt); expected {INIT_FORMS}")
+    raise UsageError(f"--init {path}: a directory without encoder.pt, {LATEST} or {DEEPSPEED_MODEL_STATES}; "
+                     f"expected {INIT_FORMS}")
+
+
+def _looks_released(keys: list[str]) -> bool:
+    """Whether some key is a parameter name of the released code (``s_enc.layer_stack...``)."""
+    from hitrs_fast.convert import released_to_library_name
+
+    for key in keys:
+        try:
+            released_to_library_name(key)
+            return True
+        except KeyError:
+            continue
+    return False
+
+
+def read_encoder_checkpoint(init: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """Reads the encoder weights and model config behind ``--init`` (:func:`resolve_init_file`).
+
+    Returns ``(state_dict, config dict, info)`` with ``info = {"init": init, "file": ..., "step": ...}``.
+    """
+    file = resolve_init_file(init)
+    ckpt = load_torch_file(file, "--init")
+    keys = sorted(ckpt) if isinstance(ckpt, dict) else []
+    info = {"init": str(init), "file": str(file)}
+    if isinstance(ckpt, dict) and "state_dict" in ckpt and "config" in ckpt:  # encoder.pt, converted or trained
+        return ckpt["state_dict"], ckpt["config"], {**info, "step": ckpt.get("step")}
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("module"), dict) and isinstance(ckpt.get("run"), dict):
+        # A DeepSpeed checkpoint of hitrs_fast.training.pretrain: HiTRSForPretraining weights + the run config.
+        state = {k.removeprefix("encoder."): v for k, v in ckpt["module"].items() if k.startswith("encoder.")}
+        return state, ckpt["run"]["model"], {**info, "step": ckpt.get("step")}
+    weights = ckpt
+    for key in ("model", "state_dict"):
+        if isinstance(weights, dict) and isinstance(weights.get(key), dict):
+            weights = weights[key]
+    if isinstance(weights, dict) and _looks_released(list(weights)):
+        raise UsageError(f"--init {file}: a released Hi-TRS checkpoint; convert it first: hitrs convert-checkpoint "
+                         f"{file} --output encoder.pt")
+    raise UsageError(f"--init {file}: not an encoder checkpoint (keys {keys[:8]}); expected {INIT_FORMS}")
+
+
+def load_encoder_checkpoint(init: str | os.PathLike, overrides: dict[str, Any] | None = None,
                             preset: str | None = None, backend: str = "auto") -> tuple[HiTRS, dict[str, Any]]:
-    """Builds a :class:`HiTRS` from a pre-training ``encoder.pt`` and loads its weights strictly.
+    """Builds a :class:`HiTRS` from a pre-trained encoder (any form of :data:`INIT_FORMS` but ``random``)
+    and loads its weights strictly.
 
     The model config comes from the checkpoint (as in the released fine-tuning). ``overrides`` may only
     touch shape-free fields (:data:`RUNTIME_FIELDS`); ``preset``, when given, must describe the same
-    architecture as the checkpoint. Every failure is a ValueError naming the file and the problem.
+    architecture as the checkpoint. Every failure is a :class:`UsageError` naming the file and the problem.
 
-    Returns ``(encoder, info)`` with ``info = {"init": path, "step": ..., "config": ...}``.
+    Returns ``(encoder, info)`` with ``info = {"init": init, "file": ..., "step": ..., "config": ...}``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"--init {path}: no such file (expected a pre-training encoder.pt or 'random')")
+    state, config_dict, info = read_encoder_checkpoint(init)
+    path = info["file"]
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for a corrupt or foreign file
-        raise UsageError(f"--init {path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
-        keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise UsageError(f"--init {path}: expected a dict with 'state_dict' and 'config' (training/pretrain.py's "
-                         f"encoder.pt), got {keys}")
-    try:
-        config = HiTRSConfig.from_dict(ckpt["config"])
+        config = HiTRSConfig.from_dict(config_dict)
     except (TypeError, ValueError) as e:
         raise UsageError(f"--init {path}: invalid model config in the checkpoint: {e}") from None
     overrides = dict(overrides or {})
@@ -68,18 +162,22 @@ def load_encoder_checkpoint(path: str | os.PathLike, overrides: dict[str, Any] |
     except (TypeError, ValueError) as e:
         raise UsageError(f"--set: {e}") from None
     encoder = HiTRS(config, backend=backend)
-    state = ckpt["state_dict"]
-    own = encoder.state_dict()
+    check_state_dict(state, encoder.state_dict(), f"--init {path}: weights do not match the config stored in the "
+                     "checkpoint")
+    encoder.load_state_dict(state, strict=True)
+    return encoder, {**info, "config": config.to_dict()}
+
+
+def check_state_dict(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], what: str) -> None:
+    """Raises a :class:`UsageError` starting with ``what`` when ``state`` would not load strictly into a
+    module whose state dict is ``own`` (names of the missing, unexpected and mis-shaped tensors)."""
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
               for k in sorted(set(own) & set(state)) if tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or shapes:
-        raise UsageError(f"--init {path}: weights do not match the config stored in the checkpoint "
-                         f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected "
+        raise UsageError(f"{what} (missing {missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected "
                          f"{unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, shape mismatches {shapes[:5]})")
-    encoder.load_state_dict(state, strict=True)
-    return encoder, {"init": str(path), "step": ckpt.get("step"), "config": config.to_dict()}
 
 
 def build_encoder(init: str, preset: str | None, overrides: dict[str, Any], backend: str,
@@ -92,7 +190,7 @@ def build_encoder(init: str, preset: str | None, overrides: dict[str, Any], back
         try:
             config = HiTRSConfig.preset(name, **overrides)
         except (TypeError, ValueError) as e:
-            raise UsageError(f"model config: {e}") from None
+            raise UsageError(f"--set: {e}") from None
         torch.manual_seed(seed)
         return HiTRS(config, backend=backend), {"init": "random", "step": None, "config": config.to_dict()}
     return load_encoder_checkpoint(init, overrides, preset, backend)

@@ -84,7 +84,9 @@ def fit(
         best_payload, last_payload = state.get("best_payload"), state.get("last_payload")
         start = int(state["epoch"]) + 1
     logger = RunLogger(run_dir, resume_step=start - 1 if resume else None)
-    bar = tqdm(total=epochs, initial=start - 1, desc=desc, unit="epoch", dynamic_ncols=True, disable=not progress)
+    # A bar on a terminal; otherwise (a log file, a pipe, --no-progress) one plain line per epoch.
+    bar = tqdm(total=epochs, initial=start - 1, desc=desc, unit="epoch", dynamic_ncols=True,
+               disable=None if progress else True)
     t0 = time.perf_counter()
     for epoch in range(start, epochs + 1):
         torch.manual_seed(mix_seed(seed, epoch, 1))
@@ -125,8 +127,10 @@ def fit(
         atomic_torch_save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                            "history": history, "best": best, "last": last, "best_payload": best_payload,
                            "last_payload": last_payload}, ckpt_path)
-        bar.set_postfix({"loss": f"{row['train_loss']:.4g}", **({primary: f"{row[primary]:.4g}"}
-                                                               if primary in row else {})})
+        shown = {"loss": f"{row['train_loss']:.4g}", **({primary: f"{row[primary]:.4g}"} if primary in row else {})}
+        if bar.disable:
+            print(f"{desc}: epoch {epoch}/{epochs} " + " ".join(f"{k} {v}" for k, v in shown.items()), flush=True)
+        bar.set_postfix(shown)
         bar.update(1)
     bar.close()
     logger.plot(["train_loss", primary], title=desc)

@@ -33,8 +33,8 @@ from hitrs_fast.training.task_run import TaskRun, run_cli, task_parser
 TASK = "motion"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = task_parser("predict_motion", __doc__, "the synthetic long set")
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = task_parser("predict_motion", __doc__, "the synthetic long set", prog)
     p.add_argument("--synthetic-sequences", type=int, default=36, help="sequences of the synthetic long set")
     p.add_argument("--observe", type=int, default=60, help="observed frames (default 60 = 2 s at 30 fps)")
     p.add_argument("--horizon", type=int, default=12, help="predicted frames (default 12 = 400 ms at 30 fps)")
@@ -123,6 +123,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     res = job.fit(batches=batches, loss_fn=loss_fn, evaluate=evaluate, primary="mpjpe_mm", higher_is_better=False,
                   desc=f"motion {args.mode}")
+    # The decoder starts as the zero-velocity baseline (its output layer is zero-initialised): ending above it
+    # means training made the predictions worse, which the summary and the output say in words.
+    worse = res.last["mpjpe_mm"] > float(zero.mean)
+    verdict = (f"worse than the zero-velocity baseline, the untrained decoder's starting point "
+               f"({res.last['mpjpe_mm']:.1f} > {float(zero.mean):.1f} mm): training did not help on this data; check "
+               "the recipe (lr, epochs) against the size of the data" if worse else
+               f"better than the zero-velocity baseline ({res.last['mpjpe_mm']:.1f} <= {float(zero.mean):.1f} mm)")
     result = job.finish({
         "task": TASK, "mode": args.mode, "init": job.encoder_info["init"], "observe": obs, "horizon": args.horizon,
         "ablate_encoder": args.ablate_encoder,
@@ -131,15 +138,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "last_epoch": {**res.last, "per_frame_mm": res.last_payload["per_frame_mm"]},
         "best_epoch_on_test": {**res.best, "per_frame_mm": res.best_payload["per_frame_mm"]},
         "zero_velocity": {"mean_mm": float(zero.mean), "per_frame_mm": zero.per_frame.cpu().tolist()},
-        "seconds": res.seconds})
+        "worse_than_zero_velocity": worse, "verdict": f"last epoch {verdict}", "seconds": res.seconds})
     print(f"{args.test_split}: MPJPE last epoch ({res.last['epoch']}) {res.last['mpjpe_mm']:.1f} mm, best epoch "
           f"({res.best['epoch']}, chosen on {args.test_split}) {res.best['mpjpe_mm']:.1f} mm; zero-velocity "
           f"{float(zero.mean):.1f} mm")
     print("  per frame (last epoch): " + " ".join(f"{v:.1f}" for v in res.last_payload["per_frame_mm"]))
     print("  zero-velocity per frame: " + " ".join(f"{v:.1f}" for v in zero.per_frame.tolist()))
+    print(f"{'WARNING: ' if worse else ''}last epoch {verdict}")
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """``python training/predict_motion.py ARGS``; returns the exit status (2 on a bad argument)."""
-    return run_cli(build_parser(), run, argv, "predict_motion.py")
+    return run_cli(build_parser(prog), run, argv)

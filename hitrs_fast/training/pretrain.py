@@ -1,16 +1,22 @@
 """Hi-TRS pre-training with DeepSpeed.
 
-``deepspeed training/pretrain.py`` with no arguments pre-trains the ``tiny`` preset on the
-built-in synthetic motion set on whatever hardware is present, then prints a linear
-probe (10 % of the labels) of the pre-trained encoder next to a random-init encoder.
-Full-scale runs pick a dataset, a preset, a DeepSpeed config from ``training/configs/``
-(installed as the package ``hitrs_fast.configs``) and the step count; see ``docs/training.md``.
+``hitrs pretrain`` (or ``deepspeed training/pretrain.py`` in the repository) with no arguments pre-trains
+the ``tiny`` preset on the built-in synthetic motion set on whatever hardware is present, then prints a
+linear probe (10 % of the labels) of the pre-trained encoder next to a random-init encoder. Full-scale
+runs pick a dataset, a preset, a DeepSpeed config from ``training/configs/`` (installed as the package
+``hitrs_fast.configs``) and the step count; see ``docs/training.md``.
+
+Launching: without a launcher (``hitrs pretrain``, ``python -m hitrs_fast.training.pretrain``) the job is
+one process on this machine; for several GPUs or nodes start the module with DeepSpeed's launcher,
+``deepspeed --num_gpus 8 --module hitrs_fast.training.pretrain ARGS`` (or ``deepspeed training/pretrain.py
+ARGS`` in the repository). Every argument is checked before DeepSpeed is imported.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -26,7 +32,14 @@ from hitrs_fast.sampling import SampleRandom
 from hitrs_fast.training.checkpoint import CheckpointManager, barrier, save_module_atomic
 from hitrs_fast.training.config_files import DEEPSPEED, load_config
 from hitrs_fast.training.optim import parameter_groups, warmup_linear_decay
-from hitrs_fast.training.run import RunLogger, UsageError, atomic_write_json, mix_seed, parse_overrides
+from hitrs_fast.training.run import (
+    RunLogger,
+    UsageError,
+    atomic_write_json,
+    mix_seed,
+    open_checked_store,
+    parse_overrides,
+)
 
 DEFAULT_DS_CONFIG = "cpu_fp32.json"
 DEFAULT_CUDA_DS_CONFIG = "zero1_bf16.json"
@@ -37,10 +50,10 @@ LENGTH_GROUPING = 8
 
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="deepspeed training/pretrain.py", description=__doc__,
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog or "deepspeed training/pretrain.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=None, help="store directory (python -m hitrs_fast.data convert/import); "
+    p.add_argument("--data", default=None, help="store directory (hitrs data convert / import); "
                    "default: the built-in synthetic motion set, generated on first use under --cache-dir")
     p.add_argument("--split", default="train", help="split of the store to pre-train on (default: train)")
     p.add_argument("--test-split", default="test", help="split the probe is evaluated on (default: test)")
@@ -71,9 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "faster steps); default: 8 for tiny, 0 (off, the released batching) otherwise")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-dir", default=None, help="default: runs/pretrain-<preset>-<time>")
-    p.add_argument("--ckpt-every", type=int, default=100, help="checkpoint every N steps (0: only at the end)")
+    p.add_argument("--ckpt-every", type=int, default=100,
+                   help="checkpoint (and export RUN_DIR/encoder.pt) every N steps (0: only at the end)")
+    p.add_argument("--keep-checkpoints", type=int, default=2, metavar="N",
+                   help="keep the newest N complete checkpoints, delete older ones (default 2; 0 keeps all)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
-    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--log-every", type=int, default=10, help="log the losses every N steps (default 10)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar: one line per logged step instead "
+                   "(also what happens when the output is not a terminal)")
     p.add_argument("--max-steps-this-run", type=int, default=None,
                    help="stop (with a checkpoint) after this many steps of this invocation; for tests")
     p.add_argument("--probe", default="on", choices=["on", "off"], help="linear-probe evaluation at the end")
@@ -96,13 +114,13 @@ def resolve(args: argparse.Namespace, world_size: int, cuda: bool) -> dict[str, 
     """Validates every argument before anything expensive and returns the resolved run config."""
     if args.preset not in PRESETS:
         raise UsageError(f"--preset {args.preset!r}: unknown; available: {sorted(PRESETS)}")
+    overrides = parse_overrides(args.set)
     try:
-        model_cfg = HiTRSConfig.preset(args.preset, **parse_overrides(args.set))
+        model_cfg = HiTRSConfig.preset(args.preset, **overrides)
     except (TypeError, ValueError) as e:
-        raise UsageError(f"model config: {e}") from None
-    if args.data is not None and not (Path(args.data) / "meta.json").exists():
-        raise UsageError(f"--data {args.data}: not a hitrs_fast store (no meta.json); convert a dataset with "
-                         "`python -m hitrs_fast.data convert ...` or omit --data for the synthetic set")
+        raise UsageError(f"--set: {e}") from None
+    if args.data is not None:
+        check_store(args, model_cfg)
     ds_path, ds = resolve_ds_config(args.ds_config, cuda)
     tiny = args.preset == "tiny"
     micro = args.micro_batch or ds.get("train_micro_batch_size_per_gpu") or 32
@@ -151,6 +169,9 @@ def resolve(args: argparse.Namespace, world_size: int, cuda: bool) -> dict[str, 
     run_dir = Path(args.run_dir or f"runs/pretrain-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
     if args.resume and not (run_dir / "checkpoints" / "latest_tag").exists():
         raise UsageError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
+    if args.keep_checkpoints < 0 or args.ckpt_every < 0 or args.log_every < 1:
+        raise UsageError(f"--keep-checkpoints and --ckpt-every must be >= 0 and --log-every >= 1, got "
+                         f"{args.keep_checkpoints}, {args.ckpt_every}, {args.log_every}")
     if not 0 < args.probe_fraction <= 1:
         raise UsageError(f"--probe-fraction must be in (0, 1], got {args.probe_fraction}")
     if args.probe_repeats < 1:
@@ -164,6 +185,20 @@ def resolve(args: argparse.Namespace, world_size: int, cuda: bool) -> dict[str, 
         "group_by_length": group_by_length,
         "test_split": args.test_split, "run_dir": str(run_dir), "data": args.data,
     }
+
+
+def check_store(args: argparse.Namespace, model_cfg: HiTRSConfig) -> None:
+    """``--data``: a readable store whose ``--split`` holds a sample long enough to pre-train on, and whose
+    ``--test-split`` exists when the probe runs."""
+    from hitrs_fast.data.loader import PRETRAIN_MIN_LENGTH
+
+    splits = [("--split", args.split)] + ([("--test-split", args.test_split)] if args.probe == "on" else [])
+    store = open_checked_store(args.data, splits)
+    idx = store.split_indices(args.split)
+    need = max(PRETRAIN_MIN_LENGTH, model_cfg.min_pretrain_frames)
+    if int(store.lengths[idx].max()) < need:
+        raise UsageError(f"--split {args.split!r} of {args.data}: no sample of at least {need} frames to pre-train "
+                         f"on ({idx.size} samples, the longest {int(store.lengths[idx].max())} frames)")
 
 
 def ensure_dataset(args: argparse.Namespace, rank: int) -> Path:
@@ -199,15 +234,27 @@ def batches_from(loader, start_micro: int):
         epoch, skip = epoch + 1, 0
 
 
+def single_process_env() -> None:
+    """Without a launcher (no ``RANK`` / ``WORLD_SIZE`` in the environment), the environment of a job of one
+    process on this machine, which ``deepspeed.init_distributed`` needs (a free local rendezvous port)."""
+    if "RANK" in os.environ or "WORLD_SIZE" in os.environ:
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
+    cuda = torch.cuda.is_available()
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    run = resolve(args, world_size, cuda)  # every argument checked before anything expensive
+    single_process_env()
     import deepspeed
 
     from hitrs_fast.data.loader import PRETRAIN_MIN_LENGTH, build_loader
     from hitrs_fast.data.store import SkeletonStore
 
-    cuda = torch.cuda.is_available()
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    run = resolve(args, world_size, cuda)  # every argument checked before anything expensive
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", verbose=False)
     import torch.distributed as dist
 
@@ -221,7 +268,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--split {args.split!r}: not in {data_path} (splits: {store.split_names})")
 
     run_dir = Path(run["run_dir"])
-    ckpt = CheckpointManager(run_dir / "checkpoints")
+    ckpt = CheckpointManager(run_dir / "checkpoints", keep=args.keep_checkpoints)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / "config.json", {**run, "data": str(data_path)})
@@ -238,15 +285,19 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if args.resume:
         state = ckpt.load(engine)
         start_step = int(state["step"])
-    loader = build_loader(store, batch_size=run["micro_batch"], backend=args.loader, split=args.split, shuffle=True,
-                          seed=args.seed, augment=None if args.augment == "none" else "hitrs", bodies="single",
-                          min_length=max(PRETRAIN_MIN_LENGTH, model_cfg.min_pretrain_frames), drop_last=True,
-                          device=device, rank=rank, world_size=world_size, group_by_length=run["group_by_length"])
+    try:
+        loader = build_loader(store, batch_size=run["micro_batch"], backend=args.loader, split=args.split,
+                              shuffle=True, seed=args.seed, augment=None if args.augment == "none" else "hitrs",
+                              bodies="single", min_length=max(PRETRAIN_MIN_LENGTH, model_cfg.min_pretrain_frames),
+                              drop_last=True, device=device, rank=rank, world_size=world_size,
+                              group_by_length=run["group_by_length"])
+    except ValueError as e:  # e.g. no sample of the split is long enough
+        raise UsageError(f"--split {args.split!r}: {e}") from None
     logger = RunLogger(run_dir, enabled=rank == 0, resume_step=start_step if args.resume else None)
     stream = batches_from(loader, start_step * run["grad_accum"])
     end_step = run["steps"] if args.max_steps_this_run is None else min(run["steps"],
                                                                         start_step + args.max_steps_this_run)
-    progress = _progress(start_step, run["steps"], rank == 0)
+    progress = _progress(start_step, run["steps"], rank == 0 and not args.no_progress)
     # Running sums of the logged values stay on the device and are read once per log step: reading a
     # loss after every micro-step would stall the GPU (a host sync) that often.
     window: dict[str, torch.Tensor] = {}
@@ -280,17 +331,21 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             values["lr"] = scheduler.get_last_lr()[0]
             values["samples_per_s"] = samples / max(1e-9, time.perf_counter() - t0)
             logger.log(done, values)
-            progress.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k in LOSS_KEYS or k == "samples_per_s"})
+            shown = {k: f"{v:.3g}" for k, v in values.items() if k in LOSS_KEYS or k == "samples_per_s"}
+            progress.set_postfix(shown)
+            if progress.disable and rank == 0:  # no bar (not a terminal, or --no-progress): one line per log step
+                print(f"step {done}/{run['steps']} " + " ".join(f"{k} {v}" for k, v in shown.items()), flush=True)
             window, window_steps = {}, 0
         progress.update(1)
         if (args.ckpt_every and done % args.ckpt_every == 0) or done == end_step:
             ckpt.save(engine, done, {"step": done, "run": run})
+            if rank == 0:  # the encoder of the newest checkpoint, ready for --init while the run goes on
+                save_module_atomic(model.encoder, run_dir / "encoder.pt", {"config": run["model"], "step": done})
     progress.close()
     elapsed = time.perf_counter() - t0
     result = {"run_dir": str(run_dir), "steps": end_step, "seconds": elapsed,
               "samples_per_s": samples / max(elapsed, 1e-9), "last": logger.rows()[-1] if logger.rows() else {}}
     if rank == 0:
-        save_module_atomic(model.encoder, run_dir / "encoder.pt", {"config": run["model"], "step": end_step})
         logger.plot(list(LOSS_KEYS[1:]) + list(ACC_KEYS), title=f"Hi-TRS pre-training ({args.preset})")
         if end_step == run["steps"] and args.probe == "on":
             t_probe = time.perf_counter()
@@ -318,9 +373,10 @@ def _dump_grads(path: str, engine, out: dict[str, torch.Tensor], rank: int) -> N
 
 
 def _progress(start: int, total: int, enabled: bool):
+    """A progress bar on a terminal; disabled (``.disable`` True) when not ``enabled`` or not a terminal."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=start, disable=not enabled, desc="pre-train", unit="step",
+    return tqdm(total=total, initial=start, disable=None if enabled else True, desc="pre-train", unit="step",
                 dynamic_ncols=True, file=sys.stdout)
 
 
@@ -374,12 +430,14 @@ def run_probe(encoder: HiTRS, store, args: argparse.Namespace, cfg: HiTRSConfig,
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Command line; returns the exit status (2 with one line on a bad argument, before DeepSpeed starts)."""
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
     try:
         result = train(args)
     except UsageError as e:
-        print(f"pretrain.py: error: {e}", file=sys.stderr)
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     if "probe" in result:
         p = result["probe"]
@@ -395,3 +453,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["main", "build_parser", "resolve", "UsageError"]
+
+if __name__ == "__main__":  # python -m hitrs_fast.training.pretrain, deepspeed --module hitrs_fast.training.pretrain
+    sys.exit(main())

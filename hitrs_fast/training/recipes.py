@@ -1,43 +1,126 @@
 """Downstream recipes: which epochs, batch size, learning rate and schedule a task trains with.
 
-A recipe is a JSON file ``{"task": ..., "common": {...}, "linear": {...}, "finetune": {...},
-"scratch": {...}}`` shipped in ``training/configs/downstream/`` (package ``hitrs_fast.configs``), or
-any file given by path. The mode's section overrides ``common``; command-line flags override both.
+A recipe is a JSON file ``{"task": ..., "data_scale": {...}, "common": {...}, "linear": {...},
+"finetune": {...}, "scratch": {...}}`` shipped in ``training/configs/downstream/`` (package
+``hitrs_fast.configs``), or any file given by path. The mode's section overrides ``common``; command-line
+flags override both.
+
+``data_scale`` states the amount of training data the recipe was made for, ``{"unit": ..., "min": a,
+"max": b}`` (``max`` null: no upper bound), in the task's unit (:data:`SCALE_UNITS`): samples of the
+training split for recognition (its epochs are passes over them), frames of the training split for
+detection and motion prediction (they draw windows from them). Without ``--recipe`` the packaged recipe
+whose range holds the store's training split is used; a recipe given by name or path whose range does not
+hold it is refused with the name of the one that fits. A recipe without ``data_scale`` (a user's own file)
+is used as given.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from hitrs_fast.training.config_files import RECIPES, load_config
+import numpy as np
+
+from hitrs_fast.training.config_files import RECIPES, config_names, load_config
 from hitrs_fast.training.optim import SCHEDULES
 from hitrs_fast.training.run import UsageError
 
 MODES = ("linear", "finetune", "scratch")
+SCALE_UNITS = {"recognition": "train_samples", "detection": "train_frames", "motion": "train_frames"}
+_UNIT_WORDS = {"train_samples": "training samples", "train_frames": "training frames"}
+SCALE_WORDS = {task: _UNIT_WORDS[unit] for task, unit in SCALE_UNITS.items()}
 
 
-def resolve_recipe(task: str, name: str | None, synthetic: bool, mode: str, overrides: dict[str, Any],
+def store_scale(task: str, store, split: str) -> int:
+    """The size of ``split`` of ``store`` in ``task``'s unit (:data:`SCALE_UNITS`)."""
+    idx = store.split_indices(split)
+    if SCALE_UNITS[task] == "train_samples":
+        return int(idx.size)
+    return int(np.asarray(store.lengths)[idx].sum())
+
+
+def scale_range(task: str, where: str, raw: dict[str, Any]) -> tuple[int, int | None] | None:
+    """``(min, max)`` of a recipe's ``data_scale`` (``max`` None: unbounded), or None when it has none."""
+    scale = raw.get("data_scale")
+    if scale is None:
+        return None
+    unit = SCALE_UNITS[task]
+    if not isinstance(scale, dict) or scale.get("unit") != unit or not isinstance(scale.get("min"), int) \
+            or not (scale.get("max") is None or isinstance(scale.get("max"), int)):
+        raise UsageError(f"recipe {where}: data_scale must be {{\"unit\": \"{unit}\", \"min\": int, \"max\": int or "
+                         f"null}}, got {scale!r}")
+    lo, hi = scale["min"], scale.get("max")
+    if lo < 0 or (hi is not None and hi < lo):
+        raise UsageError(f"recipe {where}: data_scale needs 0 <= min <= max, got {lo}..{hi}")
+    return lo, hi
+
+
+def describe_scale(task: str, bounds: tuple[int, int | None]) -> str:
+    """``"1 to 9,999 training samples"`` / ``"10,000 or more training frames"``."""
+    lo, hi = bounds
+    unit = SCALE_WORDS[task]
+    return f"{lo:,} or more {unit}" if hi is None else f"{lo:,} to {hi:,} {unit}"
+
+
+def _holds(bounds: tuple[int, int | None], size: int) -> bool:
+    lo, hi = bounds
+    return size >= lo and (hi is None or size <= hi)
+
+
+def packaged_scales(task: str) -> dict[str, tuple[int, int | None]]:
+    """The packaged recipes of ``task`` that state a data scale: name -> ``(min, max)``."""
+    out = {}
+    for name in config_names(RECIPES, prefix=f"{task}_"):
+        where, raw = load_config(name, RECIPES, "--recipe")
+        if isinstance(raw, dict) and raw.get("task") == task:
+            bounds = scale_range(task, where, raw)
+            if bounds is not None:
+                out[name] = bounds
+    return out
+
+
+def recipe_for_scale(task: str, size: int) -> str:
+    """The name of the packaged recipe of ``task`` made for ``size`` training units."""
+    scales = packaged_scales(task)
+    fits = [name for name, bounds in scales.items() if _holds(bounds, size)]
+    if len(fits) != 1:
+        listed = "; ".join(f"{n}: {describe_scale(task, b)}" for n, b in scales.items())
+        raise UsageError(f"no single packaged {task} recipe is made for {size:,} {SCALE_WORDS[task]} "
+                         f"({listed}); pass --recipe FILE")
+    return fits[0]
+
+
+def resolve_recipe(task: str, name: str | None, size: int, mode: str, overrides: dict[str, Any],
                    required: tuple[str, ...] = ()) -> tuple[str, dict[str, Any]]:
     """Loads a recipe and returns ``(where, flat recipe for mode)``.
 
     Args:
         task: ``"recognition"``, ``"detection"`` or ``"motion"``; the file's ``task`` must match.
-        name: ``--recipe`` (a packaged name or a path); None = ``<task>_synthetic.json`` on the
-            built-in synthetic sets, ``<task>_released.json`` otherwise.
-        synthetic: whether the store is a built-in synthetic set.
+        name: ``--recipe`` (a packaged name or a path); None = the packaged recipe made for ``size``
+            (:func:`recipe_for_scale`).
+        size: the training split's size in the task's unit (:func:`store_scale`).
         mode: one of :data:`MODES`.
         overrides: command-line values (``epochs``, ``lr``, ``batch_size``); None entries are ignored.
         required: task-specific keys the flat recipe must hold.
 
     Returns:
         ``(where, recipe)`` with defaults filled in: ``schedule`` constant, ``grad_accum`` 1,
-        ``weight_decay`` 0, ``grad_clip`` 1, ``eval_every`` 1.
+        ``weight_decay`` 0, ``grad_clip`` 1, ``eval_every`` 1; ``data_scale`` copied from the file when it
+        has one.
+
+    Raises:
+        UsageError: an unknown or invalid recipe, or one made for another data scale (naming the one to use).
     """
-    name = name or f"{task}_{'synthetic' if synthetic else 'released'}.json"
+    name = name or recipe_for_scale(task, size)
     path, raw = load_config(name, RECIPES, "--recipe", prefix=f"{task}_")
     if not isinstance(raw, dict) or raw.get("task") != task:
         found = raw.get("task") if isinstance(raw, dict) else type(raw).__name__
         raise UsageError(f"--recipe {path}: is a recipe for task {found!r}, this script is {task!r}")
+    bounds = scale_range(task, path, raw)
+    if bounds is not None and not _holds(bounds, size):
+        fit = recipe_for_scale(task, size)
+        raise UsageError(f"--recipe {name}: made for {describe_scale(task, bounds)}, but the training split has "
+                         f"{size:,}: use --recipe {fit} (made for {describe_scale(task, packaged_scales(task)[fit])}),"
+                         " or a recipe file of your own without \"data_scale\"")
     if mode not in raw:
         have = sorted(k for k in raw if k in MODES)
         raise UsageError(f"--recipe {path}: has no section for mode {mode!r} (has {have})")
@@ -61,4 +144,6 @@ def resolve_recipe(task: str, name: str | None, synthetic: bool, mode: str, over
     recipe.setdefault("weight_decay", 0.0)
     recipe.setdefault("grad_clip", 1.0)
     recipe.setdefault("eval_every", 1)
+    if bounds is not None:
+        recipe["data_scale"] = dict(raw["data_scale"])
     return path, recipe

@@ -35,8 +35,8 @@ from hitrs_fast.training.task_run import TaskRun, run_cli, task_parser
 TASK = "recognition"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = task_parser("recognize", __doc__, "the synthetic trimmed set")
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = task_parser("recognize", __doc__, "the synthetic trimmed set", prog)
     p.add_argument("--synthetic-per-class", type=int, default=60, help="samples per class of the synthetic set")
     p.add_argument("--stream", default="joint", choices=STREAMS, help="input view (default: joint)")
     p.add_argument("--label-fraction", type=float, default=1.0,
@@ -67,7 +67,7 @@ def fuse_runs(args: argparse.Namespace) -> dict[str, Any]:
     for run in args.fuse:
         path = Path(run) / "test_scores.pt"
         if not path.is_file():
-            raise UsageError(f"--fuse {run}: no test_scores.pt (is it a finished recognize.py run?)")
+            raise UsageError(f"--fuse {run}: no test_scores.pt (is it a finished recognition run?)")
         loaded.append((run, torch.load(path, map_location="cpu", weights_only=True)))
     ref_run, ref = loaded[0]
     for run, s in loaded[1:]:
@@ -125,8 +125,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.index_list is not None:
         try:
             pos = load_index_list(args.index_list, num_samples=train_idx.size, order_verified=True)
-        except ValueError as e:
-            raise UsageError(f"--index-list: {e}") from None
+        except (ValueError, OSError) as e:
+            raise UsageError(f"--index-list {args.index_list}: {e}") from None
         labelled = train_idx[np.sort(pos)]
     elif args.label_fraction < 1.0:
         labelled = train_idx[class_balanced_subset(store.labels[train_idx], args.label_fraction, seed=args.seed)]
@@ -221,6 +221,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """``python training/recognize.py ARGS``; returns the exit status (2 on a bad argument)."""
-    return run_cli(build_parser(), run, argv, "recognize.py")
+    return run_cli(build_parser(prog), run, argv)

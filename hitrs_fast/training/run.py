@@ -1,8 +1,10 @@
-"""Run-level helpers shared by pre-training and the downstream tasks: command-line overrides,
-seed mixing, atomic file writes and the metrics logger (JSON lines, TensorBoard, loss curves)."""
+"""Run-level helpers shared by pre-training and the downstream tasks: command-line overrides, the ``--data``
+store check, seed mixing, atomic file writes and the metrics logger (JSON lines, TensorBoard, loss curves)."""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
 import os
 import secrets
@@ -19,17 +21,49 @@ class UsageError(ValueError):
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["dropout=0.1", "body_reduce=mean_present"]`` -> typed dict (JSON values, else strings)."""
+    """``--set`` values, ``["dropout=0.1", "body_reduce=mean_present"]``, as a typed dict (JSON values, else
+    strings). Every FIELD must be a :class:`~hitrs_fast.config.HiTRSConfig` field: an unknown one is a
+    :class:`UsageError` naming the closest field and listing all of them."""
+    from hitrs_fast.config import HiTRSConfig
+
+    fields = [f.name for f in dataclasses.fields(HiTRSConfig)]
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise UsageError(f"--set expects FIELD=VALUE, got {item!r}")
         key, value = item.split("=", 1)
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UsageError(f"--set {item}: {key!r} is not a model config field{hint}; fields: {', '.join(fields)}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def open_checked_store(path: str | os.PathLike, splits: list[tuple[str, str]]):
+    """Opens the store of ``--data`` for a command: ``path`` must be a readable store, and each ``(option,
+    split)`` a non-empty split of it. Every failure is a one-line :class:`UsageError` naming the option and
+    the valid choices."""
+    from hitrs_fast.data.store import SkeletonStore, StoreFormatError
+
+    path = Path(path)
+    if not (path / "meta.json").exists():
+        raise UsageError(f"--data {path}: not a hitrs_fast store (no meta.json); convert a dataset with "
+                         "`hitrs data convert ...` / `hitrs data import ...` or omit --data for the synthetic set")
+    try:
+        store = SkeletonStore(path)
+    except (StoreFormatError, OSError) as e:
+        raise UsageError(f"--data {path}: {e}") from None
+    for option, split in splits:
+        if split not in store.split_names:
+            raise UsageError(f"{option} {split!r}: not a split of {path} (splits: {store.split_names})")
+        if store.split_indices(split).size == 0:
+            sizes = {k: int(store.split_indices(k).size) for k in store.split_names}
+            raise UsageError(f"{option} {split!r}: the split is empty in {path} (split sizes: {sizes})")
+    return store
 
 
 def mix_seed(*parts: int) -> int:

@@ -34,14 +34,15 @@ from hitrs_fast.config import PRESETS
 from hitrs_fast.models import HiTRS
 from hitrs_fast.training.encoder import build_encoder, check_mode, freeze_encoder
 from hitrs_fast.training.loop import FitResult, fit
-from hitrs_fast.training.recipes import MODES, resolve_recipe
-from hitrs_fast.training.run import UsageError, atomic_write_json, parse_overrides
+from hitrs_fast.training.recipes import MODES, SCALE_WORDS, describe_scale, resolve_recipe, store_scale
+from hitrs_fast.training.run import UsageError, atomic_write_json, open_checked_store, parse_overrides
 
 
-def task_parser(script: str, doc: str | None, default_data: str) -> argparse.ArgumentParser:
-    """The parser of ``python training/<script>.py`` holding the arguments every downstream task shares;
-    the task adds its own (its synthetic set's size, its options)."""
-    p = argparse.ArgumentParser(prog=f"python training/{script}.py", description=doc,
+def task_parser(script: str, doc: str | None, default_data: str, prog: str | None = None) -> argparse.ArgumentParser:
+    """The parser of a downstream task holding the arguments every task shares; the task adds its own (its
+    synthetic set's size, its options). ``prog``: the command shown in help and errors (default
+    ``python training/<script>.py``; the ``hitrs`` command passes ``hitrs <task>``)."""
+    p = argparse.ArgumentParser(prog=prog or f"python training/{script}.py", description=doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=None, help=f"store directory; default: {default_data}, generated under "
                    "--cache-dir on first use")
@@ -49,7 +50,9 @@ def task_parser(script: str, doc: str | None, default_data: str) -> argparse.Arg
     p.add_argument("--data-seed", type=int, default=0, help="seed of the generated synthetic set")
     p.add_argument("--split", default="train", help="training split of the store (default: train)")
     p.add_argument("--test-split", default="test", help="evaluation split (default: test)")
-    p.add_argument("--init", default="random", help="'random' or the path of a pre-training encoder.pt")
+    p.add_argument("--init", default="random", help="'random', or a pre-trained encoder: an encoder.pt, a converted "
+                   "released checkpoint (hitrs convert-checkpoint), a pre-training run directory, or a DeepSpeed "
+                   "checkpoint directory (RUN/checkpoints or RUN/checkpoints/stepNNNNNNNN)")
     p.add_argument("--mode", default="finetune", choices=MODES,
                    help="linear: frozen encoder in eval mode, head only; finetune: everything trained; "
                    "scratch: random init with the from-scratch schedule")
@@ -59,7 +62,7 @@ def task_parser(script: str, doc: str | None, default_data: str) -> argparse.Arg
                    help="override a HiTRSConfig field (with a checkpoint only shape-free fields such as dropout "
                    "and body_reduce)")
     p.add_argument("--recipe", default=None, help="recipe JSON (a name in training/configs/downstream/ or a path); "
-                   "default: the synthetic recipe on the synthetic sets, the released recipe otherwise")
+                   "default: the packaged recipe made for the size of the training split (its data_scale)")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
     p.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
     p.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
@@ -69,7 +72,8 @@ def task_parser(script: str, doc: str | None, default_data: str) -> argparse.Arg
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--run-dir", default=None, help="default: runs/<task>-<mode>-<time>")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (there is none either when the output is not a terminal)")
     return p
 
 
@@ -85,24 +89,11 @@ def pick_device(name: str | None) -> torch.device:
     return dev
 
 
-def is_synthetic(store) -> bool:
-    """True for the built-in synthetic sets: their default recipe is the small CPU one."""
-    return store.info.get("source") == "synthetic"
-
-
 def open_store(data: str | None, default: Callable[[], Path], splits: tuple[str, ...]):
-    """Opens ``--data`` (or the default synthetic store) and checks the requested splits exist."""
-    from hitrs_fast.data.store import SkeletonStore
-
+    """Opens ``--data`` (or the default synthetic store) and checks that ``(--split, --test-split)`` are
+    non-empty splits of it (:func:`~hitrs_fast.training.run.open_checked_store`)."""
     path = Path(data) if data is not None else default()
-    if not (path / "meta.json").exists():
-        raise UsageError(f"--data {path}: not a hitrs_fast store (no meta.json); convert a dataset with "
-                         "`python -m hitrs_fast.data convert ...` or omit --data for the synthetic set")
-    store = SkeletonStore(path)
-    for split in splits:
-        if split not in store.split_names:
-            raise UsageError(f"split {split!r}: not in {path} (splits: {store.split_names})")
-    return store
+    return open_checked_store(path, list(zip(("--split", "--test-split"), splits, strict=True)))
 
 
 def make_run_dir(run_dir: str | None, task: str, mode: str, resume: bool) -> Path:
@@ -144,9 +135,15 @@ class TaskRun:
         ``required``: task-specific keys the recipe must hold."""
         a = self.args
         self.overrides = parse_overrides(a.set)
+        size = store_scale(self.task, self.store, a.split)
         self.recipe_path, self.recipe = resolve_recipe(
-            self.task, a.recipe, is_synthetic(self.store), a.mode,
-            {"epochs": a.epochs, "lr": a.lr, "batch_size": a.batch_size}, required)
+            self.task, a.recipe, size, a.mode, {"epochs": a.epochs, "lr": a.lr, "batch_size": a.batch_size},
+            required)
+        if a.recipe is None:
+            scale = self.recipe.get("data_scale")
+            made_for = f", made for {describe_scale(self.task, (scale['min'], scale['max']))}" if scale else ""
+            print(f"recipe {Path(self.recipe_path).name}: chosen for the {size:,} {SCALE_WORDS[self.task]} of split "
+                  f"{a.split!r}{made_for} (--recipe picks another)", flush=True)
         return self.recipe
 
     def build_model(self, head: Callable[[HiTRS], nn.Module], **config: Any) -> nn.Module:
@@ -179,13 +176,13 @@ class TaskRun:
 
 
 def run_cli(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], Any],
-            argv: list[str] | None, name: str) -> int:
-    """Parses ``argv`` and runs a task: 0 on success, 2 with a one-line ``<name>: error: ...`` on a
-    :class:`UsageError`."""
+            argv: list[str] | None) -> int:
+    """Parses ``argv`` and runs a task: 0 on success, 2 with a one-line ``<prog>: error: ...`` on a
+    :class:`UsageError` (argparse itself exits 2 the same way on a malformed command line)."""
     args = parser.parse_args(argv)
     try:
         run(args)
     except UsageError as e:
-        print(f"{name}: error: {e}", file=sys.stderr)
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     return 0

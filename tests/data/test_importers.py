@@ -168,3 +168,74 @@ def test_safe_pickle_accepts_plain_data_and_numpy(protocol: int) -> None:
     assert got["names"] == obj["names"] and got["labels"] == obj["labels"] and got["misc"] == obj["misc"]
     np.testing.assert_array_equal(got["x"], obj["x"])
     assert got["i"] == 7 and got["x"].dtype == np.float32
+
+
+def _labelled(path: Path, labels, bodies: int | None = None, v: int = 25) -> np.ndarray:
+    """Writes ``path`` (.npz with ``joints`` and ``labels``) and returns the joints as stored ``[T, M, V, 3]``."""
+    rng = np.random.default_rng(len(labels))
+    shape = (len(labels), v, 3) if bodies is None else (len(labels), bodies, v, 3)
+    joints = rng.normal(size=shape).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, joints=joints, labels=np.asarray(labels))
+    return joints if bodies is not None else joints[:, None]
+
+
+def test_frame_labels_import(tmp_path: Path) -> None:
+    src = tmp_path / "mine"
+    a = _labelled(src / "train" / "a.npz", [0, 0, 2, 2, 2, 0])
+    b = _labelled(src / "train" / "b.npz", [1, 1, 0, 3])
+    c = _labelled(src / "test" / "c.npz", [0, 3, 3])
+    _labelled(src / "extra.npz", [0, 1])  # directly in the input folder: in no split
+    (tmp_path / "names.txt").write_text("wave\nsit down\n\njump\n")
+    s = SkeletonStore(importers.import_frame_labels(src, tmp_path / "s", class_names=tmp_path / "names.txt", fps=25))
+    assert s.names == ["a", "b", "c", "extra"] and s.shape_tail == (1, 25, 3)
+    assert {k: s.split_indices(k).tolist() for k in s.split_names} == {"test": [2], "train": [0, 1]}
+    np.testing.assert_array_equal(s.sequence(0), a)
+    np.testing.assert_array_equal(s.sequence(2), c)
+    np.testing.assert_array_equal(s.frame_labels(1), [1, 1, 0, 3])
+    assert s.labels.tolist() == [-1] * 4 and len(b) == 4
+    assert s.info["num_classes"] == 4 and s.info["background_class"] == 0 and s.info["fps"] == 25
+    assert s.info["class_names"] == ["background", "wave", "sit down", "jump"]
+    from hitrs_fast.training.detect import num_action_classes
+
+    assert num_action_classes(s) == 3  # K from the data, not a fixed PKU-MMD head
+
+
+@pytest.mark.parametrize("case,match", [
+    ("missing_key", r"lacks \['labels'\]"),
+    ("length", r"labels has shape \(3,\), expected \(4,\)"),
+    ("negative", r"labels must lie in \[0, 32767\]"),
+    ("float_labels", "labels must be integers"),
+    ("joints_rank", r"joints has shape \(4, 3\)"),
+    ("background_only", "every frame of every sequence is labelled 0"),
+    ("duplicate", "duplicate sequence name 'a'"),
+    ("class_names", "--class-names .*: 1 names, but the labels go up to 2"),
+])
+def test_frame_labels_import_errors(tmp_path: Path, case: str, match: str) -> None:
+    src = tmp_path / "in"
+    names = None
+    if case == "missing_key":
+        (src / "train").mkdir(parents=True)
+        np.savez(src / "train" / "a.npz", joints=np.zeros((4, 25, 3)))
+    elif case == "length":
+        (src / "train").mkdir(parents=True)
+        np.savez(src / "train" / "a.npz", joints=np.zeros((4, 25, 3)), labels=np.array([0, 1, 1]))
+    elif case == "negative":
+        _labelled(src / "train" / "a.npz", [0, -1, 1])
+    elif case == "float_labels":
+        _labelled(src / "train" / "a.npz", [0.0, 0.5, 1.0])
+    elif case == "joints_rank":
+        (src / "train").mkdir(parents=True)
+        np.savez(src / "train" / "a.npz", joints=np.zeros((4, 3)), labels=np.zeros(4, int))
+    elif case == "background_only":
+        _labelled(src / "train" / "a.npz", [0, 0, 0])
+    elif case == "duplicate":
+        _labelled(src / "train" / "a.npz", [0, 1])
+        _labelled(src / "test" / "a.npz", [0, 1])
+    else:
+        _labelled(src / "train" / "a.npz", [0, 1, 2])
+        names = tmp_path / "names.txt"
+        names.write_text("only one\n")
+    with pytest.raises(ValueError, match=match):
+        importers.import_frame_labels(src, tmp_path / "out", class_names=names)
+    assert not (tmp_path / "out").exists()

@@ -176,7 +176,7 @@ def test_benchmark_splits_and_expected_counts() -> None:
     s120 = benchmark_splits(setup, camera, performer, "ntu120")
     assert s120["ntu120_xsub_train"].tolist() == [0, 2, 3] and s120["ntu120_xsub_test"].tolist() == [1, 4]
     assert s120["ntu120_xset_train"].tolist() == [1, 3] and s120["ntu120_xset_test"].tolist() == [0, 2, 4]
-    # A complete NTU-60 store: sizes compared with §3.
+    # A complete NTU-60 store: sizes compared with the published benchmark sizes.
     full = np.ones(56578, dtype=np.int16)
     good = {k: np.arange(v) for k, v in EXPECTED_COUNTS.items() if k.startswith("ntu60")}
     lines, ok = expected_count_report(good, full, "ntu60")
@@ -280,3 +280,23 @@ def test_convert_ntu120_deterministic_workers_and_missing_override(fixture_dir, 
     with pytest.raises(FileExistsError):
         convert_ntu([src], tmp_path / "c")
     convert_ntu([src], tmp_path / "c", overwrite=True)
+
+
+def test_every_excluded_file_is_listed_and_none_keeps_them(fixture_dir, tmp_path: Path, capsys) -> None:
+    """A user's own recording may be named like an entry of the official missing-skeleton list: the report
+    names the file and the reason, and ``--missing-list none`` keeps it."""
+    from hitrs_fast.data.__main__ import main
+
+    src, files = fixture_dir
+    files["truncated"].path.unlink()
+    listed = files["missing_listed"].path
+    assert main(["convert", "ntu", "--input", str(src), "--output", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    k = out.index("excluded 1 file on the missing-skeleton list (the bundled ntu60 list; --missing-list none keeps "
+                  "them):")
+    assert out[k + 1] == f"  {listed}"
+    assert SkeletonStore(tmp_path / "a").info["excluded_files"] == {out[k][len("excluded 1 file "):-1]: [str(listed)]}
+    assert main(["convert", "ntu", "--input", str(src), "--output", str(tmp_path / "b"), "--missing-list", "none"]) == 0
+    assert not any(line.startswith("excluded") for line in capsys.readouterr().out.splitlines())
+    b = SkeletonStore(tmp_path / "b")
+    assert listed.stem in b.names and len(b) == 5 and b.info["missing_list"] == "none"

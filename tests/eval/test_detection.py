@@ -149,7 +149,8 @@ def test_mapping_input_equals_rows():
 
 
 def _reference_a(props: list, gt: list, theta: float) -> float:
-    """Literal transcription of the protocol A steps of data-formats.md §9, for the global list."""
+    """Literal transcription of the protocol A steps (ECHO960/PKU-MMD evaluate.py; docs/evaluation.md), for the
+    global list."""
     props = sorted(props, key=lambda p: p[1])  # global list = per-class lists in class order
     props = sorted(props, key=lambda p: p[4])  # ascending confidence, stable
     match = []

@@ -2,7 +2,8 @@
 
 Runs the Triton kernel through the CPU interpreter (TRITON_INTERPRET=1, set by
 tests/conftest.py) with tiny shapes; on a GPU the same tests run the compiled kernel.
-Every kernel call happens under NaN-poisoned allocations.
+Every kernel call happens under NaN-poisoned allocations. Tests marked with the
+``bwd_variant`` fixture run once per backward kernel (``HITRS_FAST_EMBEDDING_BWD``).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import pytest
 import torch
 
 from hitrs_fast.embedding import joint_embedding
+from hitrs_fast.kernels import joint_embedding as kernel
 from hitrs_fast.reference import naive_joint_embedding
 from tests.support.nan_poison import poison_torch_empty
-from tests.support.tolerances import assert_close_verbose, assert_low_precision_close, tolerance
+from tests.support.tolerances import LOW_PRECISION_FACTOR, assert_close_verbose, assert_low_precision_close, tolerance
 
 pytestmark = pytest.mark.interpreter
 
@@ -45,6 +47,13 @@ def _triton(*args, **kwargs):
         return joint_embedding(*args, backend="triton", **kwargs)
 
 
+@pytest.fixture(params=kernel.BWD_VARIANTS)
+def bwd_variant(request, monkeypatch):
+    """Runs the test with each backward kernel (the launcher reads the variable at every backward)."""
+    monkeypatch.setenv(kernel.BWD_VARIANT_ENV, request.param)
+    return request.param
+
+
 SHAPES = [
     pytest.param((2, 3), 25, 128, id="B2-F3-V25-d128"),
     pytest.param((1,), 25, 32, id="B1-V25-d32"),
@@ -54,11 +63,13 @@ SHAPES = [
     pytest.param((2,), 7, 1, id="B2-V7-d1"),
     pytest.param((), 25, 32, id="no-lead-V25-d32"),
     pytest.param((1,), 25, 256, id="B1-V25-d256"),
+    # The model's V and d with 275 tokens: 8 full 32-token tiles and a ragged 19-token one (tokens backward).
+    pytest.param((11,), 25, 128, id="B11-V25-d128-ragged-tiles"),
 ]
 
 
 @pytest.mark.parametrize(("lead", "v", "d"), SHAPES)
-def test_fp32_matches_float64_oracle(lead, v, d):
+def test_fp32_matches_float64_oracle(lead, v, d, bwd_variant):
     master = _inputs(lead, v, d)
     oracle_out = naive_joint_embedding(*master)
     dy = torch.randn_like(oracle_out)
@@ -77,8 +88,9 @@ def test_fp32_matches_float64_oracle(lead, v, d):
     pytest.param((2,), 13, 32, id="B2-V13-d32"),
 ])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
-def test_low_precision_within_twice_pytorch_error(lead, v, d, dtype):
-    """All inputs and parameters in bf16/fp16 (a ``model.to(dtype)``): the flash-attention 2x rule."""
+def test_low_precision_within_twice_pytorch_error(lead, v, d, dtype, bwd_variant):
+    """All inputs and parameters in bf16/fp16 (a ``model.to(dtype)``): the flash-attention 2x rule against
+    the reference backend, which computes in fp32 and rounds once to the output dtype."""
     master = _inputs(lead, v, d)
     dy = torch.randn(*lead, v, d, dtype=torch.float64, device=DEVICE)
     low = [t.to(dtype) for t in master]
@@ -91,6 +103,73 @@ def test_low_precision_within_twice_pytorch_error(lead, v, d, dtype):
     for name, g, tg, ref in zip(NAMES, grads, torch_grads, oracle_grads, strict=True):
         assert g.dtype == dtype
         assert_low_precision_close(g, tg, ref, "joint_embedding", f"d{name}")
+
+
+# (frames, V, d) for the tokens kernel: token counts never a multiple of its tile, tiles that straddle frame
+# boundaries, 1 frame and primes. Under the interpreter (4 programs at most) the last two give several programs
+# with several tiles each, so the prefetch of the next tile's inputs and the ragged last tile both run.
+TOKEN_TILINGS = [
+    pytest.param(1, 25, 128, id="F1-V25-d128"),  # 25 tokens: tiles of 16 and 9
+    pytest.param(13, 13, 32, id="F13-V13-d32"),  # 169 tokens: 3 tiles of 64, the last 41
+    pytest.param(7, 25, 128, id="F7-V25-d128"),  # 175 tokens: 11 tiles of 16 over 4 programs
+    pytest.param(37, 7, 32, id="F37-V7-d32"),  # 259 tokens: 5 tiles of 64 over 3 programs
+]
+
+
+def _tokens_tiling(frames: int, v: int, d: int) -> tuple[int, int, int, int]:
+    """(programs, tokens, tokens per program, BLOCK_T) the tokens launcher picks on this device."""
+    xf = torch.empty(frames, v, 3, device=DEVICE)
+    programs, _, (tokens, per_program, _), meta = kernel._launch_bwd_tokens(xf, torch.empty(0, device=DEVICE), d)
+    return programs, tokens, per_program, meta["BLOCK_T"]
+
+
+def test_token_tilings_cover_ragged_tiles_and_loops():
+    """The parametrization of test_tokens_backward_tiles does what its comment says."""
+    tilings = [_tokens_tiling(*p.values) for p in TOKEN_TILINGS]
+    assert all(tokens % block_t for _, tokens, _, block_t in tilings), tilings
+    if DEVICE == "cpu":
+        assert any(programs >= 3 and per_program >= 2 * block_t for programs, _, per_program, block_t in tilings)
+
+
+@pytest.mark.parametrize(("frames", "v", "d"), TOKEN_TILINGS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
+def test_tokens_backward_tiles(frames, v, d, dtype, monkeypatch):
+    """Tokens kernel vs the float64 oracle, dx and every parameter gradient, everything in ``dtype``."""
+    monkeypatch.setenv(kernel.BWD_VARIANT_ENV, "tokens")
+    master = _inputs((frames,), v, d)
+    dy = torch.randn(frames, v, d, dtype=torch.float64, device=DEVICE)
+    low = [t.to(dtype) for t in master]
+    oracle, oracle_grads = _run(naive_joint_embedding, [t.double() for t in low], dy.to(dtype).double())
+    out, grads = _run(_triton, low, dy)
+    if dtype == torch.float32:
+        atol, rtol = tolerance("joint_embedding", dtype)
+        for name, g, ref in zip(NAMES, grads, oracle_grads, strict=True):
+            assert_close_verbose(g, ref, atol, rtol, f"d{name}")
+        return
+    _, torch_grads = _run(naive_joint_embedding, low, dy)
+    atol, _ = tolerance("joint_embedding", dtype)
+    for name, g, tg, ref in zip(NAMES, grads, torch_grads, oracle_grads, strict=True):
+        assert g.dtype == dtype
+        torch_err = (tg.double() - ref).abs().max().item()
+        assert_close_verbose(g, ref, LOW_PRECISION_FACTOR * torch_err + atol + _interpreter_bf16_slack(ref, dtype),
+                             0.0, f"d{name}")
+
+
+def _interpreter_bf16_slack(ref: torch.Tensor, dtype: torch.dtype) -> float:
+    """One bf16 ulp at the largest ``|ref|`` under the interpreter, else 0. Triton's interpreter converts fp32 to
+    bf16 by truncation (a GPU rounds to nearest), so a gradient like dx ~ 17 can be 1 ulp (0.125) off where
+    PyTorch's rounding happens to be within 1/4 ulp: the 2x rule alone would fail on the interpreter's rounding."""
+    if DEVICE != "cpu" or dtype != torch.bfloat16:
+        return 0.0
+    return 2.0 ** (torch.frexp(ref.abs().max()).exponent.item() - 8)
+
+
+def test_unknown_backward_variant_is_refused(monkeypatch):
+    monkeypatch.setenv(kernel.BWD_VARIANT_ENV, "rows")
+    x, *params = [t.float() for t in _inputs((2,), 25, 32)]
+    out = _triton(x.requires_grad_(), *params)
+    with pytest.raises(ValueError, match="HITRS_FAST_EMBEDDING_BWD='rows': expected one of tokens, frames"):
+        out.sum().backward()
 
 
 def test_bf16_output_from_fp32_inputs():
@@ -143,8 +222,8 @@ def test_empty_leading_dims():
         assert g.shape == t.shape and torch.equal(g, torch.zeros_like(t))
 
 
-def test_backward_is_deterministic():
-    """Several backward programs (frames split across the persistent grid) reduce in a fixed order."""
+def test_backward_is_deterministic(bwd_variant):
+    """Several backward programs (frames or tokens split across the persistent grid) reduce in a fixed order."""
     master = [t.float() for t in _inputs((11, 3), 25, 32)]
     dy = torch.randn(11, 3, 25, 32, device=DEVICE)
     _, first = _run(_triton, master, dy)

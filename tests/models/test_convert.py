@@ -2,27 +2,8 @@ import pytest
 import torch
 
 from hitrs_fast import HiTRS, HiTRSConfig, HiTRSForPretraining
-from hitrs_fast.convert import _FIXED, _LAYER, convert_released_state_dict, released_to_library_name
-
-
-def released_names_of(model_sd):
-    """The released code's names for the library's parameters (inverse of the converter)."""
-    inverse_fixed = {v: k for k, v in _FIXED.items()}
-    inverse_layer = {v: k for k, v in _LAYER.items()}
-    levels = {"frame_encoder": "s", "clip_encoder": "c", "video_encoder": "v"}
-    out = {}
-    for name, value in model_sd.items():
-        parts = name.split(".")
-        if "layers" in parts:
-            level = levels[parts[1]]
-            layer, rest = parts[4], ".".join(parts[5:-1])
-            released = f"{level}_enc.layer_stack.{layer}.{inverse_layer[rest]}.{parts[-1]}"
-        else:
-            base, _, kind = name.rpartition(".")
-            released = inverse_fixed.get(name) or f"{inverse_fixed[base]}.{kind}"
-        # Released PEs carry a leading batch axis; the checkpoint has a DataParallel prefix.
-        out["module." + released] = value.unsqueeze(0) if released.endswith("pe.pe") else value
-    return out
+from hitrs_fast.convert import convert_released_state_dict, released_to_library_name
+from tests.support.checkpoints import released_names_of
 
 
 def test_released_checkpoint_loads_strict():

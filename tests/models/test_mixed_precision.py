@@ -10,6 +10,7 @@ import torch
 
 from hitrs_fast import HiTRSConfig, HiTRSForPretraining
 from hitrs_fast.sampling import SampleRandom
+from tests.support.devices import kernel_device
 
 TINY_ALL = HiTRSConfig.preset("tiny", use_video_tasks=True)  # every pretext task on
 BF16_LOSS_RTOL = 0.02  # bf16 keeps 8 significant bits; a pretext loss of a 1-layer model moves well inside this
@@ -19,18 +20,19 @@ BF16_LOSS_RTOL = 0.02  # bf16 keeps 8 significant bits; a pretext loss of a 1-la
 @pytest.mark.parametrize("backend", ["torch", "auto", "triton"])
 def test_bf16_pretraining_step(backend, recipe):
     torch.manual_seed(0)
-    model = HiTRSForPretraining(TINY_ALL, backend=backend)
+    device = kernel_device() if backend == "triton" else torch.device("cpu")
+    model = HiTRSForPretraining(TINY_ALL, backend=backend).to(device)
     g = torch.Generator().manual_seed(1)
-    x = 0.3 * torch.randn(2, 16, 25, 3, generator=g)  # fp32, as the loader yields
-    lengths, ids = torch.tensor([16, 15]), torch.arange(2)
-    oracle = HiTRSForPretraining(TINY_ALL, backend="torch")  # fp32 losses of the same weights
+    x = (0.3 * torch.randn(2, 16, 25, 3, generator=g)).to(device)  # fp32, as the loader yields
+    lengths, ids = torch.tensor([16, 15]), torch.arange(2, device=device)
+    oracle = HiTRSForPretraining(TINY_ALL, backend="torch").to(device)  # fp32 losses of the same weights
     oracle.load_state_dict(model.state_dict())
     reference = oracle(x, lengths, generator=SampleRandom(0, ids))
     if recipe == "bf16_parameters":
         model.to(torch.bfloat16)
         out = model(x, lengths, generator=SampleRandom(0, ids))
     else:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             out = model(x, lengths, generator=SampleRandom(0, ids))
     out["loss"].backward()
     want_dtype = torch.bfloat16 if recipe == "bf16_parameters" else torch.float32

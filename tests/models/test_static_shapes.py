@@ -11,6 +11,7 @@ import torch
 
 from hitrs_fast import HiTRS, HiTRSConfig, HiTRSForPretraining
 from hitrs_fast.sampling import SampleRandom
+from tests.support.devices import kernel_device
 from tests.support.tolerances import tolerance
 
 TINY_ALL = HiTRSConfig.preset("tiny", use_video_tasks=True)  # every pretext task on
@@ -88,11 +89,13 @@ def test_pretraining_step_compiles_as_one_graph(backend):
     CPU. ``triton`` runs the kernels' registered custom ops (the Triton interpreter on CPU) and is compared
     with the reference backend, the same weights, in eager mode."""
     torch.manual_seed(0)
-    model = HiTRSForPretraining(TINY_ALL, backend=backend)
-    reference = HiTRSForPretraining(TINY_ALL, backend="torch")
+    device = kernel_device() if backend == "triton" else torch.device("cpu")
+    model = HiTRSForPretraining(TINY_ALL, backend=backend).to(device)
+    reference = HiTRSForPretraining(TINY_ALL, backend="torch").to(device)
     reference.load_state_dict(model.state_dict())
     b, t = (3, 24) if backend == "auto" else (2, 16)
     x, lengths, ids = _pretrain_batch(b=b, t=t)
+    x, ids = x.to(device), ids.to(device)
     eager = _step(reference, x, lengths, ids, static_shapes=True)
     torch._dynamo.reset()
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
@@ -100,3 +103,25 @@ def test_pretraining_step_compiles_as_one_graph(backend):
     atol, rtol = tolerance("model", torch.float32)
     _assert_same(got[0], eager[0], atol=atol, rtol=rtol)
     _assert_same(got[1], eager[1], atol=atol, rtol=rtol)
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+@pytest.mark.requires_cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_pretraining_step_never_syncs(backend):
+    """On a GPU, with lengths on the CPU (as the loader yields them), a packed forward + backward makes no
+    host sync: ``set_sync_debug_mode("error")`` turns any (``.item()``, ``nonzero``, a blocking copy) into an
+    error. The first step runs outside it (autotuning and lazy initialisation synchronise on purpose)."""
+    torch.manual_seed(0)
+    model = HiTRSForPretraining(TINY_ALL, backend=backend).cuda()
+    x, lengths, ids = _pretrain_batch(b=6, t=40)
+    x, ids = x.cuda(), ids.cuda()
+    _step(model, x, lengths, ids)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = model(x, lengths, generator=SampleRandom(0, ids))
+        out["loss"].backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert torch.isfinite(out["loss"]).item()

@@ -11,10 +11,17 @@ import pytest
 import torch
 
 import hitrs_fast.attention as attention
-from hitrs_fast.attention import FrameMaskedAttention, MultiHeadAttention, TritonFrameAttention, frame_masked_attention
+from hitrs_fast.attention import (
+    AttentionInputs,
+    FrameMaskedAttention,
+    MultiHeadAttention,
+    SdpaFrameAttention,
+    TritonFrameAttention,
+    frame_masked_attention,
+)
 from hitrs_fast.masks import FrameMask, KeyPaddingMask, NoMask
 from hitrs_fast.reference.attention import naive_attention
-from tests.support.devices import REQUIRES_CUDA
+from tests.support.devices import REQUIRES_CUDA, kernel_device
 from tests.support.tolerances import assert_close_verbose, tolerance
 
 
@@ -31,7 +38,7 @@ def record_backend(monkeypatch):
         calls.append("triton")
         return naive_attention(q, k, v, mask, scale)
 
-    monkeypatch.setattr(attention, "_triton_attention", fake)
+    monkeypatch.setattr(TritonFrameAttention, "run", staticmethod(fake))
     return calls
 
 
@@ -44,14 +51,22 @@ def record_backend(monkeypatch):
 ])
 def test_reasons_name_each_capability(kwargs, mask, expected):
     q, k, v = qkv(**kwargs)
-    reasons = TritonFrameAttention.not_supported_reasons(q, k, v, mask)
+    reasons = TritonFrameAttention.not_supported_reasons(AttentionInputs(q, k, v, mask))
     assert any(expected in r for r in reasons), reasons
 
 
 def test_reasons_empty_for_supported_inputs_on_kernel_device(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     q, k, v = qkv(dtype=torch.bfloat16, d=64)
-    assert TritonFrameAttention.not_supported_reasons(q, k, v, FrameMask(num_frames=2), requested="triton") == []
+    assert TritonFrameAttention.device_reasons(q.device, requested=True) == []
+    assert TritonFrameAttention.not_supported_reasons(AttentionInputs(q, k, v, FrameMask(num_frames=2))) == []
+
+
+def test_auto_on_cpu_never_runs_the_interpreter_and_says_why(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert "never runs the Triton interpreter" in TritonFrameAttention.device_reasons(torch.device("cpu"), False)[0]
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert "is not CUDA" in TritonFrameAttention.device_reasons(torch.device("cpu"), True)[0]
 
 
 def test_auto_on_cpu_interpreter_does_not_use_triton(monkeypatch, record_backend):
@@ -70,7 +85,7 @@ def test_auto_on_cpu_interpreter_does_not_use_triton(monkeypatch, record_backend
 
 
 def test_auto_picks_triton_when_supported_unless_disabled(monkeypatch, record_backend):
-    monkeypatch.setattr(TritonFrameAttention, "not_supported_reasons", classmethod(lambda cls, *a, **k: []))
+    monkeypatch.setattr(TritonFrameAttention, "device_reasons", classmethod(lambda cls, *a, **k: []))
     q, k, v = qkv()
     frame_masked_attention(q, k, v, FrameMask(num_frames=2))
     assert record_backend == ["triton"]
@@ -118,13 +133,26 @@ def test_bad_backend_and_lengths_raise_value_error():
         MultiHeadAttention(32, 2, 16, backend="fast")
 
 
-def test_capabilities_match_kernel_module():
+def test_capabilities_are_the_kernel_module_limits():
+    """Declared once: the dispatcher's backend and the kernel launcher read the same reasons."""
+    from hitrs_fast.kernels import capabilities
     from hitrs_fast.kernels import frame_attention as fa
 
-    assert TritonFrameAttention.SUPPORTED_DTYPES == fa.SUPPORTED_DTYPES
-    assert TritonFrameAttention.SUPPORTED_HEAD_DIMS == fa.SUPPORTED_HEAD_DIMS
-    assert TritonFrameAttention.MAX_TOKENS == fa.MAX_TOKENS
+    assert fa.not_supported_reasons is capabilities.frame_attention_reasons
+    assert fa.SUPPORTED_DTYPES is capabilities.FRAME_ATTENTION_DTYPES
     assert TritonFrameAttention.IS_DETERMINISTIC == fa.IS_DETERMINISTIC
+    q, k, v = qkv(dtype=torch.float64, d=80)
+    with pytest.raises(ValueError, match="dtype torch.float64 not in"):
+        fa.frame_attention_fwd(q, k, v, None, 0.1, fa.MASK_NONE, 25, fa.CLS_NONE, True, False)
+
+
+def test_warning_names_the_backend_that_runs(monkeypatch):
+    """A backend that runs on the device but not on these inputs is passed over loudly, naming what runs."""
+    monkeypatch.setattr(TritonFrameAttention, "device_reasons", classmethod(lambda cls, *a, **k: []))
+    q, k, v = qkv(dtype=torch.float64)
+    with pytest.warns(UserWarning, match=r"triton backend not used: dtype torch\.float64 .*; running the sdpa backend"):
+        out = frame_masked_attention(q, k, v, FrameMask(num_frames=2))
+    torch.testing.assert_close(out, naive_attention(q, k, v, FrameMask(num_frames=2)))
 
 
 def test_import_loads_no_triton():
@@ -173,13 +201,14 @@ def test_frame_mask_materialize_pairs_small():
 def test_module_state_dict_and_outputs_across_backends(mask):
     # F-TRS frames have 25 tokens; V-TRS here 25 clip tokens + a trailing CLS.
     n = {FrameMask: getattr(mask, "num_tokens", 0), KeyPaddingMask: 26, NoMask: 25}[type(mask)]
-    torch_mod = FrameMaskedAttention(48, 2, 16, mask, backend="torch")
-    triton_mod = FrameMaskedAttention(48, 2, 16, mask, backend="triton")
+    device = kernel_device()
+    torch_mod = FrameMaskedAttention(48, 2, 16, mask, backend="torch").to(device)
+    triton_mod = FrameMaskedAttention(48, 2, 16, mask, backend="triton").to(device)
     assert list(torch_mod.state_dict()) == list(triton_mod.state_dict()) == [
         "q_proj.weight", "k_proj.weight", "v_proj.weight", "out_proj.weight"]
     triton_mod.load_state_dict(torch_mod.state_dict(), strict=True)
     torch_mod.load_state_dict(triton_mod.state_dict(), strict=True)
-    x = torch.randn(2, n, 48, requires_grad=True)
+    x = torch.randn(2, n, 48, device=device, requires_grad=True)
     y_ref = torch_mod(x)
     (gx_ref,) = torch.autograd.grad(y_ref.sum(), x)
     y = triton_mod(x)
@@ -197,7 +226,7 @@ def test_torch_compile_fullgraph_traces_triton_path():
     the op is an opaque custom op (see ``kernels/frame_attention.py::_register``).
     """
     mask = FrameMask(num_frames=1)
-    q, k, v = (t.requires_grad_() for t in qkv(b=1, h=2, n=26, d=16))
+    q, k, v = (t.requires_grad_() for t in qkv(b=1, h=2, n=26, d=16, device=kernel_device()))
 
     def f(q, k, v):
         return frame_masked_attention(q, k, v, mask, backend="triton")
@@ -239,7 +268,7 @@ def test_sdpa_backend_key_padding():
 
 def test_auto_on_cpu_uses_sdpa_unless_kernels_disabled(monkeypatch):
     calls = []
-    monkeypatch.setattr(attention, "_sdpa_attention", lambda *a: calls.append("sdpa") or a[0])
+    monkeypatch.setattr(SdpaFrameAttention, "run", staticmethod(lambda *a: calls.append("sdpa") or a[0]))
     q = torch.randn(1, 1, 176, 16)
     attention.frame_masked_attention(q, q, q, FrameMask())
     assert calls == ["sdpa"]

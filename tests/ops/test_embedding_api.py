@@ -7,9 +7,10 @@ import warnings
 import pytest
 import torch
 
-from hitrs_fast.embedding import JointEmbedding, joint_embedding, not_supported_reasons
+from hitrs_fast.embedding import JointEmbedding, TritonJointEmbedding, joint_embedding
 from hitrs_fast.reference import naive_joint_embedding
-from tests.support.tolerances import assert_close_verbose, tolerance
+from tests.support.devices import kernel_device
+from tests.support.tolerances import assert_close_verbose, assert_low_precision_close, tolerance
 
 KEYS = {"linear.weight", "linear.bias", "norm.weight", "norm.bias", "pos"}
 
@@ -28,13 +29,14 @@ def test_state_dict_keys_and_shapes():
 @pytest.mark.interpreter
 @pytest.mark.parametrize(("src", "dst"), [("torch", "triton"), ("triton", "torch")])
 def test_state_dict_round_trip_between_backends(src, dst):
-    a = JointEmbedding(13, 3, 32, backend=src)
+    device = kernel_device()
+    a = JointEmbedding(13, 3, 32, backend=src).to(device)
     with torch.no_grad():
         for p in a.parameters():
             p.add_(0.1 * torch.randn_like(p))  # move away from the init so a missed copy shows
-    b = JointEmbedding(13, 3, 32, backend=dst)
+    b = JointEmbedding(13, 3, 32, backend=dst).to(device)
     b.load_state_dict(a.state_dict(), strict=True)
-    x = torch.randn(3, 13, 3)
+    x = torch.randn(3, 13, 3, device=device)
     atol, rtol = tolerance("joint_embedding", torch.float32)
     assert_close_verbose(b(x), a(x), atol, rtol, f"{dst} after loading {src} weights")
 
@@ -50,9 +52,12 @@ def test_auto_on_cpu_is_the_reference_and_quiet():
     assert out64.dtype == torch.float64
 
 
-def test_auto_reasons_on_cpu_mention_device():
-    x, params = torch.randn(2, 25, 3), _params()
-    reasons = not_supported_reasons(x, *params, out_dtype=torch.float32, requested="auto")
+def test_auto_reasons_on_cpu_mention_device(monkeypatch):
+    """auto passes over the kernel on CPU for the device alone (quietly, see the test above)."""
+    reasons = TritonJointEmbedding.device_reasons(torch.device("cpu"), requested=False)
+    assert reasons and all("interpreter" in r for r in reasons)
+    monkeypatch.delenv("TRITON_INTERPRET")
+    reasons = TritonJointEmbedding.device_reasons(torch.device("cpu"), requested=False)
     assert reasons and all("is not CUDA" in r for r in reasons)
 
 
@@ -119,3 +124,52 @@ def test_unknown_backend_raises():
 def test_reference_gradcheck_float64():
     tensors = [torch.randn(2, 5, 3, dtype=torch.float64)] + _params(v=5, d=8, dtype=torch.float64)
     assert torch.autograd.gradcheck(naive_joint_embedding, [t.requires_grad_() for t in tensors])
+
+
+def _bf16_module_with_offset_coordinates(backend: str, offset: float) -> tuple[JointEmbedding, torch.Tensor]:
+    """A bf16 module (DeepSpeed's bf16 mode casts parameters only) and fp32 coordinates around ``offset``.
+
+    With an offset the bias cancels ``W @ offset`` so the Linear output stays O(1): rounding the
+    coordinates to bf16 (spacing 4 at 1000) would then change it by O(1), far beyond tolerance.
+    """
+    module = JointEmbedding(25, 3, 32, backend=backend)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        module.linear.bias.sub_(module.linear.weight.sum(1) * offset)
+    device = kernel_device() if backend == "triton" else torch.device("cpu")
+    module = module.to(device, torch.bfloat16)
+    return module, offset + torch.randn(2, 3, 25, 3, device=device)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1000.0], ids=["unit", "offset1000"])
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.interpreter)])
+def test_fp32_coordinates_into_bf16_parameters(backend, offset):
+    """fp32 coordinates, bf16 parameters: computed in fp32 (coordinates never rounded), output in the
+    parameter dtype, every gradient in its own tensor's dtype; all against the float64 oracle by the
+    2x rule, the reference error being the best possible one (the oracle rounded to that dtype)."""
+    module, x = _bf16_module_with_offset_coordinates(backend, offset)
+    x.requires_grad_()
+    out = module(x)
+    assert out.dtype == torch.bfloat16
+    dy = torch.randn(out.shape, device=out.device).to(torch.bfloat16)
+    out.backward(dy)
+    params = [module.linear.weight, module.linear.bias, module.norm.weight, module.norm.bias, module.pos]
+    leaves = [t.detach().double().requires_grad_() for t in (x, *params)]
+    oracle = naive_joint_embedding(*leaves, eps=module.norm.eps)
+    oracle.backward(dy.double())
+    for name, got, ref in zip(("out", "dx", "dweight", "dbias", "dln_weight", "dln_bias", "dpos"),
+                              (out, x.grad, *(p.grad for p in params)), (oracle, *(t.grad for t in leaves)),
+                              strict=True):
+        expected_dtype = torch.float32 if name == "dx" else torch.bfloat16
+        assert got.dtype == expected_dtype, f"{name} is {got.dtype}"
+        assert_low_precision_close(got, ref.to(expected_dtype), ref, "joint_embedding", f"{name} ({backend})")
+
+
+def test_output_dtype_follows_autocast_then_out_dtype_then_parameters():
+    module, x = _bf16_module_with_offset_coordinates("torch", 0.0)
+    assert module(x).dtype == torch.bfloat16  # the parameters' dtype
+    params = [module.linear.weight, module.linear.bias, module.norm.weight, module.norm.bias, module.pos]
+    assert joint_embedding(x, *params, backend="torch", out_dtype=torch.float32).dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.float16):
+        assert module(x).dtype == torch.float16

@@ -1,2 +1,3 @@
 """Helpers shared by the test suite: the tolerance table (``tolerances``), NaN-poisoned allocations
-(``nan_poison``), device skip markers (``devices``) and on-disk dataset fixtures (``data_fixtures``)."""
+(``nan_poison``), device skip markers (``devices``), on-disk dataset fixtures (``data_fixtures``) and
+released-checkpoint naming (``checkpoints``)."""

@@ -1,4 +1,4 @@
-"""Writers for the synthetic data fixtures of ``data-formats.md`` §10, written into ``tmp_path`` by the tests.
+"""Writers for the synthetic data fixtures (the dataset formats of ``docs/data.md``), written into ``tmp_path``.
 
 Each writer returns what the tests need to check the parsed result (expected arrays, names, labels).
 Coordinates are written with 7 significant digits; expected arrays hold the float32 of the exact text.
@@ -95,7 +95,7 @@ def expected_hitrs(f: NtuFile) -> np.ndarray:
 
 
 def make_ntu_fixture(root: Path, seed: int = 0) -> dict[str, NtuFile]:
-    """The §10 NTU fixture set in ``root``: 5 valid files + 1 truncated one (+ 1 on the missing list).
+    """The NTU fixture set in ``root``: 5 valid files + 1 truncated one (+ 1 on the missing list).
 
     - ``S001C002P001R001A001``: xsub train (P001), xview train (C002), a 0-body frame;
     - ``S001C001P003R001A002``: xsub test (P003), xview test (C001), 3 bodies in some frames;

@@ -1,10 +1,12 @@
-"""Skip markers and device helpers, defined once for the whole suite (conventions §3, §7).
+"""Skip markers and device helpers, defined once for the whole suite.
 
 ``REQUIRES_CUDA``: marks (``requires_cuda`` + a skip without a CUDA device) for GPU-only
-cases; combine with ``pytest.mark.slow`` for the big grids.
+cases; combine with ``pytest.mark.slow`` for the big grids. ``record_launches``: the Triton
+launches a launcher would make, recorded instead of made.
 """
 
 import os
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -22,3 +24,37 @@ def kernel_device() -> torch.device:
     import triton
 
     return triton.runtime.driver.active.get_active_torch_device()
+
+
+@dataclass
+class Launch:
+    """One Triton launch a launcher asked for: ``kernel[grid](*args, **kwargs)``, kernel a JITFunction or Autotuner."""
+
+    kernel: object
+    grid: object
+    args: tuple
+    kwargs: dict
+
+    def named_args(self) -> dict:
+        """The positional arguments by name: what Triton's autotuner hands its prune function."""
+        return dict(zip(self.kernel.arg_names, self.args, strict=False))
+
+
+def record_launches(module, fn, *args, **kwargs) -> list[Launch]:
+    """Runs launcher ``fn`` with ``module.wrap_triton`` replaced by a recorder: each launch it would make, none made."""
+    launches = []
+
+    class Recorder:
+        def __init__(self, kernel) -> None:
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            return lambda *a, **kw: launches.append(Launch(self.kernel, grid, a, kw))
+
+    saved = module.wrap_triton
+    module.wrap_triton = Recorder
+    try:
+        fn(*args, **kwargs)
+    finally:
+        module.wrap_triton = saved
+    return launches

@@ -152,7 +152,7 @@ def test_detector_clip_matches_whole_sequence_stride1_clip():
 def test_bone_stream_uses_spec_pairs():
     x = torch.randn(2, 1, 4, 25, 3)
     b = bone_stream(x)
-    for v1, v2 in BONE_PAIRS_1BASED:  # data-formats.md §2, 1-based
+    for v1, v2 in BONE_PAIRS_1BASED:  # docs/data.md, 1-based
         torch.testing.assert_close(b[..., v1 - 1, :], x[..., v1 - 1, :] - x[..., v2 - 1, :])
     assert torch.count_nonzero(b[..., 20, :]) == 0  # SpineShoulder pairs with itself
     assert torch.count_nonzero(bone_stream(torch.zeros(1, 1, 2, 25, 3))) == 0

@@ -131,6 +131,17 @@ def test_checkpoint_never_half_written(tmp_path):
     assert sorted(p.name for p in (tmp_path / "ck").iterdir() if p.is_dir()) == ["step00000010", "step00000030"]
 
 
+def test_checkpoint_retention(tmp_path):
+    one = CheckpointManager(tmp_path / "one", keep=1)
+    every = CheckpointManager(tmp_path / "all", keep=0)
+    for step in (10, 20, 30):
+        one.save(FakeEngine(), step, {"step": step})
+        every.save(FakeEngine(), step, {"step": step})
+    assert sorted(p.name for p in (tmp_path / "one").iterdir() if p.is_dir()) == ["step00000030"]
+    assert sorted(p.name for p in (tmp_path / "all").iterdir() if p.is_dir()) == [
+        "step00000010", "step00000020", "step00000030"]
+
+
 def launch(tmp_path: Path, run_dir: Path, *extra: str, gpus: int = 1) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     cmd = [DEEPSPEED, "--num_gpus", str(gpus), "--master_port", str(29500 + os.getpid() % 1000 + gpus),
@@ -161,14 +172,21 @@ def test_resume_after_kill9_follows_same_trajectory(tmp_path):
     killed = tmp_path / "killed"
     proc = launch(tmp_path, killed, *common)
     latest = killed / "checkpoints" / "latest_tag"
+    encoder = killed / "encoder.pt"
     deadline = time.time() + 300
-    while time.time() < deadline and not (latest.exists() and "step00000002" in latest.read_text()):
+    while time.time() < deadline and not (latest.exists() and "step00000002" in latest.read_text()
+                                          and encoder.exists()):
         assert proc.poll() is None, killed.with_suffix(".log").read_text()[-3000:]
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    # encoder.pt is exported at every checkpoint, so a run killed mid-way leaves one for --init.
+    assert torch.load(encoder, weights_only=True)["step"] in (2, 4)
     finish(launch(tmp_path, killed, *common, "--resume"), killed)
     assert losses(killed) == losses(reference)  # exact on CPU
+    # Output to a file (not a terminal): one line per logged step, no progress bar's carriage returns.
+    log = reference.with_suffix(".log").read_text()
+    assert "\r" not in log and [f"step {s}/6 loss" in log for s in range(1, 7)] == [True] * 6
 
 
 @needs_deepspeed

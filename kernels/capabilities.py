@@ -1,0 +1,162 @@
+"""What each Triton kernel accepts, declared once and importable without triton.
+
+The dispatcher (:mod:`hitrs_fast.dispatch`, through the backends of :mod:`hitrs_fast.attention` and
+:mod:`hitrs_fast.embedding`) reads these limits to choose a backend before triton is loaded; the kernel
+launchers read the same functions to validate their inputs. Every function returns the list of reasons
+the kernel cannot take the inputs, ``[]`` when it can (devices are the dispatcher's business).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+MAX_GRID = 2**31 - 1
+"""Programs on grid axis 0 (axes 1 and 2 stop at 65 535, which is why every kernel uses axis 0 only)."""
+MIN_COMPUTE_CAPABILITY = (8, 0)
+"""bf16 tensor-core dots need Ampere or newer."""
+
+MASK_NONE, MASK_FRAME = 0, 1
+"""The attention kernels' mask kinds: no rule (F-TRS; key padding adds a lengths vector), the frame rule."""
+
+FRAME_ATTENTION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+FRAME_ATTENTION_HEAD_DIMS = (16, 32, 64, 128)
+FRAME_ATTENTION_MAX_TOKENS = 4096
+"""Largest N the launcher accepts; beyond it the online loop still works but is untested."""
+FRAME_ATTENTION_MIN_BLOCK = 16
+"""Smallest tile of any config: the launch grid is at most ``B * H * cdiv(N, MIN_BLOCK)`` programs."""
+FRAME_ATTENTION_DETERMINISTIC = True
+"""No atomics in the backward: two runs give bit-identical gradients."""
+FRAME_ATTENTION_KERNEL_ENV = "HITRS_FAST_ATTENTION_KERNEL"
+FRAME_ATTENTION_KERNELS = ("resident", "split")
+"""The attention kernels: ``resident`` (one program per (sequence, head), K/V and dK/dV on chip) and ``split``
+(one program per q- or kv-tile; every shape). ``HITRS_FAST_ATTENTION_KERNEL`` picks one per direction;
+``resident`` falls back to ``split`` where it does not fit."""
+FRAME_ATTENTION_KERNEL_DEFAULT = "split,resident"
+"""Forward split, backward resident: the pair the performance model (docs/kernels/attention_blocks.md) predicts
+fastest among the configurations that compile for sm_90 without register spills (the resident forward's
+wgmma tile, 64 rows, spills; the split forward's 64 x 32 does not; the resident backward saves the split
+backward's two extra matmuls, its delta pass and its L2 re-reads)."""
+RESIDENT_MAX_KEYS = 256
+"""The resident kernels hold the whole padded key row (next power of two of N) on chip: at most this many."""
+RESIDENT_MAX_BYTES = 192 * 1024
+"""... and K, V (input dtype) plus the backward's fp32 dK, dV accumulators, ``2 * N_pow2 * D * (itemsize + 4)``
+bytes, at most this (bf16 N = 176, D = 64: exactly 192 KiB; fp32 at that shape and D = 128 do not fit)."""
+
+ATTENTION_BLOCK_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+"""dtypes of x (and the output) of the fused block."""
+ATTENTION_BLOCK_COMPUTE_DTYPES = (torch.float16, torch.bfloat16)
+"""dtypes its dots run in on a GPU. fp32 (tf32x3) is excluded: compiled for sm_90 at the F-TRS shape its
+backward stages 512 KiB of operands in shared memory, beyond the 227 KiB a block may use (the CPU
+interpreter still runs it, as an exact-arithmetic check)."""
+ATTENTION_BLOCK_HEAD_DIMS = (16, 32, 64, 128)
+ATTENTION_BLOCK_MAX_WIDTH = 256
+"""Largest model width C of the fused block: its ``[ROWS, C]`` fp32 accumulators stay on chip."""
+ATTENTION_BLOCK_TILE = 128 * 128
+"""Elements of one program's ``[ROWS, next_pow2(C)]`` tile: 128 rows at C <= 128, 64 rows at C <= 256."""
+ATTENTION_BLOCK_DETERMINISTIC = True
+"""No atomics: LN weight gradients from per-program partials summed in a fixed order; the rest cuBLAS."""
+
+JOINT_EMBEDDING_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+JOINT_EMBEDDING_MAX_CHANNELS = 16
+"""Input channels C held in registers per token."""
+JOINT_EMBEDDING_MAX_BWD_TILE = 16384
+"""Largest ``V_pad * d_pad`` the backward takes: the size of its per-program fp32 dPE accumulator (the frames
+kernel keeps three such tiles on 256 threads, the tokens kernel one, as a tensor-core accumulator on 128 threads).
+At the model's 32 * 128 neither spills on sm_90; at this limit they still compile and run correctly, spilling
+registers to local memory."""
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def resident_fits(n: int, head_dim: int, dtype: torch.dtype) -> bool:
+    """Whether the resident attention kernels take ``[B, H, N, head_dim]`` inputs of ``dtype``."""
+    n_pow2 = max(16, _next_pow2(n))
+    return n_pow2 <= RESIDENT_MAX_KEYS and 2 * n_pow2 * head_dim * (dtype.itemsize + 4) <= RESIDENT_MAX_BYTES
+
+
+def frame_attention_kernel(n: int, head_dim: int, dtype: torch.dtype, direction: str = "fwd") -> str:
+    """The attention kernel that runs ``direction`` ("fwd" or "bwd") of these inputs.
+
+    ``HITRS_FAST_ATTENTION_KERNEL``: one kernel name for both directions or two, ``"FWD,BWD"`` (default
+    :data:`FRAME_ATTENTION_KERNEL_DEFAULT`; the resident backward reads only the forward's LSE, so any pair
+    works). ``resident`` becomes ``split`` where :func:`resident_fits` is False.
+    """
+    value = os.environ.get(FRAME_ATTENTION_KERNEL_ENV, FRAME_ATTENTION_KERNEL_DEFAULT).strip().lower()
+    names = [part.strip() for part in value.split(",")]
+    if len(names) not in (1, 2) or any(name not in FRAME_ATTENTION_KERNELS for name in names):
+        raise ValueError(f"{FRAME_ATTENTION_KERNEL_ENV}={value!r}: expected one of "
+                         f"{', '.join(FRAME_ATTENTION_KERNELS)}, or two of them as FWD,BWD")
+    requested = names[-1] if direction == "bwd" else names[0]
+    return "resident" if requested == "resident" and resident_fits(n, head_dim, dtype) else "split"
+
+
+def frame_attention_reasons(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> list[str]:
+    """Why :mod:`hitrs_fast.kernels.frame_attention` cannot take ``q, k, v [B, H, N, D]``."""
+    if q.dim() != 4:
+        return [f"q must be [B, H, N, D], got {q.dim()} dims"]
+    reasons = []
+    if not (q.dtype == k.dtype == v.dtype):
+        reasons.append(f"q, k, v dtypes differ ({q.dtype}, {k.dtype}, {v.dtype})")
+    if q.dtype not in FRAME_ATTENTION_DTYPES:
+        reasons.append(f"dtype {q.dtype} not in (float32, bfloat16, float16)")
+    if q.shape[-1] not in FRAME_ATTENTION_HEAD_DIMS:
+        reasons.append(f"head_dim {q.shape[-1]} not in {FRAME_ATTENTION_HEAD_DIMS}")
+    if not 1 <= q.shape[2] <= FRAME_ATTENTION_MAX_TOKENS:
+        reasons.append(f"N = {q.shape[2]} not in [1, {FRAME_ATTENTION_MAX_TOKENS}]")
+    programs = q.shape[0] * q.shape[1] * -(-q.shape[2] // FRAME_ATTENTION_MIN_BLOCK)
+    if programs > MAX_GRID:
+        reasons.append(f"B * H * cdiv(N, {FRAME_ATTENTION_MIN_BLOCK}) = {programs} programs exceed grid axis 0 "
+                       "(2^31 - 1)")
+    return reasons
+
+
+def attention_block_rows(c: int) -> int:
+    """Rows of one fused-block program tile for model width C (sequences of N <= this fit whole)."""
+    return min(128, ATTENTION_BLOCK_TILE // max(16, _next_pow2(c)))
+
+
+def attention_block_reasons(batch: int, n: int, c: int, heads: int, head_dim: int, x_dtype: torch.dtype,
+                            compute_dtype: torch.dtype, fp32_compute: bool = False) -> list[str]:
+    """Why :mod:`hitrs_fast.kernels.attention_block` cannot take x ``[batch, n, c]`` with ``heads`` heads of
+    ``head_dim`` whose dots run in ``compute_dtype``; ``fp32_compute``: accept float32 dots (the interpreter)."""
+    reasons = []
+    if x_dtype not in ATTENTION_BLOCK_DTYPES:
+        reasons.append(f"x dtype {x_dtype} not in (float32, bfloat16, float16)")
+    computes = ATTENTION_BLOCK_DTYPES if fp32_compute else ATTENTION_BLOCK_COMPUTE_DTYPES
+    if compute_dtype not in computes:
+        reasons.append(f"compute dtype {compute_dtype} not in ({', '.join(str(d)[6:] for d in computes)}): "
+                       "fp32 dots need more shared memory than an sm_90 block has")
+    if head_dim not in ATTENTION_BLOCK_HEAD_DIMS:
+        reasons.append(f"head_dim {head_dim} not in {ATTENTION_BLOCK_HEAD_DIMS}")
+    if not 1 <= c <= ATTENTION_BLOCK_MAX_WIDTH:
+        reasons.append(f"width C = {c} not in [1, {ATTENTION_BLOCK_MAX_WIDTH}]")
+    elif not 1 <= n <= attention_block_rows(c):
+        reasons.append(f"N = {n} tokens do not fit a {attention_block_rows(c)}-row tile at width {c} (longer "
+                       "sequences take the composed block)")
+    elif -(-batch // (attention_block_rows(c) // n)) > MAX_GRID:
+        reasons.append(f"{batch} sequences exceed grid axis 0 (2^31 - 1 programs)")
+    return reasons
+
+
+def joint_embedding_reasons(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, ln_weight: torch.Tensor,
+                            ln_bias: torch.Tensor, pos: torch.Tensor, out_dtype: torch.dtype) -> list[str]:
+    """Why :mod:`hitrs_fast.kernels.joint_embedding` cannot take ``x [..., V, C]`` and ``weight [d, C]`` etc."""
+    reasons = []
+    for name, t in (("x", x), ("weight", weight), ("bias", bias), ("ln_weight", ln_weight), ("ln_bias", ln_bias),
+                    ("pos", pos)):
+        if t.dtype not in JOINT_EMBEDDING_DTYPES:
+            reasons.append(f"{name} dtype {t.dtype} not in (float32, bfloat16, float16)")
+    if out_dtype not in JOINT_EMBEDDING_DTYPES:
+        reasons.append(f"output dtype {out_dtype} not in (float32, bfloat16, float16)")
+    v, c = x.shape[-2:]
+    if c > JOINT_EMBEDDING_MAX_CHANNELS:
+        reasons.append(f"C = {c} > {JOINT_EMBEDDING_MAX_CHANNELS} input channels")
+    tile = _next_pow2(v) * _next_pow2(weight.shape[0])
+    if tile > JOINT_EMBEDDING_MAX_BWD_TILE:
+        reasons.append(f"V_pad * d_pad = {tile} > {JOINT_EMBEDDING_MAX_BWD_TILE} (backward tile would spill "
+                       "registers)")
+    return reasons
