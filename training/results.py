@@ -123,8 +123,9 @@ def pretrain(level: str, seed: int, args: argparse.Namespace, root: Path) -> tup
 
 def mean_std(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
     a = np.asarray(values, dtype=np.float64) * scale
-    std = a.std(ddof=1) if a.size > 1 else 0.0
-    return f"{a.mean():.{digits}f} ± {std:.{digits}f}"
+    if a.size == 1:  # one seed: a single value, no s.d. to show
+        return f"{a[0]:.{digits}f}"
+    return f"{a.mean():.{digits}f} ± {a.std(ddof=1):.{digits}f}"
 
 
 def _tasks_of(level: str) -> str:
@@ -246,8 +247,11 @@ def render(args, rows, timings, per_frame, total, argv) -> str:
         "shared with other jobs, so times are upper bounds).",
         f"- Device: CPU (`--device {args.device}`). Versions: Python {platform.python_version()}, "
         f"torch {torch.__version__}, numpy {np.__version__}.",
-        f"- Seeds {args.seeds}: mean ± sample s.d. over {n} seeds. Each seed regenerates the synthetic sets, "
-        "pre-trains, and seeds the random-init encoder, the heads and the data order.",
+        (f"- Seeds {args.seeds}: mean ± sample s.d. over {n} seeds." if n > 1 else
+         f"- **One seed only** ({args.seeds[0]}): every cell is a single run, without an s.d.; the `+`/`−` "
+         "verdicts below compare single values.")
+        + " Each seed regenerates the synthetic sets, pre-trains, and seeds the random-init encoder, the heads "
+        "and the data order.",
         f"- Pre-training: `tiny` preset, {steps} steps of 32 samples (`deepspeed training/pretrain.py`), synthetic "
         f"trimmed set with {args.per_class} samples per class (train/test split by subject). Columns: "
         + "; ".join(f"**{level}**: {_tasks_of(level)}" for level in LEVELS) + ".",

@@ -46,3 +46,16 @@ def test_render_lays_out_the_levels_and_marks_the_best():
     assert "| 90.0 ± 0.0 | –" not in page and "| 91.0 ± 1.0 | – | – | – |" in page
     verdicts = [line for line in page.splitlines() if line.endswith("| + | + | + |")]
     assert len(verdicts) == len(results.TABLE)
+
+
+def test_render_of_one_seed_says_so_and_shows_single_values():
+    results = _results_module()
+    rows = {key: {c: [0.5 + 0.1 * i] for i, c in enumerate(results.COLUMNS)} for _, _, key, _, _ in results.TABLE}
+    rows["motion_ablation"] = {results.RANDOM: [90.0]}
+    rows["motion_zero_velocity"] = {results.RANDOM: [95.0]}
+    args = argparse.Namespace(seeds=[0], pretrain_steps=None, per_class=150, threads=1, device="cpu")
+    page = results.render(args, rows, {"pre-training (with its probe)": 600.0}, {"F+C+V": [[1.0, 2.0]]}, 60.0,
+                          ["--seeds", "0"])
+    assert "python training/results.py --seeds 0" in page and "**One seed only** (0)" in page
+    probe_row = next(line for line in page.splitlines() if line.startswith("| pre-training probe"))
+    assert probe_row.endswith("| 50.0 | 60.0 | 70.0 | **80.0** |") and "±" not in probe_row
