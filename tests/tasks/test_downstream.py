@@ -81,6 +81,7 @@ def test_motion_decoder_sees_the_observation_only_through_the_encoder():
     b[:, -1] = a[:, -1]  # same last pose, another history
     with torch.no_grad():
         assert (full(a) - full(b)).abs().max() > 1e-3
+        assert (full(a) - ablated(a)).abs().max() > 1e-3  # same weights, encoder input zeroed: another forecast
         torch.testing.assert_close(ablated(a), ablated(b), rtol=0, atol=0)
         # Ablated, the forecast is one fixed trajectory of offsets anchored on the last pose.
         shift = torch.tensor([0.3, -0.1, 0.2])
