@@ -1,7 +1,7 @@
 """Produces ``docs/results.md``: what pre-training at each level of Hi-TRS brings to every downstream task
 on the synthetic sets, in the layout of the paper's Table 4 (random init, F, F+C, F+C+V), CPU only.
 
-    python training/results.py            # a few hours on 2 busy CPU cores; writes docs/results.md
+    python training/results.py            # about 35 min per seed on 1 busy CPU core; writes docs/results.md
 
 For each seed (0, 1, 2 by default):
 
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - t_start
     (root / "results.json").write_text(json.dumps({"rows": rows, "timings": timings, "per_frame": per_frame,
                                                    "total_seconds": total}, indent=2))
-    Path(args.output).write_text(render(args, rows, timings, per_frame, total, argv))
+    Path(args.output).write_text(render(args, rows, timings, per_frame, total, sys.argv[1:] if argv is None else argv))
     print(f"wrote {args.output} ({total / 60:.1f} min)")
     return 0
 
