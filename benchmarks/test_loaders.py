@@ -98,9 +98,9 @@ def test_loader_throughput(benchmark, store, config):
 # ------------------------------------------------------------------------------------------------------------
 
 def _linear_probe(features: torch.Tensor, labels: torch.Tensor, train: torch.Tensor, test: torch.Tensor,
-                  num_classes: int) -> tuple[float, float]:
+                  num_classes: int) -> tuple[float, torch.Tensor]:
     """Multinomial logistic regression (standardised features, L2 1e-3, full-batch L-BFGS, seed 0):
-    train on ``train`` rows, return (train accuracy, test accuracy)."""
+    train on ``train`` rows, return (train accuracy, predicted classes of the ``test`` rows)."""
     f = features.double()
     mu, sd = f[train].mean(0), f[train].std(0).clamp_min(1e-8)
     f = ((f - mu) / sd).float()
@@ -118,35 +118,58 @@ def _linear_probe(features: torch.Tensor, labels: torch.Tensor, train: torch.Ten
 
     opt.step(closure)
     with torch.no_grad():
-        acc = [((f[rows] @ weight.T + bias).argmax(1) == labels[rows]).double().mean().item() for rows in (train, test)]
-    return acc[0], acc[1]
+        train_acc = ((f[train] @ weight.T + bias).argmax(1) == labels[train]).double().mean().item()
+        return train_acc, (f[test] @ weight.T + bias).argmax(1)
+
+
+def _bag_of_frames(rel: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Statistics that ignore the order of frames, hence the direction of time: mean pose [75], mean |velocity|,
+    velocity s.d. and position s.d. per joint and axis [225]."""
+    return np.concatenate([rel.mean(0).ravel(), np.abs(v).mean(0).ravel(), v.std(0).ravel(), rel.std(0).ravel()])
 
 
 def _handcrafted(store: SkeletonStore) -> dict[str, torch.Tensor]:
-    """Per-sample features of the actor (slot 0), root(SpineBase)-relative: the static mean pose [75], and
-    motion statistics [225] = mean |velocity|, std of velocity, std of position, per joint and axis."""
-    static, motion = [], []
+    """Per-sample features of the actor (slot 0), root(SpineBase)-relative: the static mean pose [75], the
+    bag-of-frames statistics [300], and the same plus the mean pose of each third of the sequence [525] (a
+    temporal pyramid: it keeps the order of the phases and the direction of time)."""
+    static, bag, pyramid = [], [], []
     for i in range(len(store)):
         s = np.asarray(store.sequence(i))[:, 0].astype(np.float64)
         rel = s - s[:, :1]
         v = np.diff(s, axis=0)
         static.append(rel.mean(0).ravel())
-        motion.append(np.concatenate([np.abs(v).mean(0).ravel(), v.std(0).ravel(), rel.std(0).ravel()]))
+        bag.append(_bag_of_frames(rel, v))
+        thirds = [rel[part].mean(0).ravel() for part in np.array_split(np.arange(len(s)), 3)]
+        pyramid.append(np.concatenate([*thirds, bag[-1]]))
     return {"static_mean_pose": torch.from_numpy(np.stack(static)),
-            "velocity_stats": torch.from_numpy(np.stack(motion))}
+            "bag_of_frames": torch.from_numpy(np.stack(bag)),
+            "temporal_pyramid": torch.from_numpy(np.stack(pyramid))}
+
+
+def _within_pair_accuracy(pred: torch.Tensor, truth: torch.Tensor, pairs: list[tuple[int, int]]) -> float:
+    """Over test samples of the time-reversed pairs that are predicted as one of their pair's two classes,
+    the share predicted as the right one (0.5: the direction of time is not seen)."""
+    hits, total = 0, 0
+    for a, b in pairs:
+        rows = ((truth == a) | (truth == b)) & ((pred == a) | (pred == b))
+        hits += int((pred[rows] == truth[rows]).sum())
+        total += int(rows.sum())
+    return hits / max(total, 1)
 
 
 @pytest.mark.benchmark(group="synthetic_probe")
 def test_synthetic_linear_probe(benchmark, tmp_path_factory):
     from hitrs_fast.config import HiTRSConfig
+    from hitrs_fast.data.synthetic import ACTIONS, REVERSED_PAIRS
     from hitrs_fast.models import HiTRS
 
-    # The default set of the main job (12 classes x 60, seed 0), cross-subject train/test.
+    # The default set (16 classes x 60, seed 0), cross-subject train/test.
     store = SkeletonStore(write_synthetic(tmp_path_factory.mktemp("probe") / "syn"))
     labels = torch.from_numpy(store.labels)
     train = torch.from_numpy(store.split_indices("train"))
     test = torch.from_numpy(store.split_indices("test"))
     k = int(store.info["num_classes"])
+    pairs = [(ACTIONS.index(a), ACTIONS.index(b)) for a, b in REVERSED_PAIRS.items()]
     feats = _handcrafted(store)
     torch.manual_seed(0)
     model = HiTRS(HiTRSConfig.preset("tiny"), backend="torch").eval()
@@ -155,14 +178,19 @@ def test_synthetic_linear_probe(benchmark, tmp_path_factory):
         for batch in build_loader(store, batch_size=32, shuffle=False):
             enc[batch.indices] = model(batch.x, batch.lengths).pooled
     feats["random_init_tiny_hitrs"] = enc
-    rows = {}
+    rows, pair_rows = {}, {}
     for name, f in feats.items():
-        acc_train, acc_test = _linear_probe(f, labels, train, test, k)
-        rows[name] = acc_test
+        acc_train, pred = _linear_probe(f, labels, train, test, k)
+        rows[name] = (pred == labels[test]).double().mean().item()
+        pair_rows[name] = _within_pair_accuracy(pred, labels[test], pairs)
         record(None, op="synthetic_probe", features=name, dim=int(f.shape[1]), train_acc=acc_train,
-               test_acc=acc_test, chance=1.0 / k, num_train=int(train.numel()), num_test=int(test.numel()))
-    record(benchmark, op="synthetic_probe", **{f"test_acc_{n}": a for n, a in rows.items()})
+               test_acc=rows[name], reversed_pairs_acc=pair_rows[name], chance=1.0 / k,
+               num_train=int(train.numel()), num_test=int(test.numel()))
+    record(benchmark, op="synthetic_probe", **{f"test_acc_{n}": a for n, a in rows.items()},
+           **{f"reversed_pairs_acc_{n}": a for n, a in pair_rows.items()})
     benchmark.pedantic(lambda: None, rounds=1, warmup_rounds=0)
-    # The set must be learnable from motion, and a random encoder must be clearly worse than that.
-    assert rows["velocity_stats"] > 0.9
-    assert rows["random_init_tiny_hitrs"] < rows["velocity_stats"] - 0.3
+    # Order-free statistics cannot tell a reversed pair apart; keeping the order of the phases can; and a random
+    # encoder must be clearly below what the data allows.
+    assert pair_rows["bag_of_frames"] < 0.7 and pair_rows["static_mean_pose"] < 0.7
+    assert pair_rows["temporal_pyramid"] > 0.9 and rows["temporal_pyramid"] > 0.9
+    assert rows["random_init_tiny_hitrs"] < rows["temporal_pyramid"] - 0.3

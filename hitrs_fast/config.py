@@ -3,7 +3,7 @@
 ``official`` is the released code (3 layers per level); ``paper`` switches every
 paper-vs-code difference at once (2 layers, L1 pose loss, random-coordinate masking,
 same-frame diagonal blocked); ``tiny`` pre-trains on 2 CPU cores in minutes (small widths, one layer
-per level, no dropout, centred inputs, frame- and clip-level pretext tasks only).
+per level, no dropout, centred inputs, all four pretext tasks with the video level training V-TRS only).
 """
 
 from __future__ import annotations
@@ -54,8 +54,28 @@ class HiTRSConfig:
     mask_ratio: float = 0.15
     mask_replacement: Literal["ones", "uniform_random"] = "ones"
     pose_loss: Literal["smooth_l1_x10", "l1"] = "smooth_l1_x10"
+    # Scale of the video-level tasks' gradient into the clip embeddings (and through them C-TRS and F-TRS): 1 is
+    # the released code; 0 lets the video-level tasks train V-TRS only, so they cannot reshape the clip features
+    # the clip- and frame-level tasks learn.
+    video_grad_to_clips: float = 1.0
+    # Clip-order task's clip: "any_motion" draws uniformly among clips that move at all (released);
+    # "motion_weighted" draws with probability proportional to the squared motion score.
+    clip_order_selection: Literal["any_motion", "motion_weighted"] = "any_motion"
     nce_temperature: float = 0.07
     nce_negatives: Literal["global", "local"] = "global"
+    # False is the released task (negatives: the other samples' targets). True adds the sample's own context
+    # clips 1 .. W - 2 as negatives, and the target clip reads the sample's last frame where its window runs
+    # past the end instead of zero padding: recognising the sample (body, view) or the padding no longer
+    # finds the next clip, only knowing how the motion goes on does.
+    nce_temporal_negatives: bool = False
+    # Clips between the InfoNCE context and its target: 0 is the released task (the context is every clip but
+    # the last, and the last context clip nearly overlaps the target, so copying it is a good guess); N > 0
+    # leaves the N clips before the target out of the V-TRS context that predicts it (at least one clip stays).
+    nce_gap: int = 0
+    # Pretext heads: 0 is the released single Linear layer per task; N > 0 puts a hidden layer of N units (Linear,
+    # GELU, Linear) between the encoder and each task, so that what a narrow task needs is shaped in its head and
+    # the encoder's outputs stay general (the projection head of SimCLR, Chen et al., ICML 2020).
+    pretext_head_hidden: int = 0
     weight_pose: float = 1.0
     weight_clip_order: float = 1.0
     weight_video_order: float = 1.0
@@ -80,12 +100,19 @@ class HiTRSConfig:
             object.__setattr__(self, "body_reduce", LEGACY_BODY_REDUCE[self.body_reduce])
         choices = {"body_reduce": ("mean_slots", "mean_present"), "mask_replacement": ("ones", "uniform_random"),
                    "pose_loss": ("smooth_l1_x10", "l1"), "nce_negatives": ("global", "local"),
+                   "clip_order_selection": ("any_motion", "motion_weighted"),
                    "centering": CENTERINGS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"HiTRSConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not 0 <= self.center_joint < self.num_joints:
             raise ValueError(f"HiTRSConfig.center_joint must be in [0, {self.num_joints}), got {self.center_joint}")
+        if not 0.0 <= self.video_grad_to_clips <= 1.0:
+            raise ValueError(f"HiTRSConfig.video_grad_to_clips must be in [0, 1], got {self.video_grad_to_clips}")
+        if self.nce_gap < 0:
+            raise ValueError(f"HiTRSConfig.nce_gap must be >= 0, got {self.nce_gap}")
+        if self.pretext_head_hidden < 0:
+            raise ValueError(f"HiTRSConfig.pretext_head_hidden must be >= 0, got {self.pretext_head_hidden}")
         if self.clip_len < 3:
             raise ValueError("HiTRSConfig.clip_len must be >= 3 (the clip-order task swaps frames >= 2 apart)")
 
@@ -129,12 +156,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "official": {},
     "paper": {"frame_layers": 2, "clip_layers": 2, "video_layers": 2, "pose_loss": "l1",
               "mask_replacement": "uniform_random", "allow_self": False},
-    # The CPU main job's model. Besides the widths, three choices make minutes of pre-training pay off
-    # (measurements in docs/training.md): no dropout (it regularises 30k-step runs, and on CPU its mask
-    # draws took 30 % of a step), centred inputs, and the frame- and clip-level tasks only: within this
-    # budget the video-level tasks make the features worse (InfoNCE learns to recognise the sample, and
-    # clip-order verification at the video level collapses the clip features for some seeds).
+    # The CPU main job's model: all four pretext tasks, with the deviations from the release that make minutes
+    # of pre-training pay off (measurements in docs/training.md): no dropout (it regularises 30k-step runs, and
+    # on CPU its mask draws took 30 % of a step), centred inputs; the video-level tasks train V-TRS only
+    # (video_grad_to_clips 0: with their gradient the clip features collapse); InfoNCE with the sample's own
+    # earlier clips as negatives (else it wins by recognising the sample) at temperature 0.5 (at 0.07 it degrades
+    # V-TRS).
     "tiny": {"frame_dim": 32, "clip_dim": 64, "video_dim": 64, "frame_ffn": 64, "clip_ffn": 64, "video_ffn": 64,
              "frame_layers": 1, "clip_layers": 1, "video_layers": 1, "num_heads": 2, "head_dim": 16,
-             "dropout": 0.0, "centering": "first_frame", "use_video_tasks": False},
+             "dropout": 0.0, "centering": "first_frame", "video_grad_to_clips": 0.0,
+             "nce_temporal_negatives": True, "nce_temperature": 0.5},
 }

@@ -6,7 +6,8 @@
 - video level: clip-order verification (context clips vs two clips >= 2 apart swapped);
 - video level: next-clip InfoNCE (V-TRS CLS of the context predicts the stop-gradient
   C-TRS CLS of the held-out last clip; negatives are the other samples of the global
-  batch, gathered from every rank).
+  batch, gathered from every rank, and with ``nce_temporal_negatives`` also the sample's
+  own earlier clips).
 
 All four consume the same F-TRS output of the masked input. Losses are normalised by
 global counts, so with data-parallel gradient averaging the result does not depend on
@@ -97,10 +98,10 @@ class HiTRSForPretraining(nn.Module):
         if not (config.use_frame_tasks or config.use_clip_tasks or config.use_video_tasks):
             raise ValueError("HiTRSConfig: at least one of use_frame_tasks / use_clip_tasks / use_video_tasks")
         self.encoder = HiTRS(config, backend)
-        self.pose_head = nn.Linear(config.frame_dim, config.in_channels)
-        self.clip_order_head = nn.Linear(config.clip_dim, 2)
-        self.video_order_head = nn.Linear(config.video_dim, 2)
-        self.next_clip_head = nn.Linear(config.video_dim, config.clip_dim)
+        self.pose_head = pretext_head(config.frame_dim, config.in_channels, config.pretext_head_hidden)
+        self.clip_order_head = pretext_head(config.clip_dim, 2, config.pretext_head_hidden)
+        self.video_order_head = pretext_head(config.video_dim, 2, config.pretext_head_hidden)
+        self.next_clip_head = pretext_head(config.video_dim, config.clip_dim, config.pretext_head_hidden)
 
     def forward(self, batch: Any, lengths: torch.Tensor | None = None, *, generator: Rng = None,
                 static_shapes: bool | None = None) -> dict[str, torch.Tensor]:
@@ -150,7 +151,8 @@ class HiTRSForPretraining(nn.Module):
                 torch.cat([clips[:, 0], clips[:, 1]]), clip_valid)
             total = total + cfg.weight_clip_order * loss
         if cfg.use_video_tasks:
-            context_emb = clips[:, -width:]  # [B, width, clip_dim], zeros past each sample's context
+            context_emb = scale_gradient(clips[:, -width:], cfg.video_grad_to_clips)  # [B, width, clip_dim], zeros
+            # past each sample's context
             perm = sample_clip_swap(context, width, generator)
             permuted = context_emb.gather(1, perm[..., None].expand_as(context_emb))
             video = enc.encode_video(torch.cat([context_emb, permuted]), context.repeat(2))
@@ -158,9 +160,19 @@ class HiTRSForPretraining(nn.Module):
             total = total + cfg.weight_video_order * loss
 
             # Stop-gradient target: the held-out last clip, no graph built.
+            target_positions = windows[context]  # [B, F]
+            if cfg.nce_temporal_negatives:  # edge padding: the last real frame stands in for frames past the end
+                target_positions = torch.minimum(target_positions, (prepared.lengths + cfg.clip_pad - 1)[:, None])
             with torch.no_grad():
-                target = enc.encode_clip_positions(frames, torch.arange(b, device=device), windows[context])
-            loss, out["nce_loss"], out["nce_acc"] = self._nce_loss(self.next_clip_head(video[:b]), target)
+                target = enc.encode_clip_positions(frames, torch.arange(b, device=device), target_positions)
+            if cfg.nce_gap:  # the V-TRS context of the prediction stops nce_gap clips before the target
+                seen = (context - cfg.nce_gap).clamp_min(1)
+                summary = enc.encode_video(context_emb, seen)
+            else:
+                seen, summary = context, video[:b]
+            # The sample's own clips 1 .. seen - 1 (clip 0 reads leading zero padding, which would give it away).
+            own = context_emb[:, 1:].detach() if cfg.nce_temporal_negatives else None
+            loss, out["nce_loss"], out["nce_acc"] = self._nce_loss(self.next_clip_head(summary), target, own, seen)
             total = total + cfg.weight_nce * loss
 
         out["loss"] = total
@@ -207,8 +219,11 @@ class HiTRSForPretraining(nn.Module):
         acc = (logits.argmax(1) == labels).float().mean()
         return loss, rank_mean(loss), rank_mean(acc)
 
-    def _nce_loss(self, prediction: torch.Tensor, target: torch.Tensor):
-        """InfoNCE of predictions against the (global) batch of stop-gradient targets."""
+    def _nce_loss(self, prediction: torch.Tensor, target: torch.Tensor, own_clips: torch.Tensor | None = None,
+                  num_context: torch.Tensor | None = None):
+        """InfoNCE of predictions ``[B, d]`` against the (global) batch of stop-gradient targets ``[B, d]``
+        and, when given, each sample's own clips ``own_clips [B, K, d]`` (context slots 1 .. K; the slots at
+        or past ``num_context [B]`` are padding and left out)."""
         pred = F.normalize(prediction.float(), dim=-1)
         tgt = F.normalize(target.float(), dim=-1)
         if self.config.nce_negatives == "global":
@@ -216,10 +231,31 @@ class HiTRSForPretraining(nn.Module):
         else:
             offset = 0
         logits = pred @ tgt.t() / self.config.nce_temperature  # [B, B_global]
+        if own_clips is not None:
+            own = torch.einsum("bd,bkd->bk", pred, F.normalize(own_clips.float(), dim=-1))
+            slot = torch.arange(1, own_clips.shape[1] + 1, device=pred.device)
+            real = slot[None, :] < num_context[:, None]
+            logits = torch.cat([logits, torch.where(real, own / self.config.nce_temperature, -torch.inf)], dim=1)
         labels = torch.arange(pred.shape[0], device=pred.device) + offset
         loss = F.cross_entropy(logits, labels)
         acc = (logits.argmax(1) == labels).float().mean()
         return loss, rank_mean(loss), rank_mean(acc)
+
+
+def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``x`` in the forward pass; its gradient multiplied by ``scale`` in the backward pass (0: detached)."""
+    if scale == 1.0:
+        return x
+    if scale == 0.0:
+        return x.detach()
+    return x.detach() + scale * (x - x.detach())
+
+
+def pretext_head(dim_in: int, dim_out: int, hidden: int) -> nn.Module:
+    """The released single Linear layer (``hidden = 0``) or Linear -> GELU -> Linear with ``hidden`` units."""
+    if hidden == 0:
+        return nn.Linear(dim_in, dim_out)
+    return nn.Sequential(nn.Linear(dim_in, hidden), nn.GELU(), nn.Linear(hidden, dim_out))
 
 
 def rank_mean(value: torch.Tensor) -> torch.Tensor:

@@ -152,8 +152,11 @@ def sample_motion_clip(x: torch.Tensor, lengths: torch.Tensor, config: HiTRSConf
     """Picks the clip-order task's clip per sample.
 
     Stride-1 clip c (centred on raw frame c) scores mean motion over its valid frames
-    (padding frames and the first raw frame count as invalid). The clip is drawn
-    uniformly among clips with score > 0.
+    (padding frames and the first raw frame count as invalid). The clip is drawn among
+    clips with score > 0: uniformly (``config.clip_order_selection == "any_motion"``, the
+    released rule) or with probability proportional to the squared score
+    (``"motion_weighted"``: where sensor jitter alone makes every clip "move", the draw
+    still lands mostly where the body moves).
 
     Returns:
         start ``[B]``: padded index of the clip's first frame (= c);
@@ -167,7 +170,12 @@ def sample_motion_clip(x: torch.Tensor, lengths: torch.Tensor, config: HiTRSConf
     idx = stride1_clip_indices(t, config, x.device)  # [T, F]
     total, count = motion[:, idx].sum(-1), valid[:, idx].sum(-1)  # [B, T]
     eligible = (total > 0) & (count > 0) & (frame[None, :] < lengths[:, None])
-    score = torch.where(eligible, _rand((b, t), x, generator), -1.0)
+    u = _rand((b, t), x, generator)
+    if config.clip_order_selection == "motion_weighted":
+        # Gumbel-max: argmax of log w - log(-log u) draws clip c with probability w_c / sum(w), w = score^2.
+        mean = total / count.clamp_min(1)
+        u = 2 * torch.log(mean.clamp_min(1e-12)) - torch.log(-torch.log(u.clamp(1e-7, 1 - 1e-7)))
+    score = torch.where(eligible, u, -torch.inf)
     return score.argmax(dim=1), eligible.any(dim=1)
 
 

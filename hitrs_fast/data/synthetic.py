@@ -10,12 +10,13 @@ depth away from the sensor, ~2.3-3.8 m):
 1. **Subject**: bone lengths = base adult lengths x a per-subject height factor x per-bone factors, the
    same on the left and right side (:func:`make_subject`).
 2. **Pose**: local joint rotations ``[T, V, 3]`` (Euler x, y, z; ``R = Rz Ry Rx``) in a body frame with +x
-   the body's right, +y up and +z backwards (the body faces -z, i.e. the camera). Each action is a few
-   parametric joint-angle curves (amplitude, speed, phase, envelope drawn per sample) plus an idle sway
-   on the spine, shoulders, elbows and hips and a per-sample resting posture.
+   the body's right, +y up and +z backwards (the body faces -z, i.e. the camera). A non-periodic action is
+   a chain of key postures with per-sample angles and phase durations, joined by eased moves; a periodic
+   one is a few oscillating joint-angle curves inside a rest -> action -> rest envelope. An idle sway on
+   the spine, shoulders, elbows and hips and a per-sample resting posture are added to every body.
 3. **Forward kinematics** over :data:`~hitrs_fast.data.skeleton.KINEMATIC_PARENTS` (the NTU bone tree
    re-rooted at SpineBase), so bone lengths are exactly constant over time; the root is lowered/raised so
-   the lower ankle stays on the floor (squats, kicks), plus an airborne offset for jumps.
+   the lower ankle stays on the floor (crouching, kicks).
 4. **Camera**: the body is rotated about the vertical axis by the view angle (three camera groups at
    0 and +-35 degrees, +-10 degrees jitter), placed at x ~ U(-0.5, 0.5), depth z ~ U(2.3, 3.8), below a
    camera ~U(0.8, 1.2) m above the floor with a small pitch.
@@ -23,9 +24,17 @@ depth away from the sensor, ~2.3-3.8 m):
    occasional short "inferred joint" glitches where a distal joint collapses towards its parent for 2-8
    frames, as Kinect does when it loses a hand or foot.
 
-The 12 actions (:data:`ACTIONS`) are built to share body parts and to differ in side or timing (wave left
-vs right, raise-and-hold vs wave, clap vs punch vs raise both arms, squat vs jump, kick vs walk in place
-vs turn around), so static pose statistics alone do not separate them.
+The 16 actions (:data:`ACTIONS`, generator version 2) are built so that telling them apart needs what a
+hierarchical encoder exists to learn, as real data does (NTU-60 has sit down / stand up, put on / take off
+a jacket, a shoe, glasses, a hat, and mostly multi-phase actions such as drink water):
+
+- non-periodic multi-phase actions (drink water: reach, lift, tilt the head and drink, lower, put back);
+- time-reversed pairs (:data:`REVERSED_PAIRS`: sit down / stand up, put on / take off a hat, put on / take
+  off glasses, pick up / put down): the second class is the first one's joint-angle curves played
+  backwards, so only the direction of time separates them;
+- two classes that differ only in the order of their phases (stretch-bow-kick / bow-stretch-kick);
+- periodic actions as a minority (wave, clap, walk in place);
+- two-person interactions (handshake, push): a partner in body slot 1 facing the actor, moving with it.
 
 Store kinds (:func:`write_synthetic`):
 
@@ -38,6 +47,7 @@ Store kinds (:func:`write_synthetic`):
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterator
@@ -53,9 +63,14 @@ __all__ = [
     "ACTIONS",
     "FPS",
     "GENERATOR_VERSION",
+    "INTERACTIONS",
     "KINDS",
+    "PERIODIC_ACTIONS",
+    "PHASE_ORDER_CLASSES",
+    "REVERSED_PAIRS",
     "CameraPose",
     "Subject",
+    "action_angles",
     "cached_synthetic",
     "forward_kinematics",
     "is_test_subject",
@@ -69,24 +84,39 @@ __all__ = [
     "write_synthetic",
 ]
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 FPS = 30
 KINDS = ("trimmed", "untrimmed", "long")
 
 ACTIONS: tuple[str, ...] = (
-    "wave left hand",
-    "wave right hand",
-    "raise left hand",
+    "sit down",
+    "stand up",
+    "put on a hat",
+    "take off a hat",
+    "put on glasses",
+    "take off glasses",
+    "pick up",
+    "put down",
+    "drink water",
+    "stretch-bow-kick",
+    "bow-stretch-kick",
+    "wave",
     "clap",
-    "punch",
-    "raise both arms",
-    "squat",
-    "jump",
-    "kick right leg",
-    "bow",
     "walk in place",
-    "turn around",
+    "handshake",
+    "push",
 )
+# base class -> the class that is the base played backwards
+REVERSED_PAIRS: dict[str, str] = {
+    "sit down": "stand up",
+    "put on a hat": "take off a hat",
+    "put on glasses": "take off glasses",
+    "pick up": "put down",
+}
+PHASE_ORDER_CLASSES: tuple[str, str] = ("stretch-bow-kick", "bow-stretch-kick")
+PERIODIC_ACTIONS: tuple[str, ...] = ("wave", "clap", "walk in place")
+INTERACTIONS: tuple[str, ...] = ("handshake", "push")
+
 
 _J = JOINT_INDEX
 _SPINE_MID, _SPINE_SH, _NECK = _J["SpineMid"], _J["SpineShoulder"], _J["Neck"]
@@ -234,13 +264,29 @@ def forward_kinematics(offsets: np.ndarray, rotations: np.ndarray) -> np.ndarray
 class _Motion:
     """Joint-angle curves of one body over ``T`` frames (body frame)."""
 
-    angles: np.ndarray     # [T, V, 3] local Euler angles, radians
-    yaw: np.ndarray        # [T] extra rotation of the whole body about the vertical axis, radians
-    airborne: np.ndarray   # [T] height added above the ground-contact level, metres
+    angles: np.ndarray  # [T, V, 3] local Euler angles, radians
+    step: np.ndarray    # [T] displacement of the whole body along its own +z (backwards), metres
 
     @classmethod
     def zeros(cls, t: int) -> _Motion:
-        return cls(np.zeros((t, NUM_JOINTS, 3)), np.zeros(t), np.zeros(t))
+        return cls(np.zeros((t, NUM_JOINTS, 3)), np.zeros(t))
+
+    @classmethod
+    def of(cls, angles: np.ndarray) -> _Motion:
+        """Joint angles of a body that stays in place."""
+        return cls(angles, np.zeros(angles.shape[0]))
+
+    def resampled(self, t: int) -> _Motion:
+        """The same motion stretched or squeezed in time to ``t`` frames (linear interpolation)."""
+        n = self.angles.shape[0]
+        src = np.linspace(0.0, n - 1, t)
+        lo = np.minimum(np.floor(src).astype(np.int64), n - 2)
+        w = src - lo
+        return _Motion(self.angles[lo] * (1 - w[:, None, None]) + self.angles[lo + 1] * w[:, None, None],
+                       self.step[lo] * (1 - w) + self.step[lo + 1] * w)
+
+    def reversed_in_time(self) -> _Motion:
+        return _Motion(self.angles[::-1].copy(), self.step[::-1].copy())
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -249,134 +295,311 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
 
 
 def _envelope(t: int, ramp: float) -> np.ndarray:
-    """0 -> 1 over ``ramp`` frames at the start and 1 -> 0 at the end: actions begin and end at rest."""
+    """0 -> 1 over ``ramp`` frames at the start and 1 -> 0 at the end: periodic actions begin and end at rest."""
     f = np.arange(t, dtype=np.float64)
     ramp = max(1.0, min(ramp, t / 3.0))
     return _smoothstep(f / ramp) * _smoothstep((t - 1 - f) / ramp)
 
 
 def _pulse(phase: np.ndarray, sharpness: float) -> np.ndarray:
-    """Positive half-waves of a sine raised to ``sharpness``: short strokes (punches, kicks)."""
+    """Positive half-waves of a sine raised to ``sharpness``: short strokes (steps)."""
     return np.maximum(np.sin(phase), 0.0) ** sharpness
 
 
-def _set_both_arms_x(a: np.ndarray, shoulder: np.ndarray, elbow: np.ndarray | float = 0.0) -> None:
-    a[:, _SH_L, 0] += shoulder
-    a[:, _SH_R, 0] += shoulder
-    a[:, _EL_L, 0] += elbow
-    a[:, _EL_R, 0] += elbow
+# Postures are [V, 3] local Euler offsets in radians from the standing rest pose. Sign conventions (body
+# frame: +x right, +y up, +z back): shoulder / hip / elbow flexion is +x (limb forward / up), knee flexion
+# -x, trunk forward bend -x at SpineMid, head back +x at Neck; spreading an arm sideways is -z at
+# ShoulderLeft and +z at ShoulderRight.
+
+def _arms(p: np.ndarray, shoulder: float, elbow: float, spread: float = 0.0, twist: float = 0.0,
+          side: str = "both") -> np.ndarray:
+    """Adds shoulder flexion, elbow flexion, sideways spread and a twist of the upper arm that brings the
+    forearm towards the midline (degrees) to one arm or both; returns ``p``."""
+    for sh, el, sign, name in ((_SH_L, _EL_L, -1.0, "left"), (_SH_R, _EL_R, 1.0, "right")):
+        if side in ("both", name):
+            p[sh, 0] += shoulder * _DEG
+            p[sh, 1] += sign * twist * _DEG
+            p[sh, 2] += sign * spread * _DEG
+            p[el, 0] += elbow * _DEG
+    return p
 
 
-def _flat_feet(a: np.ndarray) -> None:
-    """Ankle pitch cancelling hip + knee pitch so the feet stay flat on the floor."""
-    a[:, _ANK_L, 0] = -(a[:, _HIP_L, 0] + a[:, _KNEE_L, 0])
-    a[:, _ANK_R, 0] = -(a[:, _HIP_R, 0] + a[:, _KNEE_R, 0])
+def _legs(p: np.ndarray, hip: float, knee: float) -> np.ndarray:
+    """Bends both legs (hip flexion, knee flexion in degrees) with the feet kept flat on the floor."""
+    for hip_j, knee_j, ankle_j in ((_HIP_L, _KNEE_L, _ANK_L), (_HIP_R, _KNEE_R, _ANK_R)):
+        p[hip_j, 0] += hip * _DEG
+        p[knee_j, 0] -= knee * _DEG
+        p[ankle_j, 0] = -(p[hip_j, 0] + p[knee_j, 0])
+    return p
 
 
-def _action_motion(action: int, t: int, rng: np.random.Generator) -> _Motion:
-    """Joint-angle curves of ``ACTIONS[action]`` over ``t`` frames with per-sample amplitude/speed/phase.
+def _trunk(p: np.ndarray, bend: float, head: float = 0.0) -> np.ndarray:
+    """Trunk pitch at SpineMid (negative: forward) and head pitch at Neck (positive: back), degrees."""
+    p[_SPINE_MID, 0] += bend * _DEG
+    p[_NECK, 0] += head * _DEG
+    return p
 
-    Sign conventions (body frame: +x right, +y up, +z back): shoulder/hip flexion (limb forward) is +x,
-    knee flexion -x, trunk forward bend -x; raising the left arm sideways is -z at ShoulderLeft and the
-    right arm +z at ShoulderRight (mirroring negates the y and z angles).
+
+def _rest() -> np.ndarray:
+    return np.zeros((NUM_JOINTS, 3))
+
+
+def _keyframes(start: np.ndarray, segments: list[tuple[np.ndarray, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Eased piecewise interpolation through postures.
+
+    Args:
+        start: ``[V, 3]`` posture at frame 0.
+        segments: ``(target posture, frames)``; segment k moves from the previous target to its own (a
+            segment whose target equals the previous one is a hold). Smoothstep easing: the body comes to
+            rest at every key posture.
+
+    Returns:
+        ``(angles [T, V, 3], knots [len(segments) + 1])``: T = the rounded total duration + 1, knot times in
+        frames (0 .. T - 1).
     """
+    durations = np.array([n for _, n in segments], dtype=np.float64)
+    t = max(2, int(round(durations.sum()))) + 1
+    knots = np.concatenate([[0.0], np.cumsum(durations) / durations.sum() * (t - 1)])
+    keys = np.stack([start] + [p for p, _ in segments])  # [K + 1, V, 3]
+    f = np.arange(t, dtype=np.float64)
+    k = np.clip(np.searchsorted(knots, f, side="right") - 1, 0, len(segments) - 1)
+    span = np.maximum(knots[k + 1] - knots[k], 1e-9)
+    s = _smoothstep((f - knots[k]) / span)[:, None, None]
+    return keys[k] + s * (keys[k + 1] - keys[k]), knots
+
+
+class _Draw:
+    """Per-sample random draws of one action: posture angles and phase durations."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.amp = rng.uniform(0.85, 1.15)    # one effort level per sample scales every posture
+        self.tempo = rng.uniform(0.85, 1.25)   # and one tempo stretches every phase
+
+    def u(self, lo: float, hi: float) -> float:
+        return float(self.rng.uniform(lo, hi))
+
+    def dur(self, seconds: float) -> float:
+        """Frames of a phase of nominal length ``seconds``: the sample's tempo x a per-phase factor
+        U(0.8, 1.25) (phases differ in speed from sample to sample)."""
+        return seconds * FPS * self.tempo * float(self.rng.uniform(0.8, 1.25))
+
+    def pose(self, p: np.ndarray) -> np.ndarray:
+        return p * self.amp
+
+
+def _sit_down(d: _Draw) -> _Motion:
+    """Lean forward, lower into a deep crouch, settle back and stay down (ends crouched)."""
+    hip, knee = d.u(85, 100), d.u(100, 120)
+    arms = d.u(30, 60)
+    lean = d.pose(_arms(_legs(_trunk(_rest(), -d.u(30, 40)), d.u(25, 35), d.u(20, 30)), d.u(15, 30), 10))
+    down = d.pose(_arms(_legs(_trunk(_rest(), -d.u(20, 30)), hip, knee), arms, d.u(10, 40)))
+    settled = d.pose(_arms(_legs(_trunk(_rest(), -d.u(5, 15)), hip, knee), arms * 0.6, d.u(10, 40)))
+    angles, _ = _keyframes(_rest(), [(_rest(), d.dur(0.45)), (lean, d.dur(0.5)), (down, d.dur(0.9)),
+                                     (settled, d.dur(0.35)), (settled, d.dur(0.6))])
+    return _Motion.of(angles)
+
+
+def _put_on_hat(d: _Draw) -> _Motion:
+    """Hold the hat at the chest, lift it above the head, pull it down onto the head, drop the arms."""
+    chest = d.pose(_arms(_rest(), d.u(35, 50), d.u(85, 105), -5))
+    above = d.pose(_arms(_rest(), d.u(150, 170), d.u(40, 60), 10))
+    on_head = d.pose(_arms(_rest(), d.u(110, 120), d.u(105, 115), d.u(10, 20), d.u(45, 60)))
+    angles, _ = _keyframes(chest, [(chest, d.dur(0.4)), (above, d.dur(0.85)), (above, d.dur(0.2)),
+                                   (on_head, d.dur(0.5)), (on_head, d.dur(0.4)), (_rest(), d.dur(0.7)),
+                                   (_rest(), d.dur(0.4))])
+    return _Motion.of(angles)
+
+
+def _put_on_glasses(d: _Draw) -> _Motion:
+    """Unfold the glasses at the chest, bring them to the face, push them up with the right hand, lower the
+    left arm, then the right."""
+    chest = d.pose(_arms(_rest(), d.u(20, 30), d.u(100, 115)))
+    face = d.pose(_arms(_rest(), d.u(75, 85), d.u(125, 135), d.u(5, 15), d.u(30, 45)))
+    push = face + d.pose(_arms(_rest(), d.u(8, 15), d.u(8, 15), side="right"))
+    left_down = push.copy()
+    left_down[[_SH_L, _EL_L]] = 0.0
+    angles, _ = _keyframes(_rest(), [(_rest(), d.dur(0.3)), (chest, d.dur(0.45)), (chest, d.dur(0.35)),
+                                     (face, d.dur(0.65)), (face, d.dur(0.25)), (push, d.dur(0.3)),
+                                     (push, d.dur(0.25)), (left_down, d.dur(0.55)), (_rest(), d.dur(0.6)),
+                                     (_rest(), d.dur(0.3))])
+    return _Motion.of(angles)
+
+
+def _pick_up(d: _Draw) -> _Motion:
+    """Bend down, reach the floor, grasp, stand up holding the object at the waist (ends holding)."""
+    floor = d.pose(_arms(_legs(_trunk(_rest(), -d.u(60, 75), -10), d.u(30, 45), d.u(35, 55)),
+                         d.u(60, 80), d.u(0, 15)))
+    waist = d.pose(_arms(_rest(), d.u(25, 40), d.u(70, 90), -8))
+    angles, _ = _keyframes(_rest(), [(_rest(), d.dur(0.3)), (floor, d.dur(0.8)), (floor, d.dur(0.4)),
+                                     (waist, d.dur(0.8)), (waist, d.dur(0.5))])
+    return _Motion.of(angles)
+
+
+def _drink_water(d: _Draw) -> _Motion:
+    """Reach for the cup, bring it to the mouth, tilt the head back and drink, lower it, put it back."""
+    reach = d.pose(_arms(_rest(), d.u(50, 65), d.u(10, 25), side="right"))
+    mouth = d.pose(_arms(_rest(), d.u(45, 55), d.u(125, 135), 0, d.u(50, 65), side="right"))
+    tilt = mouth + d.pose(_arms(_trunk(_rest(), 0, d.u(15, 25)), d.u(10, 20), 0, side="right"))
+    angles, _ = _keyframes(_rest(), [(_rest(), d.dur(0.2)), (reach, d.dur(0.55)), (reach, d.dur(0.15)),
+                                     (mouth, d.dur(0.6)), (mouth, d.dur(0.1)), (tilt, d.dur(0.3)),
+                                     (tilt, d.dur(0.5)), (mouth, d.dur(0.3)), (reach, d.dur(0.5)),
+                                     (reach, d.dur(0.1)), (_rest(), d.dur(0.5)), (_rest(), d.dur(0.2))])
+    return _Motion.of(angles)
+
+
+def _exercise(d: _Draw, order: tuple[str, ...]) -> _Motion:
+    """Three moves, each from rest to a posture and back, in ``order``. The moves and their timings are drawn
+    in one fixed order, so two classes with the same moves differ only in the order of their phases."""
+    bend = d.u(45, 65)
+    moves = {  # posture, move, hold, return, pause
+        "stretch": (d.pose(_arms(_trunk(_rest(), 5), d.u(160, 175), d.u(0, 10), d.u(5, 20))),
+                    d.dur(0.75), d.dur(0.2), d.dur(0.65), d.dur(0.1)),
+        "bow": (d.pose(_arms(_trunk(_rest(), -bend, -15), 0.7 * bend, 0)),
+                d.dur(0.6), d.dur(0.2), d.dur(0.55), d.dur(0.1)),
+        "kick": (d.pose(_kick_posture(d)), d.dur(0.4), d.dur(0.1), d.dur(0.45), d.dur(0.1)),
+    }
+    segments: list[tuple[np.ndarray, float]] = [(_rest(), d.dur(0.15))]
+    for name in order:
+        pose, move, hold, back, pause = moves[name]
+        segments += [(pose, move), (pose, hold), (_rest(), back), (_rest(), pause)]
+    angles, _ = _keyframes(_rest(), segments)
+    return _Motion.of(angles)
+
+
+def _kick_posture(d: _Draw) -> np.ndarray:
+    """Right leg kicked forward and straight, trunk leaning back, left arm forward for balance."""
+    p = _trunk(_rest(), 10)
+    p[_HIP_R, 0] += d.u(60, 85) * _DEG
+    p[_KNEE_R, 0] -= d.u(0, 10) * _DEG
+    _arms(p, 25, 0, side="left")
+    return _arms(p, -15, 0, side="right")
+
+
+def _periodic_frames(d: _Draw) -> tuple[int, np.ndarray, float]:
+    """Length (40-120 frames), time axis in seconds scaled by the tempo, and a phase of a periodic action."""
+    t = int(d.rng.integers(40, 121))
+    return t, np.arange(t, dtype=np.float64) / FPS / d.tempo, d.u(0.0, 2.0 * math.pi)
+
+
+def _wave(d: _Draw) -> _Motion:
+    """Periodic: the right forearm swings in the frontal plane about a bent elbow, arm raised sideways."""
+    t, sec, phase = _periodic_frames(d)
+    m = _Motion.zeros(t)
+    env = _envelope(t, max(12.0, d.u(0.1, 0.3) * t))
+    w = 2.0 * math.pi * d.u(1.6, 2.4) * sec + phase
+    m.angles[:, _SH_R, 2] += env * d.u(100, 160) * _DEG * d.amp
+    m.angles[:, _SH_R, 0] += env * d.u(0, 20) * _DEG
+    m.angles[:, _EL_R, 2] += -env * (d.u(10, 45) + d.amp * 28 * np.sin(w)) * _DEG
+    return m
+
+
+def _clap(d: _Draw) -> _Motion:
+    """Periodic: arms forward, hands open and close in front of the chest."""
+    t, sec, phase = _periodic_frames(d)
+    m = _Motion.zeros(t)
+    env = _envelope(t, max(12.0, d.u(0.1, 0.3) * t))
+    w = 2.0 * math.pi * d.u(1.8, 2.6) * sec + phase
+    shoulder, elbow = d.u(55, 85), d.u(5, 35)
+    m.angles[:, [_SH_L, _SH_R], 0] += (env * shoulder * _DEG)[:, None]
+    m.angles[:, [_EL_L, _EL_R], 0] += (env * elbow * _DEG)[:, None]
+    opening = (8.0 + d.amp * 32.0 * (0.5 + 0.5 * np.cos(w))) * _DEG * env
+    m.angles[:, _SH_L, 1] += opening
+    m.angles[:, _SH_R, 1] -= opening
+    return m
+
+
+def _walk_in_place(d: _Draw) -> _Motion:
+    """Periodic: knees lifted in turn, arms swinging opposite to the legs."""
+    t, sec, phase = _periodic_frames(d)
     m = _Motion.zeros(t)
     a = m.angles
-    amp = rng.uniform(0.8, 1.15)
-    speed = rng.uniform(0.75, 1.3)
-    phase = rng.uniform(0.0, 2.0 * math.pi)
-    sec = np.arange(t, dtype=np.float64) / FPS * speed
-    # One envelope law for every action, so the share of rest frames says nothing about the class.
-    env = _envelope(t, rng.uniform(0.1, 0.3) * t)
-    name = ACTIONS[action]
-
-    def osc(freq_lo: float, freq_hi: float) -> np.ndarray:
-        return 2.0 * math.pi * rng.uniform(freq_lo, freq_hi) * sec + phase
-
-    if name in ("wave left hand", "wave right hand"):
-        side = -1.0 if name.startswith("wave left") else 1.0
-        sh, el = (_SH_L, _EL_L) if side < 0 else (_SH_R, _EL_R)
-        w = osc(1.6, 2.4)
-        a[:, sh, 2] += side * env * rng.uniform(100, 160) * _DEG * amp
-        a[:, sh, 0] += env * rng.uniform(0, 20) * _DEG
-        # Forearm swings in the frontal plane about a bent elbow: that oscillation is the "wave".
-        a[:, el, 2] += -side * env * (rng.uniform(10, 45) + amp * 28 * np.sin(w)) * _DEG
-    elif name == "raise left hand":
-        # Raise, hold, lower: the very pose distribution of "wave left hand", without the oscillation.
-        a[:, _SH_L, 2] += -env * rng.uniform(100, 160) * _DEG * amp
-        a[:, _SH_L, 0] += env * rng.uniform(0, 20) * _DEG
-        a[:, _EL_L, 2] += env * rng.uniform(10, 45) * _DEG
-    elif name == "clap":
-        w = osc(1.8, 2.6)
-        _set_both_arms_x(a, env * rng.uniform(55, 85) * _DEG, env * rng.uniform(5, 35) * _DEG)
-        opening = (8.0 + amp * 32.0 * (0.5 + 0.5 * np.cos(w))) * _DEG * env
-        a[:, _SH_L, 1] += opening
-        a[:, _SH_R, 1] -= opening
-    elif name == "punch":
-        w = osc(0.8, 1.2)
-        p_l, p_r = _pulse(w, 4.0), _pulse(w + math.pi, 4.0)
-        for sh, el, p in ((_SH_L, _EL_L, p_l), (_SH_R, _EL_R, p_r)):
-            a[:, sh, 0] += env * (35.0 + 50.0 * amp * p) * _DEG
-            a[:, el, 0] += env * (110.0 - 105.0 * p) * _DEG
-        a[:, _SPINE_MID, 1] += env * 12.0 * (p_l - p_r) * _DEG
-    elif name == "raise both arms":
-        w = osc(0.4, 0.7)
-        # Same mean arm elevation / opening / elbow bend as "clap"; only the timing differs.
-        lift = env * (0.5 - 0.5 * np.cos(w - phase)) * rng.uniform(110, 170) * _DEG * amp
-        _set_both_arms_x(a, lift, env * rng.uniform(5, 35) * _DEG)
-        opening = env * rng.uniform(8, 40) * _DEG
-        a[:, _SH_L, 1] += opening
-        a[:, _SH_R, 1] -= opening
-    elif name == "squat":
-        p = env * (0.5 - 0.5 * np.cos(osc(0.35, 0.6) - phase)) * amp
-        for hip, knee in ((_HIP_L, _KNEE_L), (_HIP_R, _KNEE_R)):
-            a[:, hip, 0] += p * 95.0 * _DEG
-            a[:, knee, 0] -= p * 115.0 * _DEG
-        a[:, _SPINE_MID, 0] -= p * 25.0 * _DEG
-        _set_both_arms_x(a, p * rng.uniform(40, 80) * _DEG)
-        _flat_feet(a)
-    elif name == "jump":
-        period = 1.0 / rng.uniform(0.7, 1.0)
-        s = np.mod(sec / period + phase / (2 * math.pi), 1.0)
-        crouch = env * (np.exp(-(((s - 0.12) / 0.07) ** 2)) + np.exp(-(((s - 0.88) / 0.07) ** 2)))
-        height = rng.uniform(0.12, 0.25) * amp
-        air = np.where((s > 0.3) & (s < 0.7), (s - 0.3) * (0.7 - s) / 0.04, 0.0) * env
-        m.airborne = height * air
-        for hip, knee in ((_HIP_L, _KNEE_L), (_HIP_R, _KNEE_R)):
-            a[:, hip, 0] += (55.0 * crouch + 15.0 * air) * _DEG
-            a[:, knee, 0] -= (80.0 * crouch + 25.0 * air) * _DEG
-        _flat_feet(a)
-        _set_both_arms_x(a, (-20.0 * crouch + 70.0 * air) * _DEG)
-    elif name == "kick right leg":
-        w = osc(0.6, 0.9)
-        kick = env * _pulse(w, 3.0)
-        chamber = env * _pulse(w + 0.9, 2.0) * (1.0 - kick)
-        a[:, _HIP_R, 0] += (kick * rng.uniform(60, 85) * amp + 20.0 * chamber) * _DEG
-        a[:, _KNEE_R, 0] -= (70.0 * chamber + 5.0 * kick) * _DEG
-        a[:, _SPINE_MID, 0] += 10.0 * kick * _DEG
-        a[:, _SH_L, 0] += 25.0 * kick * _DEG
-    elif name == "bow":
-        p = env * (0.5 - 0.5 * np.cos(osc(0.3, 0.5) - phase)) * amp
-        bend = p * rng.uniform(45, 65) * _DEG
-        a[:, _SPINE_MID, 0] -= bend
-        a[:, _NECK, 0] -= p * 15.0 * _DEG
-        _set_both_arms_x(a, 0.7 * bend)  # arms keep hanging roughly vertically
-    elif name in ("walk in place", "turn around"):
-        w = osc(0.8, 1.1)
-        gain = 1.0 if name == "walk in place" else rng.uniform(0.3, 0.5)
-        lift_l, lift_r = env * _pulse(w, 1.5) * gain * amp, env * _pulse(w + math.pi, 1.5) * gain * amp
-        for hip, knee, lift in ((_HIP_L, _KNEE_L, lift_l), (_HIP_R, _KNEE_R, lift_r)):
-            a[:, hip, 0] += 40.0 * lift * _DEG
-            a[:, knee, 0] -= 70.0 * lift * _DEG
-        swing = env * gain * 25.0 * np.sin(w) * _DEG
-        a[:, _SH_L, 0] -= swing  # arms swing opposite to the legs
-        a[:, _SH_R, 0] += swing
-        if name == "turn around":
-            f = np.arange(t) / max(t - 1, 1)
-            m.yaw = rng.choice([-1.0, 1.0]) * rng.uniform(120, 180) * _DEG * _smoothstep((f - 0.1) / 0.8)
-    else:  # pragma: no cover - ACTIONS and this table are edited together
-        raise AssertionError(f"no motion for action {name!r}")
+    env = _envelope(t, max(12.0, d.u(0.1, 0.3) * t))
+    w = 2.0 * math.pi * d.u(0.8, 1.1) * sec + phase
+    for hip, knee, lift in ((_HIP_L, _KNEE_L, _pulse(w, 1.5)), (_HIP_R, _KNEE_R, _pulse(w + math.pi, 1.5))):
+        a[:, hip, 0] += 40.0 * env * lift * d.amp * _DEG
+        a[:, knee, 0] -= 70.0 * env * lift * d.amp * _DEG
+    swing = env * 25.0 * np.sin(w) * _DEG
+    a[:, _SH_L, 0] -= swing
+    a[:, _SH_R, 0] += swing
     return m
+
+
+def _handshake(d: _Draw) -> tuple[_Motion, _Motion]:
+    """Both people reach out with the right hand, shake (a short oscillation of the forearms), let go."""
+    frames = [d.dur(0.35), d.dur(0.6), d.dur(1.0), d.dur(0.6), d.dur(0.35)]
+    shake_hz, shake_deg = d.u(2.0, 3.0), d.u(6, 12)
+    out = []
+    for _ in range(2):
+        reach = d.pose(_arms(_rest(), d.u(45, 60), d.u(20, 35), -d.u(5, 15), side="right"))
+        angles, knots = _keyframes(_rest(), [(_rest(), frames[0]), (reach, frames[1]), (reach, frames[2]),
+                                             (_rest(), frames[3]), (_rest(), frames[4])])
+        f = np.arange(angles.shape[0], dtype=np.float64)
+        during = _smoothstep((f - knots[2]) / 3.0) * _smoothstep((knots[3] - f) / 3.0)
+        angles[:, _EL_R, 0] += during * shake_deg * _DEG * np.sin(2 * math.pi * shake_hz * f / FPS)
+        out.append(_Motion.of(angles))
+    return out[0], out[1]
+
+
+def _push(d: _Draw) -> tuple[_Motion, _Motion]:
+    """The actor draws both hands back and pushes the partner, who leans back and is shoved a step back."""
+    chamber = d.pose(_arms(_rest(), d.u(40, 55), d.u(90, 110), -5))
+    out = d.pose(_arms(_trunk(_rest(), -10), d.u(75, 90), d.u(5, 15), -5))
+    angles, knots = _keyframes(_rest(), [(_rest(), d.dur(0.4)), (chamber, d.dur(0.5)), (chamber, d.dur(0.15)),
+                                         (out, d.dur(0.25)), (out, d.dur(0.3)), (_rest(), d.dur(0.6)),
+                                         (_rest(), d.dur(0.5))])
+    t = angles.shape[0]
+    contact = knots[4] - 1.0  # the hands reach the partner near the end of the thrust
+    hit = d.pose(_arms(_trunk(_rest(), d.u(12, 20), 8), d.u(10, 30), 20, d.u(20, 35)))
+    left = (t - 1) - contact  # frames after the contact: recoil, hold, recover, stand
+    recoil, hold, recover = min(d.dur(0.2), 0.2 * left), min(d.dur(0.25), 0.2 * left), min(d.dur(0.8), 0.4 * left)
+    partner, _ = _keyframes(_rest(), [(_rest(), contact), (hit, recoil), (hit, hold), (_rest(), recover),
+                                      (_rest(), left - recoil - hold - recover)])
+    f = np.arange(t, dtype=np.float64)
+    shove = d.u(0.25, 0.45) * _smoothstep((f - contact) / max(2.0, recoil + hold))
+    return _Motion.of(angles), _Motion(partner[:t], shove)
+
+
+# Action table. Reversed classes are their base class played backwards (the same curves, time reversed).
+_PHASED = {
+    "sit down": _sit_down,
+    "put on a hat": _put_on_hat,
+    "put on glasses": _put_on_glasses,
+    "pick up": _pick_up,
+    "drink water": _drink_water,
+    "stretch-bow-kick": lambda d: _exercise(d, ("stretch", "bow", "kick")),
+    "bow-stretch-kick": lambda d: _exercise(d, ("bow", "stretch", "kick")),
+}
+_PERIODIC = {"wave": _wave, "clap": _clap, "walk in place": _walk_in_place}
+_INTERACTIONS = {"handshake": _handshake, "push": _push}
+
+
+def _action_motions(action: int, rng: np.random.Generator) -> tuple[_Motion, _Motion | None]:
+    """Joint-angle curves of ``ACTIONS[action]``: ``(actor, partner)``; the partner is None except for the
+    two-person interactions. The action sets its own length: a chain of phases lasts as long as its
+    phases at the sample's tempo (about 2-4 s); a periodic action 40-120 frames."""
+    name = ACTIONS[action]
+    d = _Draw(rng)
+    if name in REVERSED_PAIRS.values():
+        base = next(k for k, v in REVERSED_PAIRS.items() if v == name)
+        return _PHASED[base](d).reversed_in_time(), None
+    if name in _PHASED:
+        return _PHASED[name](d), None
+    if name in _PERIODIC:
+        return _PERIODIC[name](d), None
+    if name in _INTERACTIONS:
+        return _INTERACTIONS[name](d)
+    raise AssertionError(f"no motion for action {name!r}")  # pragma: no cover - ACTIONS and the tables agree
+
+
+def action_angles(action: int | str, rng: np.random.Generator) -> np.ndarray:
+    """The actor's joint-angle curves ``[T, V, 3]`` (radians, body frame, before the idle sway) of one
+    action; the action draws its own length T.
+
+    A reversed class draws exactly what its base class draws and plays it backwards: for equal ``rng``
+    states, ``action_angles(reversed) == action_angles(base)[::-1]``.
+    """
+    return _action_motions(_action_id(action), rng)[0].angles
 
 
 def _idle_angles(t: int, rng: np.random.Generator) -> np.ndarray:
@@ -398,6 +621,8 @@ def _idle_angles(t: int, rng: np.random.Generator) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------
+
+
 # Camera, body assembly and noise
 # --------------------------------------------------------------------------------------------------
 
@@ -437,15 +662,27 @@ def _rot_y(angle: np.ndarray) -> np.ndarray:
     return _euler_to_matrix(np.stack([z, angle, z], axis=-1))
 
 
+
+
+def _facing(yaw: float) -> np.ndarray:
+    """Horizontal direction ``(x, z)`` a body turned by ``yaw`` about the vertical axis faces (rest: -z)."""
+    return np.array([-math.sin(yaw), -math.cos(yaw)])
+
+
 def _place(subject: Subject, motion: _Motion, cam: CameraPose, yaw0: float = 0.0,
            offset: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
-    """Forward kinematics + ground contact + camera transform -> ``[T, V, 3]`` float64 camera space."""
+    """Forward kinematics + ground contact + camera transform -> ``[T, V, 3]`` float64 camera space.
+
+    ``yaw0``: the body's turn about the vertical axis on top of the view angle; ``offset``: ``(x, z)``
+    camera-space shift of the body from the camera's chosen spot (metres).
+    """
     t = motion.angles.shape[0]
     rot = _euler_to_matrix(motion.angles)
     body = forward_kinematics(rest_offsets(subject.bone_lengths), rot)
-    # Ground contact: the lower ankle stays at ankle height (squats sink, kicks stand on one leg).
-    root_y = _ANKLE_HEIGHT - np.minimum(body[:, _ANK_L, 1], body[:, _ANK_R, 1]) + motion.airborne
-    world = body @ _rot_y(motion.yaw + yaw0 + cam.view_yaw).transpose(0, 2, 1)
+    # Ground contact: the lower ankle stays at ankle height (crouches sink, kicks stand on one leg).
+    root_y = _ANKLE_HEIGHT - np.minimum(body[:, _ANK_L, 1], body[:, _ANK_R, 1])
+    body[..., 2] += motion.step[:, None]  # shoved backwards along the body's own +z
+    world = body @ _rot_y(np.array(yaw0 + cam.view_yaw)).T
     world[..., 0] += cam.position[0] + offset[0]
     world[..., 1] += (root_y - cam.height)[:, None]
     world[..., 2] += cam.position[1] + offset[1]
@@ -474,25 +711,25 @@ def _add_sensor_noise(x: np.ndarray, rng: np.random.Generator, present: np.ndarr
     return x
 
 
-def synthesize_body(action: int | str, subject: Subject, num_frames: int, rng: np.random.Generator, *,
+
+
+def synthesize_body(action: int | str, subject: Subject, rng: np.random.Generator, *,
                     camera: CameraPose | None = None, noise: bool = True) -> np.ndarray:
-    """One person performing one action: ``[T, V, 3]`` float32 camera-space metres.
+    """One person performing one action: ``[T, V, 3]`` float32 camera-space metres (for an interaction, the
+    actor alone, facing the camera). The action sets T (about 2-4 s, see :func:`action_angles`).
 
     Args:
         action: class id (index into :data:`ACTIONS`) or its name.
         subject: the performer (bone lengths).
-        num_frames: T >= 2.
-        rng: source of every per-sample random choice (amplitude, speed, phase, posture, noise).
+        rng: source of every per-sample random choice (postures, phase durations, posture at rest, noise).
         camera: the view; drawn from ``rng`` when None.
         noise: add sensor jitter and glitches. Without noise, ``|x[v] - x[KINEMATIC_PARENTS[v]]|`` equals
             ``subject.bone_lengths[v]`` in every frame (up to float32 rounding).
     """
     cls = _action_id(action)
-    if num_frames < 2:
-        raise ValueError(f"num_frames must be >= 2, got {num_frames}")
     cam = camera if camera is not None else sample_camera(rng)
-    motion = _action_motion(cls, num_frames, rng)
-    motion.angles += _idle_angles(num_frames, rng)
+    motion = _action_motions(cls, rng)[0]
+    motion.angles += _idle_angles(motion.angles.shape[0], rng)
     x = _place(subject, motion, cam)
     if noise:
         x = _add_sensor_noise(x, rng)
@@ -510,16 +747,24 @@ def _action_id(action: int | str) -> int:
     return a
 
 
+
+
+def _other_subject(first: Subject, rng: np.random.Generator, seed: int, num_subjects: int) -> Subject:
+    """Another performer than ``first`` (the second person of a sample)."""
+    n = max(num_subjects, 2)
+    return make_subject((first.subject_id + 1 + int(rng.integers(0, max(1, num_subjects - 1)))) % n, seed)
+
+
 def _second_body(first: Subject, action: int, t: int, rng: np.random.Generator, cam: CameraPose,
                  seed: int, num_subjects: int) -> np.ndarray:
-    """A second person: an interaction partner doing the same action facing the actor, or a bystander
-    idling behind, sometimes only in part of the sequence (zeros elsewhere, like NTU's spurious bodies)."""
-    other = make_subject((first.subject_id + 1 + int(rng.integers(0, max(1, num_subjects - 1)))) % max(num_subjects, 2),
-                         seed)
+    """A second person next to a one-person action: someone doing the same action beside the actor, or a
+    bystander idling behind, sometimes only in part of the sequence (zeros elsewhere, like NTU's spurious
+    bodies)."""
+    other = _other_subject(first, rng, seed, num_subjects)
     side = rng.choice([-1.0, 1.0])
     present = np.ones(t, dtype=bool)
-    if rng.random() < 0.5:  # interaction partner
-        motion = _action_motion(action, t, rng)
+    if rng.random() < 0.5:  # doing the same action
+        motion = _action_motions(action, rng)[0].resampled(t)
         offset = (side * rng.uniform(0.9, 1.4), rng.uniform(-0.3, 0.3))
         yaw0 = side * rng.uniform(50, 90) * _DEG  # turned towards the actor
     else:  # bystander
@@ -534,6 +779,30 @@ def _second_body(first: Subject, action: int, t: int, rng: np.random.Generator, 
     motion.angles += _idle_angles(t, rng)
     x = _place(other, motion, cam, yaw0=yaw0, offset=offset)
     return _add_sensor_noise(x, rng, present)
+
+
+def _pair_layout(rng: np.random.Generator, cam: CameraPose) -> tuple[float, tuple[float, float], float,
+                                                                     tuple[float, float]]:
+    """Where the two people of an interaction stand: turned 60-100 degrees from the camera, facing each
+    other 0.8-1.1 m apart. Returns ``(actor yaw0, actor offset, partner yaw0, partner offset)``."""
+    yaw = float(rng.choice([-1.0, 1.0]) * rng.uniform(60, 100) * _DEG)
+    half = _facing(yaw + cam.view_yaw) * rng.uniform(0.8, 1.1) / 2
+    return yaw, (-half[0], -half[1]), yaw + math.pi, (half[0], half[1])
+
+
+def _interaction_bodies(subject: Subject, actor: _Motion, partner: _Motion, rng: np.random.Generator,
+                        cam: CameraPose, plan: _Plan, present: np.ndarray | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Actor and partner of an interaction ``([T, V, 3], [T, V, 3])``; ``present [T]`` says when the
+    partner is there (zeros elsewhere)."""
+    t = actor.angles.shape[0]
+    other = _other_subject(subject, rng, plan.seed, plan.num_subjects)
+    yaw_a, off_a, yaw_p, off_p = _pair_layout(rng, cam)
+    actor.angles += _idle_angles(t, rng)
+    partner.angles += _idle_angles(t, rng)
+    x_actor = _add_sensor_noise(_place(subject, actor, cam, yaw_a, off_a), rng)
+    x_partner = _add_sensor_noise(_place(other, partner, cam, yaw_p, off_p), rng, present)
+    return x_actor, x_partner
 
 
 # --------------------------------------------------------------------------------------------------
@@ -590,15 +859,21 @@ def _plan(kind: str, seed: int, samples_per_class: int | None, num_sequences: in
     return _Plan(kind, int(seed), num_classes, num_subjects, float(two_person_prob), items)
 
 
+
 def _trimmed_sample(plan: _Plan, cls: int, k: int, subject_id: int) -> StoreSample:
     rng = np.random.default_rng([plan.seed, 2, cls, k])
     subject = make_subject(subject_id, plan.seed)
-    t = int(rng.integers(40, 121))
     cam = sample_camera(rng)
+    actor, partner = _action_motions(cls, rng)
+    t = actor.angles.shape[0]
     data = np.zeros((t, 2, NUM_JOINTS, 3), dtype=np.float32)
-    data[:, 0] = synthesize_body(cls, subject, t, rng, camera=cam)
-    if rng.random() < plan.two_person_prob:
-        data[:, 1] = _second_body(subject, cls, t, rng, cam, plan.seed, plan.num_subjects)
+    if partner is not None:
+        data[:, 0], data[:, 1] = _interaction_bodies(subject, actor, partner, rng, cam, plan)
+    else:
+        actor.angles += _idle_angles(t, rng)
+        data[:, 0] = _add_sensor_noise(_place(subject, actor, cam), rng)
+        if rng.random() < plan.two_person_prob:
+            data[:, 1] = _second_body(subject, cls, t, rng, cam, plan.seed, plan.num_subjects)
     replication = k // plan.num_subjects % 2 + 1
     return StoreSample(
         name=f"synA{cls + 1:03d}P{subject_id + 1:03d}C{cam.camera:03d}N{k:05d}",
@@ -606,43 +881,73 @@ def _trimmed_sample(plan: _Plan, cls: int, k: int, subject_id: int) -> StoreSamp
     )
 
 
+_LONG_MIN = 381  # frames of action at least in a "long" sequence
+_MAX_TURN_PER_FRAME = 5.0 * _DEG  # how fast an idle gap carries a joint from one action's posture to the next
+
+
 def _sequence_sample(plan: _Plan, k: int, subject_id: int) -> StoreSample:
-    """An untrimmed (3-6 actions of 45-110 frames, idle gaps of 20-70) or long (6-9 actions of 60-110 frames,
-    gaps of 3-15: >= 381 frames) multi-action sequence of one camera view."""
+    """An untrimmed (3-6 actions, idle gaps of 20-70 frames) or long (6-9 actions, more until >= 381 frames;
+    gaps of 3-15) multi-action sequence of one camera view.
+
+    An idle gap also carries the body from one action's last posture to the next one's first (a gap is
+    lengthened where that needs more frames). An interaction brings its partner in for the action and a few
+    frames around it (zeros elsewhere); the actor then stands turned towards the partner all along.
+    """
     untrimmed = plan.kind == "untrimmed"
     rng = np.random.default_rng([plan.seed, 3 + _kind_code(plan.kind), k])
     subject = make_subject(subject_id, plan.seed)
     cam = sample_camera(rng)
     n_actions = int(rng.integers(3, 7)) if untrimmed else int(rng.integers(6, 10))
-    segments: list[tuple[int, int]] = []  # (class or -1 for idle, frames)
     gap = (20, 71) if untrimmed else (3, 16)
-    action_frames = (45, 111) if untrimmed else (60, 111)
-    segments.append((-1, int(rng.integers(*gap))))
-    for _ in range(n_actions):
-        segments.append((int(rng.integers(0, plan.num_classes)), int(rng.integers(*action_frames))))
-        segments.append((-1, int(rng.integers(*gap))))
-    t = sum(n for _, n in segments)
-    motion = _Motion.zeros(t)
-    frame_labels = np.zeros(t, dtype=np.int16)
-    start, yaw_carry = 0, 0.0
-    for cls, n in segments:
-        sl = slice(start, start + n)
-        if cls >= 0:
-            seg = _action_motion(cls, n, rng)
-            motion.angles[sl] = seg.angles
-            motion.airborne[sl] = seg.airborne
-            motion.yaw[sl] = yaw_carry + seg.yaw
-            yaw_carry += float(seg.yaw[-1])  # a turn leaves the person facing the new way
-            frame_labels[sl] = cls + 1
-        else:
-            motion.yaw[sl] = yaw_carry
-        start += n
-    motion.angles += _idle_angles(t, rng)
+    actions: list[tuple[int, _Motion, _Motion | None]] = []
+    while len(actions) < n_actions or (not untrimmed and sum(a[1].angles.shape[0] for a in actions) < _LONG_MIN):
+        cls = int(rng.integers(0, plan.num_classes))
+        actions.append((cls, *_action_motions(cls, rng)))
+    # Frames: gap, action, gap, ..., action, gap.
+    pieces: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    partner_spans: list[tuple[int, _Motion]] = []
+    prev, start = _rest(), 0
+    for item in actions + [None]:
+        nxt = item[1].angles[0] if item is not None else _rest()
+        g = max(int(rng.integers(*gap)), int(math.ceil(np.abs(nxt - prev).max() / _MAX_TURN_PER_FRAME)))
+        s = _smoothstep(np.arange(1, g + 1) / (g + 1))[:, None, None]
+        pieces.append(prev + s * (nxt - prev))
+        labels.append(np.zeros(g, dtype=np.int16))
+        start += g
+        if item is None:
+            break
+        cls, actor, partner = item
+        pieces.append(actor.angles)
+        labels.append(np.full(actor.angles.shape[0], cls + 1, dtype=np.int16))
+        if partner is not None:
+            partner_spans.append((start, partner))
+        start += actor.angles.shape[0]
+        prev = actor.angles[-1]
+    motion = _Motion(np.concatenate(pieces), np.zeros(start))
+    frame_labels = np.concatenate(labels)
+    t = start
     data = np.zeros((t, 2, NUM_JOINTS, 3), dtype=np.float32)
-    data[:, 0] = _add_sensor_noise(_place(subject, motion, cam), rng)
-    if rng.random() < plan.two_person_prob:
-        data[:, 1] = _second_body(subject, int(rng.integers(0, plan.num_classes)), t, rng, cam, plan.seed,
-                                  plan.num_subjects)
+    if partner_spans:
+        partner = _Motion.zeros(t)
+        present = np.zeros(t, dtype=bool)
+        carry = 0.0  # a shove leaves the partner where it pushed them
+        for s0, part in partner_spans:
+            n = part.angles.shape[0]
+            partner.angles[s0:s0 + n] = part.angles
+            partner.step[s0:s0 + n] = carry + part.step
+            carry += float(part.step[-1])
+            partner.step[s0 + n:] = carry
+            margin = int(rng.integers(5, 16))
+            present[max(0, s0 - margin):s0 + n + margin] = True
+        data[:, 0], data[:, 1] = _interaction_bodies(subject, motion, partner, rng, cam, plan, present)
+    else:
+        motion.angles += _idle_angles(t, rng)
+        data[:, 0] = _add_sensor_noise(_place(subject, motion, cam), rng)
+        if rng.random() < plan.two_person_prob:
+            one_person = [c for c in range(plan.num_classes) if ACTIONS[c] not in INTERACTIONS]
+            data[:, 1] = _second_body(subject, int(rng.choice(one_person)), t, rng, cam, plan.seed,
+                                      plan.num_subjects)
     prefix = "synU" if untrimmed else "synL"
     return StoreSample(
         name=f"{prefix}{k:05d}P{subject_id + 1:03d}C{cam.camera:03d}",
@@ -680,7 +985,7 @@ def write_synthetic(output: str | os.PathLike, kind: str = "trimmed", *, seed: i
         kind: ``"trimmed"`` (classification), ``"untrimmed"`` (detection, per-frame labels) or ``"long"``
             (motion prediction, several hundred frames per sequence).
         seed: every sample is a pure function of ``(seed, kind, class, index)``.
-        samples_per_class: trimmed only; default 60 (12 classes x 60 = 720 samples, a few seconds).
+        samples_per_class: trimmed only; default 60 (16 classes x 60 = 960 samples, a few seconds).
         num_sequences: untrimmed / long only; default 48 / 36.
         num_subjects: performers, assigned round-robin; subjects with ``id % 3 == 2`` form the test split.
         num_classes: use the first ``num_classes`` of :data:`ACTIONS`.
@@ -727,13 +1032,15 @@ def cached_synthetic(cache_dir: str | os.PathLike, kind: str, seed: int, size: i
     long) and default other parameters, generated on first use under ``cache_dir``.
 
     Pre-training and the downstream tasks share this cache, so a set is generated once whoever asks for
-    it first. A directory without ``meta.json`` (an interrupted generation) is regenerated.
+    it first. A directory without ``meta.json`` (an interrupted generation) or written by another
+    :data:`GENERATOR_VERSION` is regenerated.
 
     Returns:
         The store directory (:func:`synthetic_cache_path`).
     """
     path = synthetic_cache_path(cache_dir, kind, seed, size)
-    if not (path / "meta.json").exists():
+    meta = path / "meta.json"
+    if not meta.exists() or json.loads(meta.read_text()).get("generator_version") != GENERATOR_VERSION:
         print(f"generating the synthetic {kind} set in {path} ...", flush=True)
         sizes = {"samples_per_class": size} if kind == "trimmed" else {"num_sequences": size}
         write_synthetic(path, kind, seed=seed, overwrite=path.exists(), **sizes)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from hitrs_fast.models import HiTRS, validate_skeletons
+from hitrs_fast.tasks.features import set_feature_norm
 
 
 class MotionPredictor(nn.Module):
@@ -13,59 +14,71 @@ class MotionPredictor(nn.Module):
 
     ``forward(observed [B, T_obs, V, C]) -> future [B, horizon, V, C]`` (one body, metres).
 
-    The encoder reads the observed frames as a one-body sample; ``context = [V-TRS CLS, last clip
-    embedding]`` initialises a GRU (``hidden`` units). At step ``k`` the GRU reads the current pose and
-    velocity relative to the last observed root position and outputs an offset added to the current pose
-    (step 0 starts from the last observed pose, so an untrained decoder with zero output is the
-    zero-velocity baseline).
+    The encoder reads the observed frames as a one-body sample and its V-TRS output (the CLS,
+    ``[B, video_dim]``) feeds a GRU decoder (after Martinez et al., CVPR 2017, as the paper says): the
+    context initialises the GRU's state and is its input at every step, beside the decoder's own previous
+    output. Each step predicts a velocity; the future pose is the last observed pose plus the summed
+    velocities (a residual decoder). The decoder never sees the observed poses or velocities themselves, so
+    everything it knows about the observed motion comes through the encoder: with ``ablate_encoder=True``
+    the context is zeroed, the prediction cannot depend on the observed motion beyond the last pose it is
+    anchored on, and the difference measures what the encoder contributes.
+
+    The output layer starts at zero, so an untrained decoder is the zero-velocity baseline (the last
+    observed pose repeated). The decoder reads ``(context - feature_mean) / feature_std`` (identity buffers
+    unless :meth:`set_feature_norm` fixes them from a frozen encoder's training contexts).
     """
 
-    def __init__(self, encoder: HiTRS, horizon: int = 12, hidden: int = 256) -> None:
+    def __init__(self, encoder: HiTRS, horizon: int = 12, hidden: int = 256, *, ablate_encoder: bool = False) -> None:
         super().__init__()
         if horizon < 1 or hidden < 1:
             raise ValueError(f"MotionPredictor: horizon and hidden must be >= 1, got {horizon}, {hidden}")
         cfg = encoder.config
         self.encoder = encoder
         self.horizon = horizon
+        self.ablate_encoder = ablate_encoder
         pose = cfg.num_joints * cfg.in_channels
-        self.init_hidden = nn.Sequential(nn.Linear(cfg.video_dim + cfg.clip_dim, hidden), nn.Tanh())
-        self.gru = nn.GRUCell(2 * pose, hidden)
+        self.init_hidden = nn.Sequential(nn.Linear(cfg.video_dim, hidden), nn.Tanh())
+        self.gru = nn.GRUCell(cfg.video_dim + pose, hidden)
         self.out = nn.Linear(hidden, pose)
-        # Zero-initialised output: training starts exactly at the zero-velocity baseline.
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        self.register_buffer("feature_mean", torch.zeros(cfg.video_dim))
+        self.register_buffer("feature_std", torch.ones(cfg.video_dim))
+
+    def set_feature_norm(self, features: torch.Tensor) -> None:
+        """Fix the decoder's input normalisation to the mean / std of contexts ``[N, video_dim]``."""
+        set_feature_norm(self.feature_mean, self.feature_std, features, "MotionPredictor")
 
     def context(self, observed: torch.Tensor) -> torch.Tensor:
-        """``[B, T_obs, V, C] -> [B, video_dim + clip_dim]``."""
-        out = self.encoder(observed[:, None])
-        last_clip = out.clip_embeddings[:, 0].gather(
-            1, (out.num_clips - 1).view(-1, 1, 1).expand(-1, 1, out.clip_embeddings.shape[-1]))[:, 0]
-        return torch.cat([out.video_embeddings[:, 0], last_clip], dim=-1)
+        """The encoder's V-TRS CLS of the observed frames: ``[B, T_obs, V, C] -> [B, video_dim]``."""
+        return self.encoder(observed[:, None]).video_embeddings[:, 0]
 
     def forward(self, observed: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """``observed [B, T_obs, V, C]`` -> ``[B, horizon, V, C]``. ``context`` (``[B, video_dim + clip_dim]``,
-        from :meth:`context`) may be passed precomputed, e.g. cached once for a frozen encoder."""
+        """``observed [B, T_obs, V, C]`` -> ``[B, horizon, V, C]``. ``context`` (``[B, video_dim]``, from
+        :meth:`context`) may be passed precomputed, e.g. cached once for a frozen encoder."""
         cfg = self.encoder.config
         if observed.dim() != 4 or observed.shape[1] < 2:
             raise ValueError(f"observed: expected [B, T_obs >= 2, V, C], got shape {tuple(observed.shape)}")
         validate_skeletons(observed[:, None], None, cfg, name="observed")
         b, _, v, c = observed.shape
         if context is None:
-            context = self.context(observed)
-        elif context.shape != (b, cfg.video_dim + cfg.clip_dim):
-            raise ValueError(f"context: expected [{b}, {cfg.video_dim + cfg.clip_dim}], got {tuple(context.shape)}")
+            context = observed.new_zeros(b, cfg.video_dim) if self.ablate_encoder else self.context(observed)
+        elif context.shape != (b, cfg.video_dim):
+            raise ValueError(f"context: expected [{b}, {cfg.video_dim}], got {tuple(context.shape)}")
+        context = (context - self.feature_mean) / self.feature_std
+        if self.ablate_encoder:
+            context = torch.zeros_like(context)
         h = self.init_hidden(context)
-        root = observed[:, -1:, :1]  # [B, 1, 1, C]: translation reference, so the decoder is position-free
-        pose = observed[:, -1]
-        velocity = observed[:, -1] - observed[:, -2]
+        last = observed[:, -1].reshape(b, v * c)
+        velocity = torch.zeros_like(last)
+        offset = torch.zeros_like(last)  # predicted pose minus the last observed pose
         preds = []
         for _ in range(self.horizon):  # horizon is ~12 steps; the loop is over time, not over samples
-            inp = torch.cat([(pose - root[:, 0]).reshape(b, v * c), velocity.reshape(b, v * c)], dim=-1)
-            h = self.gru(inp, h)
-            nxt = pose + self.out(h).view(b, v, c)
-            velocity, pose = nxt - pose, nxt
-            preds.append(nxt)
-        return torch.stack(preds, dim=1)
+            h = self.gru(torch.cat([context, velocity], dim=-1), h)
+            velocity = self.out(h)
+            offset = offset + velocity
+            preds.append(last + offset)
+        return torch.stack(preds, dim=1).view(b, self.horizon, v, c)
 
 
 def euclidean_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -67,7 +67,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--ds-config", default=None,
                    help=f"DeepSpeed JSON config (name in training/configs/ or a path); default "
                    f"{DEFAULT_CUDA_DS_CONFIG} on CUDA, {DEFAULT_DS_CONFIG} on CPU")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: 1200 for tiny, 50000 otherwise)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: 400 for tiny, 50000 otherwise)")
     p.add_argument("--global-batch", type=int, default=None, help="samples per optimizer step, all ranks")
     p.add_argument("--micro-batch", type=int, default=None, help="samples per rank per forward")
     p.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimizer step")
@@ -143,7 +143,7 @@ def resolve(args: argparse.Namespace, world_size: int, cuda: bool) -> dict[str, 
     if global_batch != micro * accum * world_size:
         raise UsageError(f"global batch {global_batch} != micro-batch {micro} x accumulation {accum} x ranks "
                          f"{world_size}: the batch must be divisible by ranks x accumulation")
-    steps = args.steps if args.steps is not None else (1200 if tiny else 50_000)
+    steps = args.steps if args.steps is not None else (400 if tiny else 50_000)
     if steps < 1:
         raise UsageError(f"--steps must be >= 1, got {steps}")
     warmup = args.warmup if args.warmup is not None else min(1000, max(1, steps // 10))
@@ -446,6 +446,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
               f"{p['seconds']:.0f} s; probe test top-1 "
               f"(mean of {p['repeats']}): pre-trained {pre['test_top1']:.3f} ± {pre['std']:.3f} vs random init "
               f"{rnd['test_top1']:.3f} ± {rnd['std']:.3f}")
+        gain, margin = pre["test_top1"] - rnd["test_top1"], 2 * max(pre["std"], rnd["std"])
+        print(f"pre-trained minus random init: {gain:+.3f}, {'more' if gain > margin else 'not more'} than twice the "
+              f"larger s.d. ({margin:.3f})")
     return 0
 
 

@@ -79,14 +79,14 @@ def test_sample_does_not_depend_on_dataset_size():
 @pytest.mark.parametrize("action", list(range(len(syn.ACTIONS))))
 def test_bone_lengths_constant_without_noise(action):
     subject = syn.make_subject(4, seed=1)
-    x = syn.synthesize_body(action, subject, 60, np.random.default_rng(action), noise=False)
-    assert x.shape == (60, 25, 3) and x.dtype == np.float32
+    x = syn.synthesize_body(action, subject, np.random.default_rng(action), noise=False)
+    assert x.ndim == 3 and x.shape[1:] == (25, 3) and x.dtype == np.float32 and x.shape[0] >= 40
     child = np.arange(1, 25)
     parent = np.array(sk.KINEMATIC_PARENTS[1:])
     lengths = np.linalg.norm(x[:, child].astype(np.float64) - x[:, parent], axis=-1)  # [T, 24]
     np.testing.assert_allclose(lengths, np.broadcast_to(subject.bone_lengths[1:], lengths.shape), atol=2e-6)
     # ... and the sensor noise really perturbs them.
-    noisy = syn.synthesize_body(action, subject, 60, np.random.default_rng(action), noise=True)
+    noisy = syn.synthesize_body(action, subject, np.random.default_rng(action), noise=True)
     noisy_len = np.linalg.norm(noisy[:, child].astype(np.float64) - noisy[:, parent], axis=-1)
     assert np.abs(noisy_len - subject.bone_lengths[1:]).max() > 1e-3
 
@@ -99,7 +99,7 @@ def test_subjects_differ_and_are_left_right_symmetric():
 
 
 def test_camera_space_ranges():
-    x = syn.synthesize_body("jump", syn.make_subject(2), 90, np.random.default_rng(0))
+    x = syn.synthesize_body("wave", syn.make_subject(2), np.random.default_rng(0))
     root_z = x[:, sk.JOINT_INDEX["SpineBase"], 2]
     assert 2.1 < root_z.min() and root_z.max() < 4.0                 # the body stands 2.3-3.8 m away
     assert 1.0 < x[..., 2].min() and x[..., 2].max() < 4.6           # limbs reach < ~1 m from it
@@ -107,20 +107,100 @@ def test_camera_space_ranges():
     assert -1.5 < x[..., 1].min() and x[..., 1].max() < 1.6
 
 
-def test_left_and_right_waves_move_different_hands():
-    subject = syn.make_subject(0)
-    hl, hr = sk.JOINT_INDEX["HandLeft"], sk.JOINT_INDEX["HandRight"]
-    for action, moving, still in (("wave left hand", hl, hr), ("wave right hand", hr, hl)):
-        x = syn.synthesize_body(action, subject, 90, np.random.default_rng(1), noise=False)
-        speed = np.linalg.norm(np.diff(x, axis=0), axis=-1).mean(axis=0)
-        assert speed[moving] > 3 * speed[still]
+def test_class_groups_cover_the_actions():
+    reversed_names = set(syn.REVERSED_PAIRS) | set(syn.REVERSED_PAIRS.values())
+    groups = [reversed_names, set(syn.PHASE_ORDER_CLASSES), set(syn.PERIODIC_ACTIONS), set(syn.INTERACTIONS)]
+    assert all(g <= set(syn.ACTIONS) for g in groups)
+    assert sum(len(g) for g in groups) == len(set().union(*groups))  # disjoint
+    assert len(syn.PERIODIC_ACTIONS) < len(syn.ACTIONS) / 4          # periodic actions are a minority
+    assert len(syn.REVERSED_PAIRS) >= 4
+
+
+@pytest.mark.parametrize("base", list(syn.REVERSED_PAIRS))
+def test_reversed_pairs_are_the_same_curves_played_backwards(base):
+    reverse = syn.REVERSED_PAIRS[base]
+    for k in range(4):
+        forward = syn.action_angles(base, np.random.default_rng([7, k]))
+        backward = syn.action_angles(reverse, np.random.default_rng([7, k]))
+        np.testing.assert_array_equal(backward, forward[::-1])
+        assert np.abs(forward - forward[::-1]).max() > 20 * np.pi / 180  # not a palindrome: direction matters
+
+
+def _noise_free(action: str, k: int) -> np.ndarray:
+    return syn.synthesize_body(action, syn.make_subject(k % 3), np.random.default_rng([11, k]), noise=False)
+
+
+def _height(x: np.ndarray, joint: str) -> np.ndarray:
+    """Height of a joint above SpineBase at frame 0, camera pitch ignored (a few degrees)."""
+    return x[:, sk.JOINT_INDEX[joint], 1] - x[0, sk.JOINT_INDEX["SpineBase"], 1]
+
+
+def test_reversed_pairs_in_the_data():
+    for k in range(3):
+        sit, stand = _noise_free("sit down", k), _noise_free("stand up", k)
+        assert _height(sit, "SpineBase")[-1] < -0.2 < _height(stand, "SpineBase")[-1] - _height(stand, "SpineBase")[0]
+        pick, put = _noise_free("pick up", k), _noise_free("put down", k)
+        # Picking up ends with the hands raised to the waist; putting down ends with them hanging at rest.
+        assert _height(pick, "HandRight")[-1] > _height(pick, "HandRight")[0] + 0.2
+        assert _height(put, "HandRight")[0] > _height(put, "HandRight")[-1] + 0.2
+
+
+def test_phase_order_classes_share_moves_in_another_order():
+    def order(x: np.ndarray) -> list[str]:
+        hand = _height(x, "HandLeft")          # highest when stretching
+        head = _height(x, "Head")              # lowest when bowing
+        foot = x[:, sk.JOINT_INDEX["AnkleRight"], 1] - x[:, sk.JOINT_INDEX["AnkleLeft"], 1]  # kick
+        times = {"stretch": hand.argmax(), "bow": head.argmin(), "kick": foot.argmax()}
+        return sorted(times, key=times.get)
+
+    for k in range(3):
+        assert order(_noise_free("stretch-bow-kick", k)) == ["stretch", "bow", "kick"]
+        assert order(_noise_free("bow-stretch-kick", k)) == ["bow", "stretch", "kick"]
+
+
+def test_drink_water_is_multi_phase_and_returns_to_rest():
+    for k in range(3):
+        x = _noise_free("drink water", k)
+        hand_to_head = np.linalg.norm(x[:, sk.JOINT_INDEX["HandRight"]] - x[:, sk.JOINT_INDEX["Head"]], axis=-1)
+        near = hand_to_head < 0.3
+        assert near.any() and not near[0] and not near[-1]         # reach, drink, lower
+        assert x.shape[0] >= 2 * syn.FPS                            # at least 2 s
+
+
+def test_periodic_actions_repeat():
+    for name, joint in (("wave", "HandRight"), ("walk in place", "KneeLeft")):
+        x = _noise_free(name, 0)
+        y = _height(x, joint) if name == "walk in place" else x[:, sk.JOINT_INDEX[joint], 0]
+        y = y - np.convolve(y, np.ones(15) / 15, mode="same")  # remove the slow envelope
+        core = y[len(y) // 4: -len(y) // 4]
+        crossings = np.count_nonzero(np.diff(np.sign(core - core.mean())) != 0)
+        assert crossings >= 4, name
+
+
+def test_interactions_move_two_people_together(tmp_path):
+    names = ("handshake", "push")
+    store = SkeletonStore(syn.write_synthetic(tmp_path / "i", samples_per_class=3, num_subjects=3,
+                                              two_person_prob=0.0))
+    spine = sk.JOINT_INDEX["SpineBase"]
+    for i in np.flatnonzero(np.isin(store.labels, [syn.ACTIONS.index(n) for n in names])):
+        x = np.asarray(store.sequence(int(i)))
+        assert store.num_bodies[i] == 2 and np.all(np.abs(x).sum(axis=(2, 3)) > 0)  # both present throughout
+        gap = np.linalg.norm(x[:, 0, spine, [0, 2]] - x[:, 1, spine, [0, 2]], axis=-1)
+        assert 0.6 < gap[0] < 1.3                                   # facing each other at arm's length
+        if syn.ACTIONS[store.labels[i]] == "push":
+            assert gap[-1] > gap[0] + 0.15                          # the partner was shoved away
+        else:
+            hands = np.linalg.norm(x[:, 0, sk.JOINT_INDEX["HandRight"]] - x[:, 1, sk.JOINT_INDEX["HandRight"]], axis=-1)
+            assert hands.min() < 0.6 < hands[0]                     # the hands meet
+    one_person = ~np.isin(store.labels, [syn.ACTIONS.index(n) for n in names])
+    assert np.all(store.num_bodies[one_person] == 1)
 
 
 def test_trimmed_store(trimmed):
     st = trimmed
     assert len(st) == 5 * 6
     assert st.data.shape[1:] == (2, 25, 3)
-    assert st.lengths.min() >= 40 and st.lengths.max() <= 120
+    assert st.lengths.min() >= 40 and st.lengths.max() <= 200
     assert sorted(np.unique(st.labels).tolist()) == list(range(5))
     assert np.bincount(st.labels).tolist() == [6] * 5
     assert st.info["source"] == "synthetic" and st.info["class_names"] == list(syn.ACTIONS[:5])
@@ -181,7 +261,7 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="num_subjects"):
         syn.write_synthetic(tmp_path / "x", num_subjects=2)
     with pytest.raises(ValueError, match="unknown action"):
-        syn.synthesize_body("moonwalk", syn.make_subject(0), 10, np.random.default_rng(0))
+        syn.synthesize_body("moonwalk", syn.make_subject(0), np.random.default_rng(0))
     syn.write_synthetic(tmp_path / "y", samples_per_class=1, num_classes=2, num_subjects=3)
     with pytest.raises(FileExistsError):
         syn.write_synthetic(tmp_path / "y", samples_per_class=1, num_classes=2, num_subjects=3)
@@ -200,3 +280,13 @@ def test_cached_synthetic_is_generated_once_under_one_name(tmp_path, capsys):
     assert capsys.readouterr().out.count("generating") == 1
     with pytest.raises(ValueError, match="synthetic kind 'short'"):
         syn.cached_synthetic(tmp_path, "short", seed=0, size=3)
+
+
+def test_cached_synthetic_regenerates_a_set_of_another_generator_version(tmp_path, capsys):
+    path = syn.cached_synthetic(tmp_path, "long", seed=1, size=3)
+    meta = json.loads((path / "meta.json").read_text())
+    assert meta["generator_version"] == syn.GENERATOR_VERSION
+    (path / "meta.json").write_text(json.dumps({**meta, "generator_version": syn.GENERATOR_VERSION - 1}))
+    assert syn.cached_synthetic(tmp_path, "long", seed=1, size=3) == path
+    assert json.loads((path / "meta.json").read_text())["generator_version"] == syn.GENERATOR_VERSION
+    assert capsys.readouterr().out.count("generating") == 2

@@ -109,6 +109,20 @@ def test_motion_clip_selection():
     assert m[0, 0] == 0 and m[2, 30:].abs().sum() == 0
 
 
+def test_motion_weighted_clip_selection_lands_where_the_body_moves():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 60, 25, 3, generator=g) * 0.005  # sensor jitter everywhere: every clip "moves"
+    x[:, 30:40] += torch.linspace(0, 1, 10)[None, :, None, None]  # the body moves in frames 30-39 only
+    lengths = torch.full((400,), 60)
+    near = {}
+    for rule in ("any_motion", "motion_weighted"):
+        start, valid = sample_motion_clip(x, lengths, HiTRSConfig(clip_order_selection=rule),
+                                          torch.Generator().manual_seed(1))
+        assert valid.all()
+        near[rule] = ((start >= 30 - 6) & (start <= 39 + 6)).float().mean()  # the clip holds a moving frame
+    assert near["any_motion"] < 0.5 < 0.9 < near["motion_weighted"]
+
+
 def test_losses_finite_and_accuracies():
     model = HiTRSForPretraining(TINY)
     x, lengths = motion_batch()
@@ -152,6 +166,76 @@ def test_loss_weights():
     out = model(x, lengths, generator=torch.Generator().manual_seed(0))
     expected = 2 * out["pose_loss"] + out["clip_order_loss"] + out["video_order_loss"] + 0.5 * out["nce_loss"]
     torch.testing.assert_close(out["loss"].detach(), expected)
+
+
+def test_nce_temporal_negatives_add_the_samples_own_clips():
+    torch.manual_seed(0)
+    model = HiTRSForPretraining(TINY.replace(nce_negatives="local"))
+    tau = model.config.nce_temperature
+    pred, target, own = torch.randn(3, 8), torch.randn(3, 8), torch.randn(3, 4, 8)
+    num_context = torch.tensor([5, 3, 2])  # own slots 1..4 are real below the context count: 4, 2 and 1 of them
+    loss, _, _ = model._nce_loss(pred, target, own, num_context)
+    p, t, o = (torch.nn.functional.normalize(v, dim=-1) for v in (pred, target, own))
+    expected = []
+    for i in range(3):
+        real = [o[i, k - 1] for k in range(1, 5) if k < int(num_context[i])]
+        logits = torch.cat([t @ p[i], torch.stack(real) @ p[i]]) / tau
+        expected.append(-torch.log_softmax(logits, 0)[i])
+    torch.testing.assert_close(loss, torch.stack(expected).mean())
+    assert loss > model._nce_loss(pred, target)[0]  # more negatives, never easier
+    padded = own.clone()
+    padded[1, 2:], padded[2, 1:] = pred[1], pred[2]  # padding slots are ignored whatever they hold
+    torch.testing.assert_close(model._nce_loss(pred, target, padded, num_context)[0], loss)
+    own[0, 2] = pred[0] * 3  # the sample's own earlier clip matches the prediction best: retrieval fails
+    assert model._nce_loss(pred, target, own, num_context)[2] < 1
+
+
+def test_nce_temporal_negatives_in_the_model():
+    x, lengths = motion_batch()
+    losses = {}
+    for on in (False, True):
+        torch.manual_seed(3)
+        model = HiTRSForPretraining(TINY.replace(nce_temporal_negatives=on))
+        out = model(x, lengths, generator=torch.Generator().manual_seed(5))
+        out["loss"].backward()
+        losses[on] = out
+    for key in ("pose_loss", "clip_order_loss", "video_order_loss"):  # the other tasks are untouched
+        torch.testing.assert_close(losses[True][key], losses[False][key])
+    assert losses[True]["nce_loss"] > losses[False]["nce_loss"]
+
+
+def test_nce_gap_hides_the_clips_before_the_target():
+    x, lengths = motion_batch(b=4, t=60)
+    lengths = torch.tensor([60, 45, 30, 19])  # 9, 7, 5, 3 clips: 8, 6, 4, 2 context clips
+    model = HiTRSForPretraining(TINY.replace(nce_gap=3))
+    calls = []
+    encode_video = model.encoder.encode_video
+    model.encoder.encode_video = lambda clips, n: calls.append(n.clone()) or encode_video(clips, n)
+    model(x, lengths)
+    assert len(calls) == 2  # clip order (both orders at once), then the InfoNCE context
+    assert calls[0].tolist() == [8, 6, 4, 2] * 2
+    assert calls[1].tolist() == [5, 3, 1, 1]  # at least one clip stays
+
+
+def test_video_grad_to_clips_scales_what_the_video_level_sends_down():
+    x, lengths = motion_batch()
+    grads = {}
+    for scale in (1.0, 0.5, 0.0):
+        torch.manual_seed(3)
+        model = HiTRSForPretraining(TINY.replace(use_frame_tasks=False, use_clip_tasks=False,
+                                                 video_grad_to_clips=scale))
+        out = model(x, lengths, generator=torch.Generator().manual_seed(5))
+        out["loss"].backward()
+        grads[scale] = {n: p.grad for n, p in model.encoder.named_parameters()}
+    low = [n for n in grads[1.0] if not n.startswith("video_encoder.")]
+    high = [n for n in grads[1.0] if n.startswith("video_encoder.")]
+    for n in high:  # V-TRS trains as before
+        torch.testing.assert_close(grads[0.5][n], grads[1.0][n])
+        torch.testing.assert_close(grads[0.0][n], grads[1.0][n])
+    assert all(grads[1.0][n] is not None for n in low)
+    for n in low:  # the clip and frame levels get the scaled gradient, none at 0
+        torch.testing.assert_close(grads[0.5][n], 0.5 * grads[1.0][n])
+        assert grads[0.0][n] is None
 
 
 def test_paper_preset_runs():

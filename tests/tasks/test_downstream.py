@@ -16,7 +16,7 @@ from hitrs_fast.data.skeleton import BONE_PAIRS_1BASED
 from hitrs_fast.data.streams import apply_stream, bone_stream, motion_stream
 from hitrs_fast.eval.metrics import fuse_scores, topk_accuracy, zero_velocity_baseline
 from hitrs_fast.models import HiTRS
-from hitrs_fast.tasks import ActionRecognizer, FrameDetector, MotionPredictor
+from hitrs_fast.tasks import ActionRecognizer, FrameDetector, MotionPredictor, euclidean_loss
 from hitrs_fast.training.detect import ground_truth_segments
 from hitrs_fast.training.encoder import load_encoder_checkpoint
 from hitrs_fast.training.optim import lr_factor
@@ -67,6 +67,61 @@ def test_motion_predictor_starts_at_zero_velocity():
     torch.testing.assert_close(mp(obs, ctx), mp(obs))
     with pytest.raises(ValueError, match="context"):
         mp(obs, ctx[:, :3])
+
+
+def test_motion_decoder_sees_the_observation_only_through_the_encoder():
+    torch.manual_seed(0)
+    enc = HiTRS(_tiny(), backend="torch").eval()
+    full = MotionPredictor(enc, horizon=4, hidden=8).eval()
+    torch.nn.init.normal_(full.out.weight, std=0.1)  # a decoder that moves
+    ablated = MotionPredictor(enc, horizon=4, hidden=8, ablate_encoder=True).eval()
+    ablated.load_state_dict(full.state_dict())
+    a = torch.randn(2, 14, 25, 3)
+    b = torch.randn(2, 14, 25, 3)
+    b[:, -1] = a[:, -1]  # same last pose, another history
+    with torch.no_grad():
+        assert (full(a) - full(b)).abs().max() > 1e-3
+        assert (full(a) - ablated(a)).abs().max() > 1e-3  # same weights, encoder input zeroed: another forecast
+        torch.testing.assert_close(ablated(a), ablated(b), rtol=0, atol=0)
+        # Ablated, the forecast is one fixed trajectory of offsets anchored on the last pose.
+        shift = torch.tensor([0.3, -0.1, 0.2])
+        a_shifted = a.clone()
+        a_shifted[:, -1] += shift
+        torch.testing.assert_close(ablated(a_shifted), ablated(a) + shift)
+
+
+def test_motion_ablation_without_the_encoder_is_worse():
+    """Constant-velocity motion: the future depends on the observed velocity, which the decoder only learns
+    through the encoder (here a frozen random one, its contexts computed once); zeroing the encoder's input
+    leaves the decoder at the mean motion, about the zero-velocity baseline."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(1, 1, 25, 3, generator=g) * 0.3
+
+    def windows(n: int) -> torch.Tensor:
+        v = (torch.rand(n, 1, 1, 3, generator=g) - 0.5) * 0.08  # metres per frame
+        return base + v * torch.arange(18.0)[None, :, None, None]  # [n, 14 observed + 4 future, V, C]
+
+    train, test = windows(128), windows(64)
+    torch.manual_seed(1)
+    encoder = HiTRS(_tiny(), backend="torch").eval()
+    with torch.no_grad():
+        contexts = {"train": encoder(train[:, None, :14]).video_embeddings[:, 0],
+                    "test": encoder(test[:, None, :14]).video_embeddings[:, 0]}
+    losses = {}
+    for ablate in (False, True):
+        torch.manual_seed(2)
+        model = MotionPredictor(encoder, horizon=4, hidden=32, ablate_encoder=ablate)
+        model.set_feature_norm(contexts["train"])  # a random encoder's contexts vary little: standardise them
+        opt = torch.optim.Adam([p for n, p in model.named_parameters() if not n.startswith("encoder.")], lr=1e-2)
+        for _ in range(150):
+            opt.zero_grad()
+            euclidean_loss(model(train[:, :14], contexts["train"]), train[:, 14:]).backward()
+            opt.step()
+        with torch.no_grad():
+            losses[ablate] = float(euclidean_loss(model(test[:, :14], contexts["test"]), test[:, 14:]))
+    zero = float(euclidean_loss(zero_velocity_baseline(test[:, :14], 4), test[:, 14:]))
+    assert losses[False] < 0.5 * losses[True], losses
+    assert losses[True] > 0.8 * zero, (losses, zero)
 
 
 def test_detector_clip_matches_whole_sequence_stride1_clip():

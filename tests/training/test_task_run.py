@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from hitrs_fast.data.synthetic import synthetic_cache_path
+from hitrs_fast.data.synthetic import ACTIONS, synthetic_cache_path
 from hitrs_fast.training import pretrain, recognize
 
 
@@ -21,5 +21,5 @@ def test_pretraining_and_recognition_share_one_synthetic_set(tmp_path, capsys):
     assert capsys.readouterr().out.count("generating") == 1  # recognize generated it, pre-training reused it
     config = json.loads((tmp_path / "knn" / "config.json").read_text())
     assert config["data"] == str(store) and config["recipe_file"].endswith("recognition_synthetic.json")
-    assert config["encoder"]["init"] == "random" and config["num_classes"] == 12
-    assert config["args"]["data_seed"] == 4 and config["train_samples"] + config["test_samples"] == 36
+    assert config["encoder"]["init"] == "random" and config["num_classes"] == len(ACTIONS)
+    assert config["args"]["data_seed"] == 4 and config["train_samples"] + config["test_samples"] == 3 * len(ACTIONS)
