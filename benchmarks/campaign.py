@@ -355,9 +355,9 @@ def tests_part(c: Campaign, timeout: float) -> tuple[str, str]:
         if left < 5:
             problems.append(f"{len(files) - i} files not run, the part's budget was spent (from {path})")
             break
-        junit = c.work / f"tests-{i:02d}.xml"
-        cmd = pytest_cmd(c, "tests", [path, "-m", TEST_MARKERS], benchmark=False)
-        cmd[-1] = f"--junitxml={junit}"
+        name = f"tests-{i:02d}"
+        cmd = pytest_cmd(c, name, [path, "-m", TEST_MARKERS], benchmark=False)
+        junit = c.work / f"{name}.xml"
         rc, timed_out = run_logged(c, cmd, left, env)
         counts = junit_counts(junit)
         for key in totals:

@@ -29,17 +29,13 @@ mode (CPU) the kernels run in the Triton interpreter on tiny shapes and nothing 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-from benchmarks.attention_block_model import Shape, benchmark_prediction  # noqa: E402
-from benchmarks.common import (  # noqa: E402
+from benchmarks.attention_block_model import Shape, benchmark_prediction
+from benchmarks.common import (
     compile_failure_types,
     fresh_compile,
     is_smoke,
@@ -48,21 +44,21 @@ from benchmarks.common import (  # noqa: E402
     record,
     skip,
 )
-from benchmarks.registry import (  # noqa: E402
+from benchmarks.registry import (
     BLOCK_SHAPES,
     HEADLINE_BATCH,
     SMOKE_BLOCK_SHAPES,
     BlockShape,
     selected_batches,
 )
-from hitrs_fast.attention import (  # noqa: E402
+from hitrs_fast.attention import (
     BlockInputs,
     TritonAttentionBlock,
     frame_attention_block,
     frame_masked_attention,
 )
-from hitrs_fast.kernels.capabilities import FRAME_ATTENTION_KERNEL_ENV  # noqa: E402
-from hitrs_fast.reference.attention import naive_attention_block  # noqa: E402
+from hitrs_fast.kernels.capabilities import FRAME_ATTENTION_KERNEL_ENV
+from hitrs_fast.reference.attention import naive_attention_block
 
 SMOKE = is_smoke()
 CUDA = torch.cuda.is_available()

@@ -41,12 +41,7 @@ from unittest import mock
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    # Smoke mode runs the kernel through the interpreter; triton reads this when the
-    # kernel module is first imported (lazily, on the first triton call).
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     compile_failure_types,
     fresh_compile,
     is_smoke,
@@ -56,11 +51,11 @@ from benchmarks.common import (  # noqa: E402
     record,
     skip,
 )
-from benchmarks.registry import BATCH_LADDER, HEADLINE_BATCH, selected_batches  # noqa: E402
-from hitrs_fast.config import HiTRSConfig  # noqa: E402
-from hitrs_fast.embedding import joint_embedding  # noqa: E402
-from hitrs_fast.kernels.joint_embedding import BWD_VARIANT_ENV  # noqa: E402
-from hitrs_fast.reference import naive_joint_embedding  # noqa: E402
+from benchmarks.registry import BATCH_LADDER, HEADLINE_BATCH, selected_batches
+from hitrs_fast.config import HiTRSConfig
+from hitrs_fast.embedding import joint_embedding
+from hitrs_fast.kernels.joint_embedding import BWD_VARIANT_ENV
+from hitrs_fast.reference import naive_joint_embedding
 
 CONFIG = HiTRSConfig()
 V, C, D = CONFIG.num_joints, CONFIG.in_channels, CONFIG.frame_dim
