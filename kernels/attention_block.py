@@ -51,7 +51,6 @@ import functools
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
 from hitrs_fast.kernels import capabilities
 from hitrs_fast.kernels.frame_attention import (
@@ -65,6 +64,7 @@ from hitrs_fast.kernels.frame_attention import (
     _register,
     _single_config,
 )
+from hitrs_fast.kernels.launch import launchable
 
 AUTOTUNE_KEY = ["ROWS", "C_PAD", "HEADS", "HEAD_DIM", "MASK_KIND", "FRAME_SIZE", "CLS_POS", "ALLOW_SELF", "DROPOUT",
                 "INPUT_PRECISION"]
@@ -312,7 +312,7 @@ def attention_block_fwd(x: torch.Tensor, ln_w: torch.Tensor, ln_b: torch.Tensor,
     dropout = seed is not None and dropout_p > 0.0
     xr = x.reshape(b * n, c) if x.stride(1) == c * x.stride(2) else x.contiguous().view(b * n, c)
     meta = _meta(x, wqkv, heads, mask_kind, frame_size, cls_pos, allow_self, dropout)
-    wrap_triton(_autotuned(attention_block_fwd_kernel))[(_programs(b, n, c),)](
+    launchable(_autotuned(attention_block_fwd_kernel), x)[(_programs(b, n, c),)](
         xr, ln_w, ln_b, wqkv, wo, out, seed if dropout else xr,
         b, n, c, eps, scale * LOG2E, dropout_p, 1.0 / (1.0 - dropout_p) if dropout else 1.0,
         *xr.stride(), *wqkv.stride(), *wo.stride(), **meta)
@@ -351,7 +351,7 @@ def attention_block_bwd(dy: torch.Tensor, x: torch.Tensor, ln_w: torch.Tensor, l
         xr = x.reshape(rows, c) if x.stride(1) == c * x.stride(2) else x.contiguous().view(rows, c)
         dyr = dy.reshape(rows, c)
         meta = _meta(x, wqkv, heads, mask_kind, frame_size, cls_pos, allow_self, dropout)
-        wrap_triton(_autotuned(attention_block_bwd_kernel))[(programs,)](
+        launchable(_autotuned(attention_block_bwd_kernel), x)[(programs,)](
             xr, ln_w, ln_b, wqkv, wo, dyr, seed if dropout else xr,
             dx, dqkv, att, xn, dz if dropout else xn, parts[0], parts[1],
             b, n, c, eps, scale * LOG2E, scale, dropout_p, 1.0 / (1.0 - dropout_p) if dropout else 1.0,

@@ -115,9 +115,10 @@ import time
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from hitrs_fast.kernels import capabilities
+from hitrs_fast.kernels.launch import launchable
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
@@ -936,7 +937,7 @@ def frame_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengt
         cfg, num_warps = _explicit(config)
         kernel[grid](*args, **meta, **cfg, num_warps=num_warps, num_stages=1)
     else:
-        wrap_triton(autotuned())[grid](*args, **meta)
+        launchable(autotuned(), q)[grid](*args, **meta)
     return o, lse
 
 
@@ -986,11 +987,11 @@ def frame_attention_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
             cfg, num_warps = _explicit(config)
             frame_attention_resident_bwd_kernel[(b * h,)](*args, **meta, **cfg, num_warps=num_warps, num_stages=1)
         else:
-            wrap_triton(_autotuned_resident_bwd())[(b * h,)](*args, **meta)
+            launchable(_autotuned_resident_bwd(), q)[(b * h,)](*args, **meta)
         return dq, dk, dv
     delta = torch.empty((b, h, n), dtype=torch.float32, device=q.device)
     block_pre = 64
-    wrap_triton(frame_attention_bwd_preprocess_kernel)[(b * h * triton.cdiv(n, block_pre),)](
+    launchable(frame_attention_bwd_preprocess_kernel, q)[(b * h * triton.cdiv(n, block_pre),)](
         o, do, delta, *o.stride(), *do.stride(), h, n, HEAD_DIM=d, BLOCK_M=block_pre)
     dkdv_args = (q, k, v, do, lse, delta, dk, dv, lens, *strides, *tail)
     dq_args = (q, k, v, do, lse, delta, dq, lens, *strides, *tail)
@@ -1002,8 +1003,8 @@ def frame_attention_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
         frame_attention_bwd_dq_kernel[_grid(b * h, n, "BLOCK_M")](
             *dq_args, **meta, **cfg, num_warps=num_warps, num_stages=1)
     else:
-        wrap_triton(_autotuned_dkdv())[_grid(b * h, n, "BLOCK_N")](*dkdv_args, **meta)
-        wrap_triton(_autotuned_dq())[_grid(b * h, n, "BLOCK_M")](*dq_args, **meta)
+        launchable(_autotuned_dkdv(), q)[_grid(b * h, n, "BLOCK_N")](*dkdv_args, **meta)
+        launchable(_autotuned_dq(), q)[_grid(b * h, n, "BLOCK_M")](*dq_args, **meta)
     return dq, dk, dv
 
 

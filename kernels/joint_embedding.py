@@ -54,10 +54,11 @@ import os
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 from triton.runtime.jit import JITFunction
 
 from hitrs_fast.kernels import capabilities
+from hitrs_fast.kernels.launch import launchable
 
 # Elements per register tile (forward and frames backward; the latter keeps three fp32 tiles of this size).
 _TILE_ELEMENTS = 4096
@@ -396,7 +397,7 @@ def joint_embedding_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     block_d = triton.next_power_of_2(d)
     block_m, num_warps = _fwd_config(block_d)
     grid = (triton.cdiv(num_tokens, block_m),)
-    wrap_triton(joint_embedding_fwd_kernel)[grid](
+    launchable(joint_embedding_fwd_kernel, xf)[grid](
         xf, weight, bias, ln_weight, ln_bias, pos, out, mean, rstd,
         num_tokens, v, d, eps,
         xf.stride(0), xf.stride(1), xf.stride(2), weight.stride(0), weight.stride(1), pos.stride(0), pos.stride(1),
@@ -434,7 +435,7 @@ def joint_embedding_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
         dx.zero_()
         part.zero_()
     else:
-        wrap_triton(kernel)[(programs,)](
+        launchable(kernel, xf)[(programs,)](
             xf, weight, bias.contiguous(), ln_weight.contiguous(), mean, rstd, dy, dx, part, *runtime,
             xf.stride(0), xf.stride(1), xf.stride(2), weight.stride(0), weight.stride(1), **meta,
         )

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,29 @@ def test_tests_part_runs_each_file_in_its_own_process(tmp_path, monkeypatch):
     assert tests["passed_tests"] == 2 and tests["failures"] == 1
     assert any("test_a_crash.py exit status 3" in p for p in tests["problems"]), tests["problems"]
     assert "test_wrong" in note and "3 files" in note
+
+
+def test_tests_part_gives_each_file_a_fair_share(tmp_path, monkeypatch):
+    """A file that hangs is stopped at its share of the part's time, and the files after it still run (on the
+    second GPU run the first file used the whole part). The part runs every file with one kernel config."""
+    folder = tmp_path / "suite"
+    folder.mkdir()
+    (folder / "test_a_hangs.py").write_text("import time\n\ndef test_hangs():\n    time.sleep(600)\n")
+    (folder / "test_b_config.py").write_text(
+        "import os\n\ndef test_single_config():\n    assert os.environ['HITRS_FAST_SINGLE_CONFIG'] == '1'\n")
+    for name in ("c", "d"):
+        (folder / f"test_{name}_fine.py").write_text("def test_fine():\n    pass\n")
+    monkeypatch.setattr(campaign, "ROOT", tmp_path)
+    monkeypatch.setattr(campaign, "TEST_FILE_MIN_S", 5)
+    monkeypatch.setitem(campaign.TEST_PATHS, "dry-run", ("suite",))
+    c = Campaign(out=tmp_path / "out", dry_run=True, selected=["tests"], command="test", work=tmp_path / "work")
+    c.work.mkdir()
+    c.env = dict(os.environ)
+    started = time.monotonic()
+    status, note = campaign.tests_part(c, timeout=40)
+    assert time.monotonic() - started < 39
+    tests = c.results["tests"]
+    assert status == "failed" and tests["passed_tests"] == 3, note  # the hanging file had 2 x 40 s / 4 files
+    assert any("test_a_hangs.py timed out" in p for p in tests["problems"]), tests["problems"]
+    assert campaign.file_timeout(300, 12) == 50 and campaign.file_timeout(100, 1) == 100
+    assert campaign.file_timeout(20, 10) == 5 and campaign.file_timeout(3, 4) == 3

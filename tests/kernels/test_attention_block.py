@@ -180,23 +180,25 @@ def test_fused_backward_is_deterministic():
 
 
 def test_fused_autocast_fp32_activations_bf16_dots():
-    """CPU autocast over fp32 parameters and activations (the recipe without DeepSpeed): the fused kernel runs its
+    """Autocast over fp32 parameters and activations (the recipe without DeepSpeed): the fused kernel runs its
     dots in bf16 and returns fp32 output and fp32 gradients, within the 2x rule of the same composition under
-    autocast in PyTorch."""
-    case = Case(6, 64, 2, 16)
+    autocast in PyTorch. On a GPU the head is ``ATTENTION_BLOCK_GPU_MIN_DOT`` wide (what the fused kernel takes
+    there) and the autocast is CUDA's."""
+    case = Case(6, 64, 1, ATTENTION_BLOCK_GPU_MIN_DOT) if ON_GPU else Case(6, 64, 2, 16)
     params = make_params(case, kernel_device())
     dy = torch.randn(params[0].shape, device=params[0].device)
+    device_type = params[0].device.type
 
     def autocast_run(backend: str) -> list[torch.Tensor]:
         leaves = [t.detach().requires_grad_() for t in params]
-        with torch.autocast("cpu", dtype=BF16), poison_torch_empty():
+        with torch.autocast(device_type, dtype=BF16), poison_torch_empty():
             out = frame_attention_block(*leaves, NoMask(), heads=case.heads, backend=backend)
         out.backward(dy)
         return [out.detach()] + [t.grad for t in leaves]
 
     from hitrs_fast.attention import BlockInputs
 
-    with torch.autocast("cpu", dtype=BF16):
+    with torch.autocast(device_type, dtype=BF16):
         assert not TritonAttentionBlock.fused_reasons(BlockInputs(*params, NoMask(), case.heads))
     got, same = autocast_run("triton"), autocast_run("torch")
     oracle = run(case, [t.double() for t in params], dy.double(), "reference")

@@ -16,11 +16,12 @@ import math
 import pytest
 import torch
 import triton
+from triton.runtime.errors import OutOfResources
 
 from hitrs_fast.kernels import capabilities
 from hitrs_fast.kernels import frame_attention as fa
 from tests.kernels.test_frame_attention import NAMES, Case, check_against_oracle, kernel_run, make_inputs
-from tests.support.devices import kernel_device, record_launches
+from tests.support.devices import REQUIRES_CUDA, kernel_device, record_launches
 
 pytestmark = pytest.mark.interpreter
 
@@ -313,3 +314,49 @@ def test_autotune_resident_selects_and_runs_the_fastest_config(monkeypatch, fast
     assert chosen == [RESIDENT[fastest]] * 2
     assert untouched == [0, 0, 0], "the split kernels must not run"
     check_against_oracle(case, got, q, k, v, do, mask, scale)
+
+
+# ---- every config a GPU tunes over -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(Case(2, 8, 7, 64, torch.bfloat16), id="C-TRS-N176-D64-bf16", marks=REQUIRES_CUDA),
+    pytest.param(Case(3, 4, 1, 64, torch.bfloat16, mask="padding", lengths=(26, 19, 1)), id="padded-N26-D64-bf16",
+                 marks=REQUIRES_CUDA),
+    pytest.param(Case(2, 4, 7, 32, torch.float32, allow_self=False), id="N176-D32-fp32-noself",
+                 marks=REQUIRES_CUDA),
+])
+@pytest.mark.parametrize("variant", ["split", "resident"])
+def test_every_gpu_config_matches_the_reference(monkeypatch, case, variant):
+    """The autotuner may pick any config the prune functions keep, so each must be right: every kept config
+    of this GPU's lists (forward, dK/dV and dQ paired in turn; the resident q-tiles) against the float64
+    oracle, at the model's shapes. A config this GPU cannot hold (shared memory) is one the autotuner skips
+    (it times it as infinite); at least one must run. GPU only: under the interpreter these shapes take
+    hours. The campaign's other kernel tests run one config (``HITRS_FAST_SINGLE_CONFIG=1``)."""
+    monkeypatch.setenv(capabilities.FRAME_ATTENTION_KERNEL_ENV, variant)
+    hopper = fa._is_hopper_or_newer()
+    named, kwargs = _recorded_prune_args(case.num_tokens, case.head_dim, case.dtype)
+    if variant == "split":
+        fwd = fa._prune_fwd(fa.gpu_fwd_configs(hopper), named, **kwargs)
+        bwd = fa._prune_bwd(fa.gpu_bwd_configs(hopper), named, **kwargs)
+        runs = [([fwd[i % len(fwd)]], [bwd[i % len(bwd)]], None) for i in range(max(len(fwd), len(bwd)))]
+    else:
+        resident = fa._prune_resident(fa.gpu_resident_configs(hopper), named, **kwargs)
+        runs = [(FWD, BWD, [config]) for config in resident]
+    q, k, v = make_inputs(case, kernel_device())
+    do = torch.randn(q.shape, dtype=case.dtype, device=q.device)
+    mask, scale = case.typed_mask(), 1.0 / math.sqrt(case.head_dim)
+    ran = 0
+    for fwd_configs, bwd_configs, resident_configs in runs:
+        tried = [str(c) for c in (fwd_configs + bwd_configs if resident_configs is None else resident_configs)]
+        try:
+            with fa.autotune_configs(fwd_configs, bwd_configs, resident=resident_configs):
+                got = kernel_run(case, q, k, v, do, mask, scale)
+        except OutOfResources:
+            continue
+        try:
+            check_against_oracle(case, got, q, k, v, do, mask, scale)
+        except AssertionError as error:
+            raise AssertionError(f"{variant} configs {tried}: {error}") from error
+        ran += 1
+    assert ran, f"no {variant} config fits this GPU at {case}"

@@ -15,7 +15,7 @@ Commands (each prints one JSON document on stdout; ``python tests/kernels/triton
   ``triton_kernel_wrapper_functional`` node: kernel name, the tensors torch found the
   kernel writes (from the kernel's TTIR), and the grid of every candidate config;
 - ``compile CASE...`` (``compile-deepest``: one config per tile shape): records the launches the real
-  launchers make (``wrap_triton`` replaced by a recorder), runs each autotuner's own prune
+  launchers make (``launchable`` replaced by a recorder), runs each autotuner's own prune
   function on them with the Hopper config lists, and compiles every kept config to a cubin
   for sm_90 through ``JITFunction.warmup`` (the JIT's own argument specialization),
   reporting shared memory, registers, stack (spills) and whether the PTX uses wgmma (for the joint

@@ -41,7 +41,7 @@ class Launch:
 
 
 def record_launches(module, fn, *args, **kwargs) -> list[Launch]:
-    """Runs launcher ``fn`` with ``module.wrap_triton`` replaced by a recorder: each launch it would make, none made."""
+    """Runs launcher ``fn`` with ``module.launchable`` replaced by a recorder: each launch it would make, none made."""
     launches = []
 
     class Recorder:
@@ -51,10 +51,10 @@ def record_launches(module, fn, *args, **kwargs) -> list[Launch]:
         def __getitem__(self, grid):
             return lambda *a, **kw: launches.append(Launch(self.kernel, grid, a, kw))
 
-    saved = module.wrap_triton
-    module.wrap_triton = Recorder
+    saved = module.launchable
+    module.launchable = lambda kernel, *tensors: Recorder(kernel)
     try:
         fn(*args, **kwargs)
     finally:
-        module.wrap_triton = saved
+        module.launchable = saved
     return launches
