@@ -50,6 +50,12 @@ class HiTRSConfig:
     # Downstream body reduction: "mean_slots" averages the body slots, empty ones included (the released
     # fine-tuning's sum / 2 over its two slots); "mean_present" averages the bodies that appear.
     body_reduce: Literal["mean_slots", "mean_present"] = "mean_slots"
+    # What the encoder hands downstream heads (HiTRSOutput.sequence_features / pooled): "video_cls" is the
+    # released code (V-TRS CLS, video_dim); "video_cls_clip_mean" appends the mean of the sequence's C-TRS clip
+    # embeddings (video_dim + clip_dim), a readout of two levels of the hierarchy (linear evaluation on features of
+    # several blocks, as DINO's ViT-S evaluation concatenates the CLS of its last four blocks; Caron et al., ICCV
+    # 2021). The tiny preset uses it: there the V-TRS CLS alone passes on less than the clips hold.
+    feature_readout: Literal["video_cls", "video_cls_clip_mean"] = "video_cls"
     # Pretext tasks.
     mask_ratio: float = 0.15
     mask_replacement: Literal["ones", "uniform_random"] = "ones"
@@ -101,7 +107,7 @@ class HiTRSConfig:
         choices = {"body_reduce": ("mean_slots", "mean_present"), "mask_replacement": ("ones", "uniform_random"),
                    "pose_loss": ("smooth_l1_x10", "l1"), "nce_negatives": ("global", "local"),
                    "clip_order_selection": ("any_motion", "motion_weighted"),
-                   "centering": CENTERINGS}
+                   "feature_readout": ("video_cls", "video_cls_clip_mean"), "centering": CENTERINGS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"HiTRSConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -115,6 +121,11 @@ class HiTRSConfig:
             raise ValueError(f"HiTRSConfig.pretext_head_hidden must be >= 0, got {self.pretext_head_hidden}")
         if self.clip_len < 3:
             raise ValueError("HiTRSConfig.clip_len must be >= 3 (the clip-order task swaps frames >= 2 apart)")
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of the features downstream heads read (``feature_readout``)."""
+        return self.video_dim + (self.clip_dim if self.feature_readout == "video_cls_clip_mean" else 0)
 
     @property
     def clip_pad(self) -> int:
@@ -157,13 +168,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"frame_layers": 2, "clip_layers": 2, "video_layers": 2, "pose_loss": "l1",
               "mask_replacement": "uniform_random", "allow_self": False},
     # The CPU main job's model: all four pretext tasks, with the deviations from the release that make minutes
-    # of pre-training pay off (measurements in docs/training.md): no dropout (it regularises 30k-step runs, and
-    # on CPU its mask draws took 30 % of a step), centred inputs; the video-level tasks train V-TRS only
-    # (video_grad_to_clips 0: with their gradient the clip features collapse); InfoNCE with the sample's own
-    # earlier clips as negatives (else it wins by recognising the sample) at temperature 0.5 (at 0.07 it degrades
-    # V-TRS).
+    # of pre-training pay off (measurements in docs/training.md): two C-TRS and two V-TRS layers (with one, a CLS
+    # token cannot compare two frames or two clips, so the order tasks stay at chance), no dropout (it regularises
+    # 30k-step runs, and on CPU its mask draws took 30 % of a step), centred inputs; the video-level tasks train
+    # V-TRS only (video_grad_to_clips 0: with their gradient the clip features collapse); InfoNCE with the
+    # sample's own earlier clips as negatives (else it wins by recognising the sample) at temperature 0.5 (at 0.07
+    # it degrades V-TRS); downstream heads read the V-TRS CLS and the mean clip embedding.
     "tiny": {"frame_dim": 32, "clip_dim": 64, "video_dim": 64, "frame_ffn": 64, "clip_ffn": 64, "video_ffn": 64,
-             "frame_layers": 1, "clip_layers": 1, "video_layers": 1, "num_heads": 2, "head_dim": 16,
+             "frame_layers": 1, "clip_layers": 2, "video_layers": 2, "num_heads": 2, "head_dim": 16,
              "dropout": 0.0, "centering": "first_frame", "video_grad_to_clips": 0.0,
-             "nce_temporal_negatives": True, "nce_temperature": 0.5},
+             "nce_temporal_negatives": True, "nce_temperature": 0.5, "feature_readout": "video_cls_clip_mean"},
 }

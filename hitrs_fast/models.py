@@ -135,13 +135,16 @@ class HiTRSOutput:
     frame_features: ``[B, M, T, V, frame_dim]`` F-TRS tokens of raw frames (zeros past each length).
     clip_embeddings: ``[B, M, W, clip_dim]`` C-TRS CLS per clip (zeros past each sample's clip count).
     video_embeddings: ``[B, M, video_dim]`` V-TRS CLS per body.
-    pooled: ``[B, video_dim]`` bodies combined by ``config.body_reduce``.
+    sequence_features: ``[B, M, feature_dim]`` what downstream heads read per body (``config.feature_readout``:
+    the V-TRS CLS, or the V-TRS CLS followed by the mean of the body's clip embeddings).
+    pooled: ``[B, feature_dim]`` ``sequence_features`` with the bodies combined by ``config.body_reduce``.
     num_clips: ``[B]`` clips per sample, ``ceil(T / stride)``.
     """
 
     frame_features: torch.Tensor
     clip_embeddings: torch.Tensor
     video_embeddings: torch.Tensor
+    sequence_features: torch.Tensor
     pooled: torch.Tensor
     num_clips: torch.Tensor
 
@@ -283,7 +286,7 @@ class HiTRS(nn.Module):
 
         model = HiTRS(HiTRSConfig.preset("tiny"))
         out = model(torch.randn(2, 2, 40, 25, 3), torch.tensor([40, 33]))
-        out.pooled.shape  # [2, 64]
+        out.pooled.shape  # [2, 128]: the tiny preset reads the V-TRS CLS (64) and the clip mean (64)
     """
 
     def __init__(self, config: HiTRSConfig | None = None, backend: str = "auto") -> None:
@@ -404,6 +407,10 @@ class HiTRS(nn.Module):
         clips = self.encode_clips(batch, frames, clip_frame_indices(w_max, cfg, x.device), w,
                                   self._total(batch, lambda lengths: num_clips(lengths, cfg)))
         video = self.encode_video(clips, w).view(b, m, -1)
+        features = video
+        if cfg.feature_readout == "video_cls_clip_mean":  # slots past each count are zeros
+            clip_mean = clips.sum(1) / w.clamp_min(1).to(clips.dtype)[:, None]  # [B * M, clip_dim]
+            features = torch.cat([video, clip_mean.view(b, m, -1)], dim=-1)
         present = batch.x.reshape(b, m, -1).abs().sum(-1) > 0  # [B, M]
         t = batch.x.shape[1]
         frame_features = zero_beyond_lengths(frames[:, cfg.clip_pad:cfg.clip_pad + t], batch.lengths)
@@ -411,7 +418,8 @@ class HiTRS(nn.Module):
             frame_features=frame_features.view(b, m, t, cfg.num_joints, -1),
             clip_embeddings=clips.view(b, m, w_max, -1),
             video_embeddings=video,
-            pooled=reduce_bodies(video, present, cfg.body_reduce),
+            sequence_features=features,
+            pooled=reduce_bodies(features, present, cfg.body_reduce),
             num_clips=w.view(b, m)[:, 0],
         )
 

@@ -127,7 +127,9 @@ class HiTRSForPretraining(nn.Module):
             total = total + cfg.weight_pose * loss
 
         # One merged C-TRS call: per sample the clip-order pair (original, frames swapped), then the context
-        # clips 0 .. W - 2 of the video-level tasks; slots past a sample's own context are not computed.
+        # clips 0 .. W - 2 of the video-level tasks; slots past a sample's own context are not computed. With
+        # video_grad_to_clips 0 no gradient reaches the context clips, so they run in a second call without an
+        # autograd graph: no C-TRS backward (nor saved activations) for most of the clips of a step.
         positions, counts, total_slots = [], torch.zeros(b, dtype=torch.long, device=device), 0
         if cfg.use_clip_tasks:
             start, clip_valid = sample_motion_clip(x, lengths, cfg, generator)
@@ -135,14 +137,16 @@ class HiTRSForPretraining(nn.Module):
             swapped = original.gather(1, sample_frame_swap(b, cfg, device, generator))
             positions.append(torch.stack([original, swapped], dim=1))  # [B, 2, F]
             counts, total_slots = counts + 2, 2 * b
+        context_without_grad = cfg.use_video_tasks and cfg.video_grad_to_clips == 0.0
         if cfg.use_video_tasks:
             w, w_max = enc.clip_count(prepared)
             context, width = w - 1, w_max - 1
             windows = clip_frame_indices(w_max, cfg, device)  # [W, F]; clip W - 1 of a sample is its target
-            positions.append(windows[:width].expand(b, width, cfg.clip_len))
-            counts = counts + context
-            if not prepared.static:
-                total_slots += int((num_clips(prepared.host_lengths, cfg) - 1).sum())
+            context_positions = windows[:width].expand(b, width, cfg.clip_len)
+            context_slots = 0 if prepared.static else int((num_clips(prepared.host_lengths, cfg) - 1).sum())
+            if not context_without_grad:
+                positions.append(context_positions)
+                counts, total_slots = counts + context, total_slots + context_slots
 
         if positions:
             clips = enc.encode_clips(prepared, frames, torch.cat(positions, dim=1), counts, total_slots)
@@ -151,8 +155,12 @@ class HiTRSForPretraining(nn.Module):
                 torch.cat([clips[:, 0], clips[:, 1]]), clip_valid)
             total = total + cfg.weight_clip_order * loss
         if cfg.use_video_tasks:
-            context_emb = scale_gradient(clips[:, -width:], cfg.video_grad_to_clips)  # [B, width, clip_dim], zeros
-            # past each sample's context
+            if context_without_grad:
+                with torch.no_grad():
+                    context_emb = enc.encode_clips(prepared, frames, context_positions, context, context_slots)
+            else:
+                context_emb = scale_gradient(clips[:, -width:], cfg.video_grad_to_clips)
+            # context_emb: [B, width, clip_dim], zeros past each sample's context
             perm = sample_clip_swap(context, width, generator)
             permuted = context_emb.gather(1, perm[..., None].expand_as(context_emb))
             video = enc.encode_video(torch.cat([context_emb, permuted]), context.repeat(2))

@@ -14,8 +14,8 @@ class MotionPredictor(nn.Module):
 
     ``forward(observed [B, T_obs, V, C]) -> future [B, horizon, V, C]`` (one body, metres).
 
-    The encoder reads the observed frames as a one-body sample and its V-TRS output (the CLS,
-    ``[B, video_dim]``) feeds a GRU decoder (after Martinez et al., CVPR 2017, as the paper says): the
+    The encoder reads the observed frames as a one-body sample and its sequence features
+    (``[B, feature_dim]``: the V-TRS CLS in the paper, see ``feature_readout``) feed a GRU decoder (after Martinez et al., CVPR 2017, as the paper says): the
     context initialises the GRU's state and is its input at every step, beside the decoder's own previous
     output. Each step predicts a velocity; the future pose is the last observed pose plus the summed
     velocities (a residual decoder). The decoder never sees the observed poses or velocities themselves, so
@@ -37,24 +37,25 @@ class MotionPredictor(nn.Module):
         self.horizon = horizon
         self.ablate_encoder = ablate_encoder
         pose = cfg.num_joints * cfg.in_channels
-        self.init_hidden = nn.Sequential(nn.Linear(cfg.video_dim, hidden), nn.Tanh())
-        self.gru = nn.GRUCell(cfg.video_dim + pose, hidden)
+        self.init_hidden = nn.Sequential(nn.Linear(cfg.feature_dim, hidden), nn.Tanh())
+        self.gru = nn.GRUCell(cfg.feature_dim + pose, hidden)
         self.out = nn.Linear(hidden, pose)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
-        self.register_buffer("feature_mean", torch.zeros(cfg.video_dim))
-        self.register_buffer("feature_std", torch.ones(cfg.video_dim))
+        self.register_buffer("feature_mean", torch.zeros(cfg.feature_dim))
+        self.register_buffer("feature_std", torch.ones(cfg.feature_dim))
 
     def set_feature_norm(self, features: torch.Tensor) -> None:
-        """Fix the decoder's input normalisation to the mean / std of contexts ``[N, video_dim]``."""
+        """Fix the decoder's input normalisation to the mean / std of contexts ``[N, feature_dim]``."""
         set_feature_norm(self.feature_mean, self.feature_std, features, "MotionPredictor")
 
     def context(self, observed: torch.Tensor) -> torch.Tensor:
-        """The encoder's V-TRS CLS of the observed frames: ``[B, T_obs, V, C] -> [B, video_dim]``."""
-        return self.encoder(observed[:, None]).video_embeddings[:, 0]
+        """The encoder's sequence features of the observed frames (``feature_readout``; the V-TRS CLS in the
+        paper): ``[B, T_obs, V, C] -> [B, feature_dim]``."""
+        return self.encoder(observed[:, None]).sequence_features[:, 0]
 
     def forward(self, observed: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """``observed [B, T_obs, V, C]`` -> ``[B, horizon, V, C]``. ``context`` (``[B, video_dim]``, from
+        """``observed [B, T_obs, V, C]`` -> ``[B, horizon, V, C]``. ``context`` (``[B, feature_dim]``, from
         :meth:`context`) may be passed precomputed, e.g. cached once for a frozen encoder."""
         cfg = self.encoder.config
         if observed.dim() != 4 or observed.shape[1] < 2:
@@ -62,9 +63,9 @@ class MotionPredictor(nn.Module):
         validate_skeletons(observed[:, None], None, cfg, name="observed")
         b, _, v, c = observed.shape
         if context is None:
-            context = observed.new_zeros(b, cfg.video_dim) if self.ablate_encoder else self.context(observed)
-        elif context.shape != (b, cfg.video_dim):
-            raise ValueError(f"context: expected [{b}, {cfg.video_dim}], got {tuple(context.shape)}")
+            context = observed.new_zeros(b, cfg.feature_dim) if self.ablate_encoder else self.context(observed)
+        elif context.shape != (b, cfg.feature_dim):
+            raise ValueError(f"context: expected [{b}, {cfg.feature_dim}], got {tuple(context.shape)}")
         context = (context - self.feature_mean) / self.feature_std
         if self.ablate_encoder:
             context = torch.zeros_like(context)

@@ -1,9 +1,10 @@
 """Motion prediction with a Hi-TRS encoder (paper §4.6): observe 2 s, predict the next 400 ms.
 
-The encoder reads the ``--observe`` frames (60 at 30 fps) of one body; its V-TRS CLS feeds a GRU decoder
-that predicts the next ``--horizon`` frames (12) as velocities added to the last observed pose, trained
-with the mean Euclidean joint distance (see :class:`~hitrs_fast.tasks.MotionPredictor`). Reported: MPJPE
-in mm per predicted frame and averaged, beside the zero-velocity baseline (the last observed pose
+The encoder reads the ``--observe`` frames (60 at 30 fps) of one body; its sequence features (the V-TRS
+CLS, followed by the clip mean under the tiny preset's ``feature_readout``) feed a GRU decoder that predicts
+the next ``--horizon`` frames (12) as velocities added to the last observed pose, trained with the mean
+Euclidean joint distance (see :class:`~hitrs_fast.tasks.MotionPredictor`). Reported: MPJPE in mm per
+predicted frame and averaged, beside the zero-velocity baseline (the last observed pose
 repeated) on the same windows. ``--ablate-encoder`` zeroes the encoder's input to the decoder: the
 ablation shows what the encoder contributes.
 
@@ -65,7 +66,7 @@ def cut_windows(store, videos: np.ndarray, length: int, stride: int, body: int) 
 
 @torch.no_grad()
 def _contexts(model: MotionPredictor, windows: torch.Tensor, observe: int, device) -> torch.Tensor:
-    """Encoder contexts ``[N, video_dim]`` of the windows' observed frames (encoder in eval mode)."""
+    """Encoder contexts ``[N, feature_dim]`` of the windows' observed frames (encoder in eval mode)."""
     model.encoder.eval()
     return torch.cat([model.context(windows[i:i + 128, :observe].to(device)) for i in range(0, len(windows), 128)])
 

@@ -12,9 +12,9 @@ from hitrs_fast.models import HiTRS
 @torch.no_grad()
 def extract_features(encoder: HiTRS, loader, device: torch.device | str = "cpu"
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pooled V-TRS features of every batch of ``loader`` with the encoder in eval mode.
+    """Pooled sequence features (``HiTRSConfig.feature_readout``) of every batch of ``loader`` with the encoder in eval mode.
 
-    Returns ``(features [N, video_dim] float32, labels [N] int64, store indices [N] int64)`` in loader order.
+    Returns ``(features [N, feature_dim] float32, labels [N] int64, store indices [N] int64)`` in loader order.
     """
     was_training = encoder.training
     encoder.eval()

@@ -96,7 +96,7 @@ def fuse_runs(args: argparse.Namespace) -> dict[str, Any]:
 
 @torch.no_grad()
 def _features(model: ActionRecognizer, loader, stream: str, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled V-TRS features ``[N, video_dim]`` and labels ``[N]`` with the encoder in eval mode."""
+    """Pooled sequence features ``[N, feature_dim]`` and labels ``[N]`` with the encoder in eval mode."""
     model.eval()
     feats, labels = [], []
     for batch in loader:

@@ -39,12 +39,26 @@ def test_shapes_every_level():
     assert out.frame_features.shape == (3, 2, 40, 25, TINY.frame_dim)
     assert out.clip_embeddings.shape == (3, 2, 6, TINY.clip_dim)
     assert out.video_embeddings.shape == (3, 2, TINY.video_dim)
-    assert out.pooled.shape == (3, TINY.video_dim)
+    assert TINY.feature_dim == TINY.video_dim + TINY.clip_dim
+    assert out.sequence_features.shape == (3, 2, TINY.feature_dim)
+    assert out.pooled.shape == (3, TINY.feature_dim)
     assert out.num_clips.tolist() == [6, 2, 1]
     # Nothing past a sample's own clips or frames.
     assert out.clip_embeddings[1, :, 2:].abs().sum() == 0
     assert out.frame_features[2, :, 1:].abs().sum() == 0
-    assert torch.allclose(out.pooled, out.video_embeddings.sum(1) / 2)
+    # The tiny readout: the V-TRS CLS, then the mean over each body's own clips.
+    clip_mean = out.clip_embeddings.sum(2) / out.num_clips[:, None, None]
+    assert torch.allclose(out.sequence_features, torch.cat([out.video_embeddings, clip_mean], -1), atol=1e-6)
+    assert torch.allclose(out.pooled, out.sequence_features.sum(1) / 2)
+
+
+def test_released_readout_is_the_video_cls():
+    cfg = HiTRSConfig.preset("tiny", feature_readout="video_cls")
+    out = HiTRS(cfg).eval()(torch.randn(2, 2, 30, 25, 3), torch.tensor([30, 9]))
+    assert cfg.feature_dim == cfg.video_dim and HiTRSConfig().feature_readout == "video_cls"
+    assert torch.equal(out.sequence_features, out.video_embeddings)
+    with pytest.raises(ValueError, match="feature_readout"):
+        HiTRSConfig.preset("tiny", feature_readout="mean")
 
 
 def test_batch_padding_does_not_change_outputs():
@@ -73,7 +87,7 @@ def test_persons_are_independent_and_mean_present():
     x = torch.randn(2, 2, 21, 25, 3)
     x[1, 1] = 0
     out = model(x)
-    torch.testing.assert_close(out.pooled[1], out.video_embeddings[1, 0])
+    torch.testing.assert_close(out.pooled[1], out.sequence_features[1, 0])
     single = model(x[:1, :1])
     torch.testing.assert_close(single.video_embeddings[0, 0], out.video_embeddings[0, 0], atol=1e-5, rtol=1e-5)
 

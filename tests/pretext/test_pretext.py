@@ -240,6 +240,28 @@ def test_video_grad_to_clips_scales_what_the_video_level_sends_down():
         assert grads[0.0][n] is None
 
 
+def test_context_clips_without_grad_match_the_merged_call():
+    """video_grad_to_clips 0 runs the video-level context clips in their own C-TRS call without a graph; the
+    merged call (any other scale) gives the same losses, and, at a vanishing scale, the same gradients."""
+    x, lengths = motion_batch()
+    results = {}
+    for scale in (0.0, 1e-12):
+        torch.manual_seed(3)
+        model = HiTRSForPretraining(TINY.replace(video_grad_to_clips=scale))
+        out = model(x, lengths, generator=torch.Generator().manual_seed(5))
+        out["loss"].backward()
+        results[scale] = out, {n: p.grad for n, p in model.named_parameters()}
+    (split, split_grads), (merged, merged_grads) = results[0.0], results[1e-12]
+    assert split.keys() == merged.keys()
+    for name in split:
+        torch.testing.assert_close(split[name], merged[name], atol=1e-6, rtol=1e-5, msg=name)
+    assert split_grads.keys() == merged_grads.keys()
+    for name, grad in split_grads.items():
+        assert (grad is None) == (merged_grads[name] is None), name
+        if grad is not None:
+            torch.testing.assert_close(grad, merged_grads[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
 def test_paper_preset_runs():
     cfg = HiTRSConfig.preset("paper").replace(frame_dim=32, clip_dim=64, video_dim=64, frame_ffn=32, clip_ffn=32,
                                                video_ffn=32, num_heads=2, head_dim=16)

@@ -105,8 +105,8 @@ def test_motion_ablation_without_the_encoder_is_worse():
     torch.manual_seed(1)
     encoder = HiTRS(_tiny(), backend="torch").eval()
     with torch.no_grad():
-        contexts = {"train": encoder(train[:, None, :14]).video_embeddings[:, 0],
-                    "test": encoder(test[:, None, :14]).video_embeddings[:, 0]}
+        contexts = {"train": encoder(train[:, None, :14]).sequence_features[:, 0],
+                    "test": encoder(test[:, None, :14]).sequence_features[:, 0]}
     losses = {}
     for ablate in (False, True):
         torch.manual_seed(2)
