@@ -12,7 +12,8 @@ from hitrs_fast.models import HiTRS
 @torch.no_grad()
 def extract_features(encoder: HiTRS, loader, device: torch.device | str = "cpu"
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pooled sequence features (``HiTRSConfig.feature_readout``) of every batch of ``loader`` with the encoder in eval mode.
+    """Pooled sequence features (``HiTRSConfig.feature_readout``) of every batch of ``loader``, encoder in eval
+    mode.
 
     Returns ``(features [N, feature_dim] float32, labels [N] int64, store indices [N] int64)`` in loader order.
     """
