@@ -14,14 +14,14 @@ class MotionPredictor(nn.Module):
 
     ``forward(observed [B, T_obs, V, C]) -> future [B, horizon, V, C]`` (one body, metres).
 
-    The encoder reads the observed frames as a one-body sample and its sequence features
-    (``[B, feature_dim]``: the V-TRS CLS in the paper, see ``feature_readout``) feed a GRU decoder (after
-    Martinez et al., CVPR 2017, as the paper says): the context initialises the GRU's state and is its input at every step, beside the decoder's own previous
-    output. Each step predicts a velocity; the future pose is the last observed pose plus the summed
+    The encoder reads the observed frames as a one-body sample and its sequence features (``[B, feature_dim]``: the
+    V-TRS CLS in the paper, see ``feature_readout``) feed a GRU decoder (after Martinez et al., CVPR 2017, as the
+    paper says): the context initialises the GRU's state and is its input at every step, beside the decoder's own
+    previous output. Each step predicts a velocity; the future pose is the last observed pose plus the summed
     velocities (a residual decoder). The decoder never sees the observed poses or velocities themselves, so
-    everything it knows about the observed motion comes through the encoder: with ``ablate_encoder=True``
-    the context is zeroed, the prediction cannot depend on the observed motion beyond the last pose it is
-    anchored on, and the difference measures what the encoder contributes.
+    everything it knows about the observed motion comes through the encoder: with ``ablate_encoder=True`` the
+    context is zeroed, the prediction cannot depend on the observed motion beyond the last pose it is anchored on,
+    and the difference measures what the encoder contributes.
 
     The output layer starts at zero, so an untrained decoder is the zero-velocity baseline (the last
     observed pose repeated). The decoder reads ``(context - feature_mean) / feature_std`` (identity buffers
