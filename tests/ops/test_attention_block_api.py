@@ -142,10 +142,10 @@ def test_model_levels_use_the_block_under_triton(monkeypatch):
 
     monkeypatch.setattr(TritonAttentionBlock, "run", classmethod(record))
     device = kernel_device()
-    model = HiTRS(HiTRSConfig.preset("tiny"), backend="triton").to(device, torch.bfloat16).eval()
+    cfg = HiTRSConfig.preset("tiny")
+    model = HiTRS(cfg, backend="triton").to(device, torch.bfloat16).eval()
     with torch.no_grad():
         model(torch.randn(1, 1, 8, 25, 3, dtype=torch.bfloat16, device=device))
-    frames, clips, video = seen
-    assert frames == ((20, 25, 32), True)  # 8 frames + 2 x 6 padding frames, fused
-    assert clips == ((2, 176, 64), False)  # 2 clips of 7 x 25 + CLS, composed
-    assert video == ((1, 3, 64), False)  # key padding, composed
+    assert seen == ([((20, 25, 32), True)] * cfg.frame_layers  # 8 frames + 2 x 6 padding frames, fused
+                    + [((2, 176, 64), False)] * cfg.clip_layers  # 2 clips of 7 x 25 + CLS, composed
+                    + [((1, 3, 64), False)] * cfg.video_layers)  # key padding, composed
