@@ -29,7 +29,8 @@ MAX_GRID = 2**31 - 1
 
 
 def run_script(*args: str, timeout: int = 900):
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    # The script checks the GPU config lists: without the interpreter, and without the campaign's one-config flag.
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "HITRS_FAST_SINGLE_CONFIG")}
     done = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env,
                           timeout=timeout, cwd=SCRIPT.parents[2])
     assert done.returncode == 0, f"{SCRIPT.name} {' '.join(args)} failed:\n{done.stderr[-4000:]}"
