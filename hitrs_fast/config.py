@@ -67,6 +67,10 @@ class HiTRSConfig:
     # Clip-order task's clip: "any_motion" draws uniformly among clips that move at all (released);
     # "motion_weighted" draws with probability proportional to the squared motion score.
     clip_order_selection: Literal["any_motion", "motion_weighted"] = "any_motion"
+    # Clip-order examples per sample and step: 1 is the released task (one clip and its frame-swapped copy);
+    # K > 1 draws K clips (and K swaps) per sample. C-TRS is small next to F-TRS, whose tokens every clip
+    # reuses, so K clips cost little and give the clip-level task K times the examples per step.
+    clip_order_pairs: int = 1
     nce_temperature: float = 0.07
     nce_negatives: Literal["global", "local"] = "global"
     # False is the released task (negatives: the other samples' targets). True adds the sample's own context
@@ -92,7 +96,7 @@ class HiTRSConfig:
 
     def __post_init__(self) -> None:
         for name in ("frame_dim", "clip_dim", "video_dim", "num_heads", "head_dim", "clip_len",
-                     "clip_dilation", "clip_stride", "num_joints", "in_channels", "max_clips"):
+                     "clip_dilation", "clip_stride", "num_joints", "in_channels", "max_clips", "clip_order_pairs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"HiTRSConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.clip_dim % 4 or self.frame_dim % 2 or self.video_dim % 2:

@@ -126,17 +126,23 @@ class HiTRSForPretraining(nn.Module):
             loss, out["pose_loss"] = self._pose_loss(frames, x, masked.selected)
             total = total + cfg.weight_pose * loss
 
-        # One merged C-TRS call: per sample the clip-order pair (original, frames swapped), then the context
+        # One merged C-TRS call: per sample the clip-order pairs (original, frames swapped), then the context
         # clips 0 .. W - 2 of the video-level tasks; slots past a sample's own context are not computed. With
         # video_grad_to_clips 0 no gradient reaches the context clips, so they run in a second call without an
         # autograd graph: no C-TRS backward (nor saved activations) for most of the clips of a step.
         positions, counts, total_slots = [], torch.zeros(b, dtype=torch.long, device=device), 0
+        pairs = cfg.clip_order_pairs
         if cfg.use_clip_tasks:
-            start, clip_valid = sample_motion_clip(x, lengths, cfg, generator)
-            original = start[:, None] + torch.arange(cfg.clip_len, device=device) * cfg.clip_dilation  # [B, F]
-            swapped = original.gather(1, sample_frame_swap(b, cfg, device, generator))
-            positions.append(torch.stack([original, swapped], dim=1))  # [B, 2, F]
-            counts, total_slots = counts + 2, 2 * b
+            pair_positions, pair_valid = [], []
+            for _ in range(pairs):
+                start, valid = sample_motion_clip(x, lengths, cfg, generator)
+                original = start[:, None] + torch.arange(cfg.clip_len, device=device) * cfg.clip_dilation  # [B, F]
+                swapped = original.gather(1, sample_frame_swap(b, cfg, device, generator))
+                pair_positions += [original, swapped]
+                pair_valid.append(valid)
+            positions.append(torch.stack(pair_positions, dim=1))  # [B, 2K, F]: original, swapped per pair
+            clip_valid = torch.cat(pair_valid)  # [K * B], pair-major
+            counts, total_slots = counts + 2 * pairs, 2 * pairs * b
         context_without_grad = cfg.use_video_tasks and cfg.video_grad_to_clips == 0.0
         if cfg.use_video_tasks:
             w, w_max = enc.clip_count(prepared)
@@ -151,8 +157,10 @@ class HiTRSForPretraining(nn.Module):
         if positions:
             clips = enc.encode_clips(prepared, frames, torch.cat(positions, dim=1), counts, total_slots)
         if cfg.use_clip_tasks:
+            originals = clips[:, 0:2 * pairs:2].transpose(0, 1).reshape(pairs * b, -1)  # [K * B, clip_dim]
+            swapped = clips[:, 1:2 * pairs:2].transpose(0, 1).reshape(pairs * b, -1)
             loss, out["clip_order_loss"], out["clip_order_acc"] = self._clip_order_loss(
-                torch.cat([clips[:, 0], clips[:, 1]]), clip_valid)
+                torch.cat([originals, swapped]), clip_valid)
             total = total + cfg.weight_clip_order * loss
         if cfg.use_video_tasks:
             if context_without_grad:

@@ -26,7 +26,7 @@ from hitrs_fast.training.run import UsageError
 # HiTRSConfig fields a downstream run may change on a loaded checkpoint: none of them changes a parameter shape.
 RUNTIME_FIELDS = frozenset({
     "dropout", "body_reduce", "mask_ratio", "mask_replacement", "pose_loss", "nce_temperature", "nce_negatives",
-    "nce_temporal_negatives", "pretext_head_hidden", "clip_order_selection", "video_grad_to_clips",
+    "nce_temporal_negatives", "pretext_head_hidden", "clip_order_selection", "clip_order_pairs", "video_grad_to_clips",
     "nce_gap",
     "weight_pose", "weight_clip_order", "weight_video_order", "weight_nce", "use_frame_tasks", "use_clip_tasks",
     "use_video_tasks",

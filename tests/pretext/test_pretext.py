@@ -262,6 +262,55 @@ def test_context_clips_without_grad_match_the_merged_call():
             torch.testing.assert_close(grad, merged_grads[name], atol=1e-6, rtol=1e-4, msg=name)
 
 
+def test_clip_order_pairs_encode_each_drawn_clip_and_its_swap(monkeypatch):
+    """clip_order_pairs K: K clips per sample, each drawn by its own sample_motion_clip / sample_frame_swap call;
+    the head sees every original (label 1) and swapped copy (label 0), and a pair without a moving clip is left
+    out of the loss for that sample only."""
+    from torch.nn import functional as F
+
+    import hitrs_fast.pretext as pretext
+
+    pairs, x, lengths = 3, *motion_batch()
+    b, draws, swaps, frames, head_in = x.shape[0], [], [], [], []
+
+    def motion_clip(*args, **kwargs):
+        start, valid = sample_motion_clip(*args, **kwargs)
+        if len(draws) == 1:
+            valid = valid.clone()
+            valid[0] = False  # sample 0 has no moving clip in pair 1
+        draws.append((start, valid))
+        return start, valid
+
+    def frame_swap(*args, **kwargs):
+        swaps.append(sample_frame_swap(*args, **kwargs))
+        return swaps[-1]
+
+    monkeypatch.setattr(pretext, "sample_motion_clip", motion_clip)
+    monkeypatch.setattr(pretext, "sample_frame_swap", frame_swap)
+    torch.manual_seed(0)
+    model = HiTRSForPretraining(TINY.replace(clip_order_pairs=pairs, use_video_tasks=False))
+    encode_frames = model.encoder.encode_frames
+    monkeypatch.setattr(model.encoder, "encode_frames", lambda *a: frames.append(encode_frames(*a)) or frames[-1])
+    model.clip_order_head.register_forward_hook(lambda mod, inp, out: head_in.append((inp[0], out)))
+    out = model(x, lengths, generator=torch.Generator().manual_seed(5))
+
+    assert len(draws) == len(swaps) == pairs and len(head_in) == 1
+    cls, logits = head_in[0]
+    assert cls.shape == (2 * pairs * b, TINY.clip_dim)
+    rows, offsets = torch.arange(b), torch.arange(TINY.clip_len) * TINY.clip_dilation
+    for k, ((start, _), order) in enumerate(zip(draws, swaps, strict=True)):
+        original = start[:, None] + offsets
+        expected = model.encoder.encode_clip_positions(frames[0], rows, original)
+        torch.testing.assert_close(cls[k * b:(k + 1) * b], expected, msg=f"pair {k} original")
+        expected = model.encoder.encode_clip_positions(frames[0], rows, original.gather(1, order))
+        torch.testing.assert_close(cls[(pairs + k) * b:(pairs + k + 1) * b], expected, msg=f"pair {k} swapped")
+    valid = torch.cat([v for _, v in draws]).repeat(2).float()
+    assert valid.sum() == 2 * (pairs * b - 1)
+    labels = torch.cat([torch.ones(pairs * b), torch.zeros(pairs * b)]).long()
+    per = F.cross_entropy(logits.float(), labels, reduction="none")
+    torch.testing.assert_close(out["clip_order_loss"], (per * valid).sum() / valid.sum())
+
+
 def test_paper_preset_runs():
     cfg = HiTRSConfig.preset("paper").replace(frame_dim=32, clip_dim=64, video_dim=64, frame_ffn=32, clip_ffn=32,
                                                video_ffn=32, num_heads=2, head_dim=16)
