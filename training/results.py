@@ -304,8 +304,13 @@ def render(args, rows, timings, per_frame, total, argv) -> str:
         "- The probe row is the main job's own evaluation (`make pretrain` prints it): a linear probe on 10 % of "
         "the train labels, averaged over 3 label draws (and 3 random-init encoders for the random column).",
         "- Detection and the motion *frozen* row use a frozen encoder (features computed once); motion "
-        "prediction proper fine-tunes the encoder with the decoder. The decoder reads the encoder's V-TRS "
-        "output only, so the ablation row (that input zeroed) is what the decoder learns without the encoder.",
+        "prediction proper fine-tunes the encoder with the decoder. Of the observed frames the decoder reads only "
+        "the encoder's sequence features (the preset's `feature_readout`) and the last pose, which it adds its "
+        "predicted motion to, so the ablation row (the features zeroed) is what the decoder learns without the "
+        "encoder.",
+        "- A run's outcome depends on the order of its float sums, so on the torch thread count (`--threads`): "
+        "the probe row's F+C+V cell is `make pretrain --seed S` run with that many threads, and a run with "
+        "another count draws the same data and masks but ends elsewhere (docs/training.md).",
         "- Detection segments come from the majority-filter post-processing of the recipe; ground truth is the "
         "runs of the per-frame labels.",
     ]
