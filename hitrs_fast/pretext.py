@@ -134,9 +134,10 @@ class HiTRSForPretraining(nn.Module):
         pairs = cfg.clip_order_pairs
         if cfg.use_clip_tasks:
             pair_positions, pair_valid = [], []
+            offsets = torch.arange(cfg.clip_len, device=device) * cfg.clip_dilation  # [F]
             for _ in range(pairs):
                 start, valid = sample_motion_clip(x, lengths, cfg, generator)
-                original = start[:, None] + torch.arange(cfg.clip_len, device=device) * cfg.clip_dilation  # [B, F]
+                original = start[:, None] + offsets  # [B, F]
                 swapped = original.gather(1, sample_frame_swap(b, cfg, device, generator))
                 pair_positions += [original, swapped]
                 pair_valid.append(valid)
