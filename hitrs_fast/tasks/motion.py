@@ -1,4 +1,10 @@
-"""Motion prediction (the paper's §4.6): observe ``T_obs`` frames, predict the next ``horizon``."""
+"""Motion prediction (the paper's §4.6): observe ``T_obs`` frames, predict the next ``horizon``.
+
+:class:`MotionPredictor` is the residual GRU decoder of Martinez et al. (CVPR 2017, "On human motion
+prediction using recurrent neural networks", arXiv:1705.02445) conditioned on the Hi-TRS encoder;
+:func:`constant_velocity_baseline` and :func:`smoothed_velocity` are the kinematic baseline and the
+decoder's first input (the zero-velocity baseline is ``hitrs_fast.eval.metrics.zero_velocity_baseline``).
+"""
 
 from __future__ import annotations
 
@@ -8,77 +14,125 @@ from torch import nn
 from hitrs_fast.models import HiTRS, validate_skeletons
 from hitrs_fast.tasks.features import set_feature_norm
 
+# The decoder reads and writes velocities in centimetres per frame (inputs are metres): joint speeds of a
+# person are then of order 1, like its other inputs.
+VELOCITY_SCALE = 100.0
+
+
+def smoothed_velocity(observed: torch.Tensor, frames: int) -> torch.Tensor:
+    """Mean velocity over the last ``frames`` frames: ``(x[-1] - x[-1 - frames]) / frames``.
+
+    ``observed [B, T_obs > frames, V, C]`` -> ``[B, V, C]`` (units per frame). Averaging over a few frames
+    divides the sensor jitter of a one-frame difference by ``frames``.
+    """
+    if frames < 1 or observed.dim() != 4 or observed.shape[1] <= frames:
+        raise ValueError(f"smoothed_velocity: expected [B, T_obs > {frames}, V, C] and frames >= 1, "
+                         f"got shape {tuple(observed.shape)}, frames {frames}")
+    return (observed[:, -1] - observed[:, -1 - frames]) / frames
+
+
+def constant_velocity_baseline(observed: torch.Tensor, horizon: int, frames: int = 4) -> torch.Tensor:
+    """Constant-velocity forecast: the last observed pose moved on by the smoothed last velocity
+    (:func:`smoothed_velocity` over ``frames`` frames) at every future step.
+
+    ``observed [B, T_obs, V, C]`` -> ``[B, horizon, V, C]``.
+    """
+    if horizon < 1:
+        raise ValueError(f"constant_velocity_baseline: horizon must be >= 1, got {horizon}")
+    steps = torch.arange(1, horizon + 1, device=observed.device, dtype=observed.dtype)
+    return observed[:, -1:] + steps[None, :, None, None] * smoothed_velocity(observed, frames)[:, None]
+
 
 class MotionPredictor(nn.Module):
     """Observe ``T_obs`` frames, predict the next ``horizon`` (paper §4.6: 60 -> 12 at 30 fps).
 
     ``forward(observed [B, T_obs, V, C]) -> future [B, horizon, V, C]`` (one body, metres).
 
-    The encoder reads the observed frames as a one-body sample and its sequence features (``[B, feature_dim]``: the
-    V-TRS CLS in the paper, see ``feature_readout``) feed a GRU decoder (after Martinez et al., CVPR 2017, as the
-    paper says): the context initialises the GRU's state and is its input at every step, beside the decoder's own
-    previous output. Each step predicts a velocity; the future pose is the last observed pose plus the summed
-    velocities (a residual decoder). The decoder never sees the observed poses or velocities themselves, so
-    everything it knows about the observed motion comes through the encoder: with ``ablate_encoder=True`` the
-    context is zeroed, the prediction cannot depend on the observed motion beyond the last pose it is anchored on,
-    and the difference measures what the encoder contributes.
+    A residual GRU decoder after Martinez et al. (CVPR 2017), which the paper's decoder follows. Step ``k``
+    reads the previous pose and velocity, its own prediction from step ``k - 1``; step 1 reads the last
+    observed pose and the :func:`smoothed_velocity` of the last ``velocity_frames`` frames. It outputs a
+    velocity and the pose moves on by it (the residual connection: ``pose_k = pose_{k-1} + velocity_k``).
+    Poses enter relative to the last observed ``config.center_joint`` (the forecast does not depend on
+    where the body stands); velocities in cm per frame (:data:`VELOCITY_SCALE`).
+
+    The encoder conditions every step: its context (:meth:`context`: the sequence features of
+    ``feature_readout`` and the embedding of the last clip, ``[B, context_dim]``) is squeezed to
+    ``condition_dim`` numbers (linear + tanh), which set the GRU's initial state (linear + tanh) and are
+    part of its input at every step. (Fed to every step at full width, the context made the forecast worse
+    than none on the synthetic long set; squeezed, it helps: docs/downstream.md.) With
+    ``ablate_encoder=True`` the context is zeroed: the decoder then forecasts from the last pose and
+    velocity alone, and the difference measures what the encoder contributes.
 
     The output layer starts at zero, so an untrained decoder is the zero-velocity baseline (the last
-    observed pose repeated). The decoder reads ``(context - feature_mean) / feature_std`` (identity buffers
-    unless :meth:`set_feature_norm` fixes them from a frozen encoder's training contexts).
+    observed pose repeated). The context enters as ``(context - feature_mean) / feature_std`` (identity
+    buffers unless :meth:`set_feature_norm` fixes them from a frozen encoder's training contexts).
     """
 
-    def __init__(self, encoder: HiTRS, horizon: int = 12, hidden: int = 256, *, ablate_encoder: bool = False) -> None:
+    def __init__(self, encoder: HiTRS, horizon: int = 12, hidden: int = 256, *, ablate_encoder: bool = False,
+                 velocity_frames: int = 4, condition_dim: int = 16) -> None:
         super().__init__()
-        if horizon < 1 or hidden < 1:
-            raise ValueError(f"MotionPredictor: horizon and hidden must be >= 1, got {horizon}, {hidden}")
+        if min(horizon, hidden, velocity_frames, condition_dim) < 1:
+            raise ValueError(f"MotionPredictor: horizon, hidden, velocity_frames and condition_dim must be >= 1, "
+                             f"got {horizon}, {hidden}, {velocity_frames}, {condition_dim}")
         cfg = encoder.config
         self.encoder = encoder
         self.horizon = horizon
         self.ablate_encoder = ablate_encoder
+        self.velocity_frames = velocity_frames
+        self.context_dim = cfg.feature_dim + cfg.clip_dim
         pose = cfg.num_joints * cfg.in_channels
-        self.init_hidden = nn.Sequential(nn.Linear(cfg.feature_dim, hidden), nn.Tanh())
-        self.gru = nn.GRUCell(cfg.feature_dim + pose, hidden)
-        self.out = nn.Linear(hidden, pose)
+        self.condition = nn.Sequential(nn.Linear(self.context_dim, condition_dim), nn.Tanh())
+        self.init_hidden = nn.Sequential(nn.Linear(condition_dim, hidden), nn.Tanh())
+        self.gru = nn.GRUCell(condition_dim + 2 * pose, hidden)
+        self.out = nn.Linear(hidden + pose, pose)  # reads the state and the step's input velocity
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
-        self.register_buffer("feature_mean", torch.zeros(cfg.feature_dim))
-        self.register_buffer("feature_std", torch.ones(cfg.feature_dim))
+        self.register_buffer("feature_mean", torch.zeros(self.context_dim))
+        self.register_buffer("feature_std", torch.ones(self.context_dim))
 
     def set_feature_norm(self, features: torch.Tensor) -> None:
-        """Fix the decoder's input normalisation to the mean / std of contexts ``[N, feature_dim]``."""
+        """Fix the decoder's input normalisation to the mean / std of contexts ``[N, context_dim]``."""
         set_feature_norm(self.feature_mean, self.feature_std, features, "MotionPredictor")
 
     def context(self, observed: torch.Tensor) -> torch.Tensor:
-        """The encoder's sequence features of the observed frames (``feature_readout``; the V-TRS CLS in the
-        paper): ``[B, T_obs, V, C] -> [B, feature_dim]``."""
-        return self.encoder(observed[:, None]).sequence_features[:, 0]
+        """What the encoder tells the decoder: ``[B, T_obs, V, C] -> [B, context_dim]``, the sequence features
+        (``feature_readout``; the V-TRS CLS in the paper) followed by the C-TRS embedding of the last clip
+        (the latest motion in detail)."""
+        out = self.encoder(observed[:, None])
+        rows = torch.arange(observed.shape[0], device=observed.device)
+        last_clip = out.clip_embeddings[rows, 0, out.num_clips - 1]  # [B, clip_dim]
+        return torch.cat([out.sequence_features[:, 0], last_clip], dim=-1)
 
     def forward(self, observed: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """``observed [B, T_obs, V, C]`` -> ``[B, horizon, V, C]``. ``context`` (``[B, feature_dim]``, from
+        """``observed [B, T_obs, V, C]`` -> ``[B, horizon, V, C]``. ``context`` (``[B, context_dim]``, from
         :meth:`context`) may be passed precomputed, e.g. cached once for a frozen encoder."""
         cfg = self.encoder.config
-        if observed.dim() != 4 or observed.shape[1] < 2:
-            raise ValueError(f"observed: expected [B, T_obs >= 2, V, C], got shape {tuple(observed.shape)}")
+        if observed.dim() != 4 or observed.shape[1] <= self.velocity_frames:
+            raise ValueError(f"observed: expected [B, T_obs > velocity_frames = {self.velocity_frames}, V, C], "
+                             f"got shape {tuple(observed.shape)}")
         validate_skeletons(observed[:, None], None, cfg, name="observed")
         b, _, v, c = observed.shape
-        if context is None:
-            context = observed.new_zeros(b, cfg.feature_dim) if self.ablate_encoder else self.context(observed)
-        elif context.shape != (b, cfg.feature_dim):
-            raise ValueError(f"context: expected [{b}, {cfg.feature_dim}], got {tuple(context.shape)}")
-        context = (context - self.feature_mean) / self.feature_std
         if self.ablate_encoder:
-            context = torch.zeros_like(context)
-        h = self.init_hidden(context)
-        last = observed[:, -1].reshape(b, v * c)
-        velocity = torch.zeros_like(last)
-        offset = torch.zeros_like(last)  # predicted pose minus the last observed pose
+            context = observed.new_zeros(b, self.context_dim)
+        else:
+            if context is None:
+                context = self.context(observed)
+            elif context.shape != (b, self.context_dim):
+                raise ValueError(f"context: expected [{b}, {self.context_dim}], got {tuple(context.shape)}")
+            context = (context - self.feature_mean) / self.feature_std
+        condition = self.condition(context)
+        h = self.init_hidden(condition)
+        last = observed[:, -1]
+        anchor = last[:, cfg.center_joint : cfg.center_joint + 1]  # [B, 1, C]
+        pose = last.reshape(b, v * c)
+        anchor = anchor.expand(-1, v, -1).reshape(b, v * c)
+        velocity = smoothed_velocity(observed, self.velocity_frames).reshape(b, v * c) * VELOCITY_SCALE
         preds = []
         for _ in range(self.horizon):  # horizon is ~12 steps; the loop is over time, not over samples
-            h = self.gru(torch.cat([context, velocity], dim=-1), h)
-            velocity = self.out(h)
-            offset = offset + velocity
-            preds.append(last + offset)
+            h = self.gru(torch.cat([condition, pose - anchor, velocity], dim=-1), h)
+            velocity = self.out(torch.cat([h, velocity], dim=-1))
+            pose = pose + velocity / VELOCITY_SCALE
+            preds.append(pose)
         return torch.stack(preds, dim=1).view(b, self.horizon, v, c)
 
 

@@ -1,8 +1,12 @@
 """Temporal action detection with a Hi-TRS encoder (paper §4.5, PKU-MMD protocol).
 
-Every frame is classified from the stride-1 clip centred on it (F-TRS + C-TRS, then a linear layer over
-``K + 1`` classes, 0 = background); per-frame probabilities become action segments with confidences by
-a documented post-processing (``hitrs_fast.eval.detection``), which are scored with
+Every frame is classified over ``K + 1`` classes (0 = background) from stride-1 clip embeddings (F-TRS +
+C-TRS) by one of two heads (:class:`~hitrs_fast.tasks.FrameDetector`): ``--head context`` (default) reads
+the clips centred on ``f + k * S`` for ``|k| <= R`` (``--context-clips`` R, ``--context-stride`` S: 8 and
+4 read +-32 frames around the frame) through a small temporal convolution; ``--head clip`` is the paper's
+rule, a linear layer on the clip centred on the frame alone. Per-frame probabilities become action
+segments with confidences by a documented post-processing (``hitrs_fast.eval.detection``), which are
+scored with
 
 - protocol A, the official PKU-MMD evaluation: mAP_a (per action class) and mAP_v (per video) at
   overlap ``--theta`` (0.5);
@@ -13,11 +17,13 @@ Examples::
     python training/detect.py --init runs/pre/encoder.pt                  # synthetic untrimmed sequences
     python training/detect.py --data stores/pku1 --init runs/pre/encoder.pt --protocol A
 
-Training samples windows of ``window`` frames (plus the clip context on each side, zeros past the
+Training samples windows of ``window`` frames (plus the head's context on each side, zeros past the
 sequence ends exactly like the pre-training padding) and classifies ``frames_per_window`` random frames
-of each; evaluation classifies every frame of every test video in windows. Ground-truth segments are the
-maximal runs of one non-zero label in the store's per-frame labels (0-based inclusive frames; proposals
-use the same coordinates, so the frame base cancels out). No augmentation: the temporal ops would move
+of each (the context head: the frames on one random residue mod ``--context-stride``, which read mostly
+the same clips); evaluation classifies every
+frame of every test video in windows. Ground-truth segments are the maximal runs of one non-zero label in
+the store's per-frame labels (0-based inclusive frames; proposals use the same coordinates, so the frame
+base cancels out). No augmentation: the temporal ops would move
 frames away from their labels.
 """
 
@@ -32,7 +38,8 @@ from torch import nn
 
 from hitrs_fast.eval.detection import evaluate_detection
 from hitrs_fast.eval.segments import proposals_from_frame_probs
-from hitrs_fast.tasks import FrameDetector, clip_context
+from hitrs_fast.tasks import DETECTION_HEADS, FrameDetector
+from hitrs_fast.training.head_warmup import wants_head_warmup, warm_up_head
 from hitrs_fast.training.run import UsageError, atomic_torch_save
 from hitrs_fast.training.task_run import TaskRun, run_cli, task_parser
 
@@ -47,6 +54,13 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--theta", type=float, default=0.5, help="overlap / IoU threshold (default 0.5)")
     p.add_argument("--postprocess", default=None, choices=["majority", "jhang2020"],
                    help="frames -> segments method (default: the recipe's)")
+    p.add_argument("--head", default="context", choices=DETECTION_HEADS,
+                   help="context (default): a temporal convolution over the stride-1 clip embeddings around each "
+                   "frame; clip: the paper's per-frame rule (a linear layer on the clip centred on the frame)")
+    p.add_argument("--context-clips", type=int, default=8,
+                   help="context head: clips read each side of the frame (default 8)")
+    p.add_argument("--context-stride", type=int, default=4,
+                   help="context head: frames between the centres of the clips it reads (default 4)")
     return p
 
 
@@ -93,27 +107,53 @@ def ground_truth_segments(labels: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 @torch.no_grad()
-def video_features(model: FrameDetector, store, vid: int, window: int, max_frames: int, device) -> torch.Tensor:
-    """Per-frame clip features ``[T, clip_dim]`` of one video (windows of ``window`` frames, batched so a
-    forward encodes at most ``max_frames`` frames)."""
+def video_clips(model: FrameDetector, store, vid: int, window: int, max_frames: int, device) -> tuple[
+        torch.Tensor, torch.Tensor]:
+    """The stride-1 clip embedding of every frame of one video, bodies reduced, and whether the frame holds a
+    body: ``([T, clip_dim], [T])`` (windows of ``window`` frames with the clips' context, batched so a forward
+    encodes at most ``max_frames`` window frames)."""
     t = int(store.lengths[vid])
-    ctx = clip_context(model.encoder.config)
+    ctx = model.encoder.config.clip_pad
     starts = np.arange(0, t, window)
     per_batch = max(1, max_frames // window)
-    feats = []
+    embs, occupied = [], []
     for i in range(0, len(starts), per_batch):
         st = starts[i:i + per_batch]
         x, _ = gather_windows(store, np.full(len(st), vid), st, window, ctx)
         valid = torch.as_tensor(np.minimum(t - st, window))
-        owner = torch.repeat_interleave(torch.arange(len(st)), valid)
-        frames = torch.cat([torch.arange(int(n)) for n in valid])
-        feats.append(model.clip_features(x.to(device), frames.to(device), owner.to(device)).float())
-    return torch.cat(feats)
+        owner = torch.repeat_interleave(torch.arange(len(st)), valid).to(device)
+        frames = torch.cat([torch.arange(int(n)) for n in valid]).to(device)
+        e, o = model.clip_embeddings(x.to(device), frames + ctx, owner)
+        embs.append(e.float())
+        occupied.append(o)
+    return torch.cat(embs), torch.cat(occupied)
+
+
+class ClipCache:
+    """Per-frame clip embeddings of several videos (:func:`video_clips`), each padded with ``radius`` empty
+    frames at both ends, so that a frame's context clips are one gather: :meth:`inputs`."""
+
+    def __init__(self, model: FrameDetector, videos: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        r = model.radius
+        self.offsets = model.offsets
+        lengths = torch.tensor([e.shape[0] for e, _ in videos])
+        self.starts = torch.cumsum(lengths + 2 * r, 0) - lengths - r  # padded index of each video's frame 0
+        self.emb = torch.cat([torch.nn.functional.pad(e, (0, 0, r, r)) for e, _ in videos])
+        self.occupied = torch.cat([torch.nn.functional.pad(o, (r, r)) for _, o in videos])
+
+    def inputs(self, video: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`FrameDetector.classify` inputs of frames ``frames [N]`` of the ``video [N]``-th videos."""
+        at = (self.starts[video] + frames)[:, None] + self.offsets[None, :]  # [N, W]
+        at = at.to(self.emb.device)
+        return self.emb[at], self.occupied[at]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if not 0.0 < args.theta <= 1.0:
         raise UsageError(f"--theta must be in (0, 1], got {args.theta}")
+    if args.context_clips < 1 or args.context_stride < 1:
+        raise UsageError(f"--context-clips and --context-stride must be >= 1, got {args.context_clips}, "
+                         f"{args.context_stride}")
     job = TaskRun(args, TASK, synthetic=("untrimmed", args.synthetic_sequences))
     store, device = job.store, job.device
     if store.frame_labels(0) is None:
@@ -127,53 +167,69 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     post = dict(recipe["postprocess"])
     method = args.postprocess or post.pop("method", "majority")
     post.pop("method", None)
-    model = job.build_model(lambda encoder: FrameDetector(encoder, k), num_action_classes=k,
-                            postprocess={"method": method, **post})
+    model = job.build_model(lambda encoder: FrameDetector(encoder, k, args.head, args.context_clips,
+                                                                  args.context_stride),
+                            num_action_classes=k, postprocess={"method": method, **post})
 
     window, per_window = int(recipe["window"]), int(recipe["frames_per_window"])
     batch_size, steps = int(recipe["batch_size"]), int(recipe["steps_per_epoch"])
-    ctx = clip_context(model.encoder.config)
+    ctx = model.context
     lengths = store.lengths[train_vids]
     # Videos are drawn in proportion to their frames, so every training frame is equally likely.
     weights = lengths / lengths.sum()
     ce = nn.CrossEntropyLoss(ignore_index=-1)
 
-    cache: dict[int, torch.Tensor] = {}
-    if args.mode == "linear":
-        # Frozen encoder in eval mode and no augmentation: every frame's clip feature is fixed, so the
-        # features of all train and test frames are computed once and only the head trains.
+    eval_window, max_frames = int(recipe["eval_window"]), int(recipe.get("eval_max_frames", 2048))
+
+    def clip_cache(vids: np.ndarray) -> ClipCache:
         model.encoder.eval()
-        for vid in np.concatenate([train_vids, test_vids]).tolist():
-            cache[vid] = video_features(model, store, vid, int(recipe["eval_window"]),
-                                        int(recipe.get("eval_max_frames", 2048)), device)
-        train_feats = torch.cat([cache[v] for v in train_vids.tolist()])
-        train_labels = torch.cat([torch.as_tensor(np.asarray(store.frame_labels(v), dtype=np.int64))
-                                  for v in train_vids.tolist()]).to(device)
-        if recipe.get("standardize", False):
-            model.set_feature_norm(train_feats)
+        return ClipCache(model, [video_clips(model, store, v, eval_window, max_frames, device) for v in vids.tolist()])
+
+    frozen = {"now": False}  # True while the head trains on the cached clips of a frozen encoder
+    caches: dict[str, ClipCache] = {}
+
+    def freeze(standardize: bool) -> None:
+        # Frozen encoder in eval mode and no augmentation: every frame's clip embedding is fixed, so those of
+        # all train and test frames are computed once and only the head trains.
+        caches["train"], caches["test"] = clip_cache(train_vids), clip_cache(test_vids)
+        if standardize:
+            model.set_feature_norm(caches["train"].emb[caches["train"].occupied])
+        frozen["now"] = True
+
+    labels = [torch.as_tensor(np.asarray(store.frame_labels(v), dtype=np.int64)) for v in train_vids.tolist()]
+    train_video = torch.cat([torch.full((len(y),), i) for i, y in enumerate(labels)])
+    train_frame = torch.cat([torch.arange(len(y)) for y in labels])
+    train_labels = torch.cat(labels).to(device)
+    if args.mode == "linear":
+        freeze(bool(recipe.get("standardize", False)))
 
     def batches(epoch: int):
         rng = np.random.default_rng([args.seed, epoch, 17])
         for _ in range(steps):
-            if cache:
-                sel = torch.from_numpy(rng.integers(0, train_feats.shape[0], batch_size * per_window)).to(device)
-                yield train_feats[sel], train_labels[sel]
+            if frozen["now"]:
+                sel = torch.from_numpy(rng.integers(0, train_labels.shape[0], batch_size * per_window))
+                yield (*caches["train"].inputs(train_video[sel], train_frame[sel]), train_labels[sel.to(device)])
                 continue
             vids = rng.choice(train_vids, size=batch_size, p=weights)
             starts = (rng.random(batch_size) * np.maximum(store.lengths[vids] - window + 1, 1)).astype(np.int64)
             x, y = gather_windows(store, vids, starts, window, ctx)
-            valid = torch.as_tensor(np.minimum(store.lengths[vids] - starts, window))
-            take = min(per_window, window)
-            # Random frames of each window, drawn inside the sequence (positions < valid).
-            pos = (torch.from_numpy(rng.random((batch_size, take))) * valid[:, None]).long()
-            owner = torch.arange(batch_size)[:, None].expand(-1, take).reshape(-1)
-            frames = pos.reshape(-1)
+            valid = np.minimum(store.lengths[vids] - starts, window)
+            if args.head == "context":
+                # Frames context_stride apart read mostly the same clips, so a window's frames on one random
+                # residue mod context_stride are classified together (every clip they read is encoded once).
+                stride = model.context_stride
+                first = rng.integers(0, stride, batch_size)
+                picks = [np.arange(r, n, stride) for r, n in zip(first.tolist(), valid.tolist(), strict=True)]
+            else:  # random frames of each window, drawn inside the sequence (positions < valid)
+                picks = [(rng.random(min(per_window, window)) * n).astype(np.int64) for n in valid.tolist()]
+            owner = torch.from_numpy(np.concatenate([np.full(len(p), b) for b, p in enumerate(picks)]))
+            frames = torch.from_numpy(np.concatenate(picks))
             yield x.to(device), frames.to(device), owner.to(device), y[owner, frames].to(device)
 
     def loss_fn(batch) -> torch.Tensor:
-        if cache:
-            feats, y = batch
-            return ce(model.classify(feats), y)
+        if frozen["now"]:
+            clips, occupied, y = batch
+            return ce(model.classify(clips, occupied), y)
         x, frames, owner, y = batch
         return ce(model(x, frames, owner), y)
 
@@ -183,7 +239,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for vid in test_vids.tolist():
         gt[store.names[vid]], n_short = ground_truth_segments(store.frame_labels(vid))
         dropped += n_short
-    eval_window, max_frames = int(recipe["eval_window"]), int(recipe.get("eval_max_frames", 2048))
     present = {int(c) for g in gt.values() for c in g[:, 0]}
     absent = [c for c in range(1, k + 1) if c not in present]
     if absent:
@@ -194,9 +249,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def evaluate(epoch: int):
         probs: dict[str, torch.Tensor] = {}
         correct = total = 0
-        for vid in test_vids.tolist():
-            feats = cache[vid] if cache else video_features(model, store, vid, eval_window, max_frames, device)
-            p = model.classify(feats).softmax(-1).cpu()
+        cache = caches["test"] if frozen["now"] else clip_cache(test_vids)
+        for i, vid in enumerate(test_vids.tolist()):
+            t = int(store.lengths[vid])
+            p = model.classify(*cache.inputs(torch.full((t,), i), torch.arange(t))).softmax(-1).cpu()
             probs[store.names[vid]] = p
             lab = torch.as_tensor(np.asarray(store.frame_labels(vid), dtype=np.int64))
             correct += int((p.argmax(1) == lab).sum())
@@ -211,15 +267,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return metrics, {v: p.half() for v, p in probs.items()}
 
     primary = "mAP_a" if "A" in protocols else "mAP_b"
-    res = job.fit(batches=batches, loss_fn=loss_fn, evaluate=evaluate, primary=primary, higher_is_better=True,
-                  desc=f"detect {args.mode}")
+    fit_args = dict(batches=batches, loss_fn=loss_fn, evaluate=evaluate, primary=primary, higher_is_better=True)
+    warmup = None
+    if wants_head_warmup(job):  # the head first trains alone on the frozen encoder's clips
+        freeze(bool(recipe["head_warmup"].get("standardize", False)))
+        warmup = warm_up_head(job, desc=f"detect {args.mode}", **fit_args)
+        frozen["now"] = False  # then everything trains (the clips' normalisation stays fixed)
+        caches.clear()
+    res = job.fit(desc=f"detect {args.mode}", **fit_args)
     atomic_torch_save(res.last_payload, job.run_dir / "test_frame_probs.pt")
-    result = job.finish({"task": TASK, "mode": args.mode, "init": job.encoder_info["init"], "theta": args.theta,
+    result = job.finish({"task": TASK, "mode": args.mode, "init": job.encoder_info["init"], "head": args.head,
+                         "context_clips": model.context_clips, "context_stride": model.context_stride,
+                         "context_frames": model.context, "theta": args.theta,
                          "protocols": list(protocols), "postprocess": {"method": method, **post},
                          "num_action_classes": k, "classes_without_test_segments": absent,
                          "test_videos": int(test_vids.size),
                          "gt_segments": int(sum(len(g) for g in gt.values())), "gt_one_frame_runs_dropped": dropped,
-                         "last_epoch": res.last, "best_epoch_on_test": res.best, "seconds": res.seconds})
+                         "last_epoch": res.last, "best_epoch_on_test": res.best,
+                         "head_warmup": None if warmup is None else {"last_epoch": warmup.last,
+                                                                     "seconds": warmup.seconds},
+                         "seconds": res.seconds})
     shown = [m for m in ("mAP_a", "mAP_v", "mAP_b", "frame_acc") if m in res.last]
     print(f"{args.test_split}, last epoch ({res.last['epoch']}): "
           + ", ".join(f"{m} {res.last[m]:.4f}" for m in shown)

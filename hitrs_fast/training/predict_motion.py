@@ -1,12 +1,14 @@
 """Motion prediction with a Hi-TRS encoder (paper §4.6): observe 2 s, predict the next 400 ms.
 
-The encoder reads the ``--observe`` frames (60 at 30 fps) of one body; its sequence features (the V-TRS
-CLS, followed by the clip mean under the tiny preset's ``feature_readout``) feed a GRU decoder that predicts
-the next ``--horizon`` frames (12) as velocities added to the last observed pose, trained with the mean
-Euclidean joint distance (see :class:`~hitrs_fast.tasks.MotionPredictor`). Reported: MPJPE in mm per
-predicted frame and averaged, beside the zero-velocity baseline (the last observed pose
-repeated) on the same windows. ``--ablate-encoder`` zeroes the encoder's input to the decoder: the
-ablation shows what the encoder contributes.
+The encoder reads the ``--observe`` frames (60 at 30 fps) of one body; a residual GRU decoder (after
+Martinez et al., CVPR 2017) predicts the next ``--horizon`` frames (12), starting from the last observed
+pose and a smoothed velocity and reading its own previous prediction at every step, conditioned on the
+encoder's sequence features and last clip embedding (see :class:`~hitrs_fast.tasks.MotionPredictor`); it
+trains with the mean Euclidean joint distance. Reported: MPJPE in mm per predicted frame and averaged
+(absolute, or ``--root-relative``; the output says which), beside two baselines on the same windows: zero
+velocity (the last observed pose repeated) and constant velocity (the smoothed last velocity repeated).
+``--ablate-encoder`` zeroes the encoder's input to the decoder: the ablation shows what the encoder
+contributes.
 
 Examples::
 
@@ -27,7 +29,8 @@ import numpy as np
 import torch
 
 from hitrs_fast.eval.metrics import mpjpe, zero_velocity_baseline
-from hitrs_fast.tasks import MotionPredictor, euclidean_loss
+from hitrs_fast.tasks import MotionPredictor, constant_velocity_baseline, euclidean_loss
+from hitrs_fast.training.head_warmup import wants_head_warmup, warm_up_head
 from hitrs_fast.training.run import UsageError
 from hitrs_fast.training.task_run import TaskRun, run_cli, task_parser
 
@@ -36,7 +39,10 @@ TASK = "motion"
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = task_parser("predict_motion", __doc__, "the synthetic long set", prog)
-    p.add_argument("--synthetic-sequences", type=int, default=36, help="sequences of the synthetic long set")
+    p.add_argument("--synthetic-sequences", type=int, default=96, help="sequences of the synthetic long set")
+    p.add_argument("--velocity-frames", type=int, default=4,
+                   help="frames the smoothed last velocity averages over (the decoder's first input and the "
+                   "constant-velocity baseline; default 4)")
     p.add_argument("--observe", type=int, default=60, help="observed frames (default 60 = 2 s at 30 fps)")
     p.add_argument("--horizon", type=int, default=12, help="predicted frames (default 12 = 400 ms at 30 fps)")
     p.add_argument("--body", type=int, default=0, help="body slot to predict (default 0)")
@@ -72,8 +78,10 @@ def _contexts(model: MotionPredictor, windows: torch.Tensor, observe: int, devic
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    if args.observe < 2 or args.horizon < 1:
-        raise UsageError(f"--observe must be >= 2 and --horizon >= 1, got {args.observe}, {args.horizon}")
+    if args.horizon < 1 or args.velocity_frames < 1 or args.observe <= args.velocity_frames:
+        raise UsageError(f"--horizon and --velocity-frames must be >= 1 and --observe > --velocity-frames, got "
+                         f"--observe {args.observe}, --horizon {args.horizon}, "
+                         f"--velocity-frames {args.velocity_frames}")
     job = TaskRun(args, TASK, synthetic=("long", args.synthetic_sequences))
     store, device = job.store, job.device
     if not 0 <= args.body < store.shape_tail[0]:
@@ -87,43 +95,58 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"split {name!r} of {store.root}: no window of {length} frames (observe {args.observe} "
                              f"+ horizon {args.horizon}) with body {args.body} present; sequences are too short")
     model = job.build_model(lambda encoder: MotionPredictor(encoder, args.horizon, int(recipe["hidden"]),
-                                                            ablate_encoder=args.ablate_encoder),
+                                                            ablate_encoder=args.ablate_encoder,
+                                                            velocity_frames=args.velocity_frames),
                             train_windows=int(train.shape[0]), test_windows=int(test.shape[0]))
     batch_size = int(recipe["batch_size"])
     obs = args.observe
     gen = torch.Generator()
 
     test_dev = test.to(device)
-    train_ctx = test_ctx = None
-    if args.mode == "linear":
+    cached: dict[str, torch.Tensor] = {}  # a frozen encoder's contexts: "train" / "test", computed once
+
+    def cache_contexts(standardize: bool) -> None:
         # Frozen encoder in eval mode, no augmentation: its contexts are fixed, so compute them once.
-        train_ctx, test_ctx = _contexts(model, train, obs, device), _contexts(model, test, obs, device)
-        if recipe.get("standardize", False):
-            model.set_feature_norm(train_ctx)
+        cached["train"], cached["test"] = _contexts(model, train, obs, device), _contexts(model, test, obs, device)
+        if standardize:
+            model.set_feature_norm(cached["train"])
+
+    if args.mode == "linear" and not args.ablate_encoder:  # (the ablated decoder reads no context)
+        cache_contexts(bool(recipe.get("standardize", False)))
 
     def batches(epoch: int):
         gen.manual_seed(args.seed * 100_003 + epoch)
         order = torch.randperm(train.shape[0], generator=gen)
         for i in range(0, order.numel(), batch_size):
             sel = order[i:i + batch_size]
-            yield train[sel].to(device), None if train_ctx is None else train_ctx[sel.to(device)]
+            yield train[sel].to(device), cached["train"][sel.to(device)] if cached else None
 
     def loss_fn(batch) -> torch.Tensor:
         win, ctx = batch
         return euclidean_loss(model(win[:, :obs], ctx), win[:, obs:])
 
-    zero = mpjpe(zero_velocity_baseline(test_dev[:, :obs], args.horizon), test_dev[:, obs:],
-                 root_relative=args.root_relative)
+    observed, future = test_dev[:, :obs], test_dev[:, obs:]
+    forecasts = {"zero_velocity": zero_velocity_baseline(observed, args.horizon),
+                 "constant_velocity": constant_velocity_baseline(observed, args.horizon, args.velocity_frames)}
+    baselines = {name: mpjpe(f, future, root_relative=args.root_relative) for name, f in forecasts.items()}
+    zero = baselines["zero_velocity"]
 
     def evaluate(epoch: int):
-        preds = torch.cat([model(test_dev[i:i + 256, :obs], None if test_ctx is None else test_ctx[i:i + 256])
+        preds = torch.cat([model(test_dev[i:i + 256, :obs], cached["test"][i:i + 256] if cached else None)
                            for i in range(0, test.shape[0], 256)])
-        err = mpjpe(preds.float(), test_dev[:, obs:], root_relative=args.root_relative)
-        metrics = {"mpjpe_mm": float(err.mean), "zero_velocity_mm": float(zero.mean)}
+        err = mpjpe(preds.float(), future, root_relative=args.root_relative)
+        metrics = {"mpjpe_mm": float(err.mean), "mpjpe_last_frame_mm": float(err.per_frame[-1]),
+                   **{f"{name}_mm": float(b.mean) for name, b in baselines.items()}}
         return metrics, {"per_frame_mm": err.per_frame.cpu().tolist()}
 
-    res = job.fit(batches=batches, loss_fn=loss_fn, evaluate=evaluate, primary="mpjpe_mm", higher_is_better=False,
-                  desc=f"motion {args.mode}")
+    fit_args = dict(batches=batches, loss_fn=loss_fn, evaluate=evaluate, primary="mpjpe_mm", higher_is_better=False)
+    warmup = None
+    if wants_head_warmup(job):  # the decoder first trains alone on the frozen encoder's contexts
+        if not args.ablate_encoder:
+            cache_contexts(bool(recipe["head_warmup"].get("standardize", False)))
+        warmup = warm_up_head(job, desc=f"motion {args.mode}", **fit_args)
+        cached.clear()  # then everything trains, the encoder recomputing the contexts (fixed normalisation)
+    res = job.fit(desc=f"motion {args.mode}", **fit_args)
     # The decoder starts as the zero-velocity baseline (its output layer is zero-initialised): ending above it
     # means training made the predictions worse, which the summary and the output say in words.
     worse = res.last["mpjpe_mm"] > float(zero.mean)
@@ -131,20 +154,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                f"({res.last['mpjpe_mm']:.1f} > {float(zero.mean):.1f} mm): training did not help on this data; check "
                "the recipe (lr, epochs) against the size of the data" if worse else
                f"better than the zero-velocity baseline ({res.last['mpjpe_mm']:.1f} <= {float(zero.mean):.1f} mm)")
+    coordinates = "root-relative (root joint subtracted)" if args.root_relative else "absolute (camera space)"
     result = job.finish({
         "task": TASK, "mode": args.mode, "init": job.encoder_info["init"], "observe": obs, "horizon": args.horizon,
-        "ablate_encoder": args.ablate_encoder,
-        "root_relative": args.root_relative, "body": args.body, "train_windows": int(train.shape[0]),
-        "test_windows": int(test.shape[0]),
+        "ablate_encoder": args.ablate_encoder, "velocity_frames": args.velocity_frames,
+        "root_relative": args.root_relative, "coordinates": coordinates, "body": args.body,
+        "train_windows": int(train.shape[0]), "test_windows": int(test.shape[0]),
         "last_epoch": {**res.last, "per_frame_mm": res.last_payload["per_frame_mm"]},
         "best_epoch_on_test": {**res.best, "per_frame_mm": res.best_payload["per_frame_mm"]},
-        "zero_velocity": {"mean_mm": float(zero.mean), "per_frame_mm": zero.per_frame.cpu().tolist()},
+        **{name: {"mean_mm": float(b.mean), "per_frame_mm": b.per_frame.cpu().tolist()}
+           for name, b in baselines.items()},
+        "head_warmup": None if warmup is None else {"last_epoch": warmup.last, "seconds": warmup.seconds},
         "worse_than_zero_velocity": worse, "verdict": f"last epoch {verdict}", "seconds": res.seconds})
-    print(f"{args.test_split}: MPJPE last epoch ({res.last['epoch']}) {res.last['mpjpe_mm']:.1f} mm, best epoch "
-          f"({res.best['epoch']}, chosen on {args.test_split}) {res.best['mpjpe_mm']:.1f} mm; zero-velocity "
-          f"{float(zero.mean):.1f} mm")
-    print("  per frame (last epoch): " + " ".join(f"{v:.1f}" for v in res.last_payload["per_frame_mm"]))
-    print("  zero-velocity per frame: " + " ".join(f"{v:.1f}" for v in zero.per_frame.tolist()))
+    print(f"{args.test_split}: MPJPE ({coordinates}, mm) last epoch ({res.last['epoch']}) {res.last['mpjpe_mm']:.1f}, "
+          f"best epoch ({res.best['epoch']}, chosen on {args.test_split}) {res.best['mpjpe_mm']:.1f}; zero-velocity "
+          f"{float(zero.mean):.1f}, constant-velocity {float(baselines['constant_velocity'].mean):.1f} "
+          f"({int(test.shape[0])} test windows)")
+    print("  per frame (last epoch):       " + " ".join(f"{v:.1f}" for v in res.last_payload["per_frame_mm"]))
+    for name, b in baselines.items():
+        print(f"  {name.replace('_', '-') + ' per frame:':29s} " + " ".join(f"{v:.1f}" for v in b.per_frame.tolist()))
     print(f"{'WARNING: ' if worse else ''}last epoch {verdict}")
     return result
 

@@ -14,9 +14,16 @@ import torch
 from hitrs_fast.config import HiTRSConfig
 from hitrs_fast.data.skeleton import BONE_PAIRS_1BASED
 from hitrs_fast.data.streams import apply_stream, bone_stream, motion_stream
-from hitrs_fast.eval.metrics import fuse_scores, topk_accuracy, zero_velocity_baseline
+from hitrs_fast.eval.metrics import fuse_scores, mpjpe, topk_accuracy, zero_velocity_baseline
 from hitrs_fast.models import HiTRS
-from hitrs_fast.tasks import ActionRecognizer, FrameDetector, MotionPredictor, euclidean_loss
+from hitrs_fast.tasks import (
+    ActionRecognizer,
+    FrameDetector,
+    MotionPredictor,
+    constant_velocity_baseline,
+    euclidean_loss,
+    smoothed_velocity,
+)
 from hitrs_fast.training.detect import ground_truth_segments
 from hitrs_fast.training.encoder import load_encoder_checkpoint
 from hitrs_fast.training.optim import lr_factor
@@ -69,54 +76,95 @@ def test_motion_predictor_starts_at_zero_velocity():
         mp(obs, ctx[:, :3])
 
 
-def test_motion_decoder_sees_the_observation_only_through_the_encoder():
+def test_constant_velocity_baseline_and_smoothed_velocity():
+    obs = torch.zeros(2, 10, 25, 3)
+    obs[:, :, :, 0] = torch.arange(10.0)[None, :, None] * 0.01  # 1 cm per frame along x
+    obs[1, -1, 3, 1] += 0.04  # a jittered last frame: one joint 4 cm off
+    v = smoothed_velocity(obs, 4)
+    torch.testing.assert_close(v[0, :, 0], torch.full((25,), 0.01))
+    assert float(v[1, 3, 1]) == pytest.approx(0.01)  # the 4 cm jump is averaged over 4 frames
+    cv = constant_velocity_baseline(obs, 3, frames=4)
+    torch.testing.assert_close(cv[0, :, 0, 0], torch.tensor([0.10, 0.11, 0.12]))
+    with pytest.raises(ValueError, match="T_obs > 10"):
+        smoothed_velocity(obs, 10)
+
+
+def _train_decoder(model: MotionPredictor, train: torch.Tensor, obs: int, contexts=None, steps: int = 150,
+                   lr: float = 1e-2) -> None:
+    opt = torch.optim.Adam([p for n, p in model.named_parameters() if not n.startswith("encoder.")], lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        euclidean_loss(model(train[:, :obs], contexts), train[:, obs:]).backward()
+        opt.step()
+
+
+def test_motion_decoder_extrapolates_observed_constant_velocity():
+    """The decoder reads the observed motion (the last pose and a smoothed velocity), not only the encoder:
+    trained on constant-velocity windows with the encoder's input zeroed, it continues a new window's
+    velocity to within a few mm, where the zero-velocity baseline is off by centimetres."""
+    g = torch.Generator().manual_seed(0)
+
+    def windows(n: int) -> torch.Tensor:
+        base = torch.randn(n, 1, 25, 3, generator=g) * 0.3 + torch.tensor([0.0, 0.0, 3.0])
+        v = (torch.rand(n, 1, 1, 3, generator=g) - 0.5) * 0.06  # up to 3 cm per frame
+        return base + v * torch.arange(16.0)[None, :, None, None]  # [n, 12 observed + 4 future, V, C]
+
+    train, test = windows(64), windows(32)
+    torch.manual_seed(1)
+    model = MotionPredictor(HiTRS(_tiny(), backend="torch"), horizon=4, hidden=32, ablate_encoder=True)
+    _train_decoder(model, train, 12, steps=120, lr=3e-3)
+    with torch.no_grad():
+        err = mpjpe(model(test[:, :12]), test[:, 12:]).mean
+    zero = mpjpe(zero_velocity_baseline(test[:, :12], 4), test[:, 12:]).mean
+    assert err < 3.0 and zero > 20.0, (float(err), float(zero))  # mm
+
+
+def test_motion_ablation_sees_no_history_beyond_the_last_velocity():
     torch.manual_seed(0)
     enc = HiTRS(_tiny(), backend="torch").eval()
-    full = MotionPredictor(enc, horizon=4, hidden=8).eval()
-    torch.nn.init.normal_(full.out.weight, std=0.1)  # a decoder that moves
-    ablated = MotionPredictor(enc, horizon=4, hidden=8, ablate_encoder=True).eval()
+    full = MotionPredictor(enc, horizon=4, hidden=8, velocity_frames=2).eval()
+    torch.nn.init.normal_(full.out.weight, std=1.0)  # a decoder that moves (cm per frame)
+    ablated = MotionPredictor(enc, horizon=4, hidden=8, velocity_frames=2, ablate_encoder=True).eval()
     ablated.load_state_dict(full.state_dict())
     a = torch.randn(2, 14, 25, 3)
     b = torch.randn(2, 14, 25, 3)
-    b[:, -1] = a[:, -1]  # same last pose, another history
+    b[:, -3:] = a[:, -3:]  # same last pose and smoothed velocity (over 2 frames), another history
     with torch.no_grad():
-        assert (full(a) - full(b)).abs().max() > 1e-3
+        assert (full(a) - full(b)).abs().max() > 1e-3  # the encoder reads the whole history
         assert (full(a) - ablated(a)).abs().max() > 1e-3  # same weights, encoder input zeroed: another forecast
         torch.testing.assert_close(ablated(a), ablated(b), rtol=0, atol=0)
-        # Ablated, the forecast is one fixed trajectory of offsets anchored on the last pose.
-        shift = torch.tensor([0.3, -0.1, 0.2])
-        a_shifted = a.clone()
-        a_shifted[:, -1] += shift
-        torch.testing.assert_close(ablated(a_shifted), ablated(a) + shift)
+        c = a.clone()
+        c[:, -1] += 0.01  # another last velocity: another forecast relative to the last pose
+        assert ((ablated(a) - a[:, -1:]) - (ablated(c) - c[:, -1:])).abs().max() > 1e-3
 
 
-def test_motion_ablation_without_the_encoder_is_worse():
-    """Constant-velocity motion: the future depends on the observed velocity, which the decoder only learns
-    through the encoder (here a frozen random one, its contexts computed once); zeroing the encoder's input
-    leaves the decoder at the mean motion, about the zero-velocity baseline."""
+def test_motion_encoder_helps_where_the_history_decides_the_future():
+    """Windows whose last frames are identical in pose and velocity but whose future direction was set by a
+    gesture early in the observation: only the encoder (a frozen random one here, its contexts computed
+    once) can tell them apart; the ablated decoder stays at the mean motion, the zero-velocity forecast."""
     g = torch.Generator().manual_seed(0)
     base = torch.randn(1, 1, 25, 3, generator=g) * 0.3
 
     def windows(n: int) -> torch.Tensor:
-        v = (torch.rand(n, 1, 1, 3, generator=g) - 0.5) * 0.08  # metres per frame
-        return base + v * torch.arange(18.0)[None, :, None, None]  # [n, 14 observed + 4 future, V, C]
+        sign = torch.randint(0, 2, (n,), generator=g).float() * 2 - 1
+        x = base.repeat(n, 18, 1, 1)
+        x[:, :6, 11, 1] += sign[:, None] * 0.3  # a raised or lowered hand at the start
+        speed = torch.rand(n, generator=g) * 0.03 + 0.01
+        x[:, 14:, :, 0] += (sign * speed)[:, None, None] * torch.arange(1.0, 5.0)[:, None]
+        return x
 
     train, test = windows(128), windows(64)
     torch.manual_seed(1)
     encoder = HiTRS(_tiny(), backend="torch").eval()
+    probe = MotionPredictor(encoder, horizon=4, hidden=32)
     with torch.no_grad():
-        contexts = {"train": encoder(train[:, None, :14]).sequence_features[:, 0],
-                    "test": encoder(test[:, None, :14]).sequence_features[:, 0]}
+        contexts = {"train": probe.context(train[:, :14]), "test": probe.context(test[:, :14])}
     losses = {}
     for ablate in (False, True):
         torch.manual_seed(2)
         model = MotionPredictor(encoder, horizon=4, hidden=32, ablate_encoder=ablate)
         model.set_feature_norm(contexts["train"])  # a random encoder's contexts vary little: standardise them
-        opt = torch.optim.Adam([p for n, p in model.named_parameters() if not n.startswith("encoder.")], lr=1e-2)
-        for _ in range(150):
-            opt.zero_grad()
-            euclidean_loss(model(train[:, :14], contexts["train"]), train[:, 14:]).backward()
-            opt.step()
+        _train_decoder(model, train, 14, contexts["train"])
         with torch.no_grad():
             losses[ablate] = float(euclidean_loss(model(test[:, :14], contexts["test"]), test[:, 14:]))
     zero = float(euclidean_loss(zero_velocity_baseline(test[:, :14], 4), test[:, 14:]))
@@ -141,10 +189,49 @@ def test_detector_clip_matches_whole_sequence_stride1_clip():
     frames = torch.cat([torch.arange(9), torch.arange(8)])
     owner = torch.cat([torch.zeros(9, dtype=torch.long), torch.ones(8, dtype=torch.long)])
     with torch.no_grad():
-        got = det.clip_features(x_ctx, frames, owner)
-    torch.testing.assert_close(got, want.detach(), rtol=1e-4, atol=1e-5)
+        got, occupied = det.frame_inputs(x_ctx, frames, owner)
+    assert got.shape == (17, 1, enc.config.clip_dim) and bool(occupied.all())
+    torch.testing.assert_close(got[:, 0], want.detach(), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="frames must lie"):
-        det.clip_features(x_ctx, torch.tensor([9]), torch.tensor([0]))
+        det.frame_inputs(x_ctx, torch.tensor([9]), torch.tensor([0]))
+
+
+def test_context_detector_reads_only_its_window():
+    """Frame f of a window reads window frames f .. f + 2P (raw frames f - P .. f + P) and nothing else; its
+    centre clip is the clip head's, and clips past the sequence enter as zeros."""
+    torch.manual_seed(0)
+    enc = HiTRS(_tiny(), backend="torch").eval()  # centering "none": no frame moves the others
+    det = FrameDetector(enc, 3, head="context", context_clips=2, context_stride=3).eval()
+    clip = FrameDetector(enc, 3, head="clip").eval()
+    p, window = det.context, 4
+    assert p == enc.config.clip_pad + 2 * 3 and det.offsets.tolist() == [-6, -3, 0, 3, 6]
+    x = torch.randn(2, 2, window + 2 * p, 25, 3)
+    x[1, 1] = 0  # a one-body window
+    x[1, :, :p - 4] = 0  # window 1 starts 2 frames before its sequence: its frame 0's first clip is outside
+    frames, owner = torch.tensor([1, 0]), torch.tensor([0, 1])
+    with torch.no_grad():
+        ref = det(x, frames, owner)
+        clips, occupied = det.frame_inputs(x, frames, owner)
+        assert clips.shape == (2, 5, enc.config.clip_dim)
+        assert occupied.tolist() == [[True] * 5, [False, True, True, True, True]]
+        d = p - clip.context
+        torch.testing.assert_close(clips[:, 2], clip.frame_inputs(x[:, :, d:-d], frames, owner)[0][:, 0])
+        for n, (f, b) in enumerate(zip(frames.tolist(), owner.tolist(), strict=True)):
+            outside = x.clone()
+            outside[b, :, :f] += 1.0
+            outside[b, :, f + 2 * p + 1:] += 1.0
+            outside[1 - b] += 1.0  # and the other window
+            torch.testing.assert_close(det(outside, frames, owner)[n], ref[n])
+            for t in (f, f + 2 * p):  # the first and last frame it reads (inside the sequence)
+                if not x[b, :, t].any():
+                    continue
+                inside = x.clone()
+                inside[b, 0, t] += 1.0
+                assert (det(inside, frames, owner)[n] - ref[n]).abs().max() > 1e-5, (f, b, t)
+    with pytest.raises(ValueError, match="frames must lie"):
+        det.frame_inputs(x, torch.tensor([window]), torch.tensor([0]))
+    with pytest.raises(ValueError, match="head must be one of"):
+        FrameDetector(enc, 3, head="tcn")
 
 
 # ----------------------------------------------------------------------------- streams
@@ -246,6 +333,8 @@ def stores(tmp_path_factory):
                         ("motion", {"hidden": 8, "train_stride": 150, "test_stride": 300})):
         modes = {m: {"lr": 1e-3, "schedule": "cosine"} for m in ("linear", "finetune", "scratch")}
         modes["linear"]["standardize"] = True
+        if task != "recognition":  # fine-tuning starts with a warmed-up head
+            modes["finetune"]["head_warmup"] = {"epochs": 1, "lr": 1e-2, "standardize": True}
         recipe = {"task": task, "common": {"epochs": 1, "batch_size": 4, "augment": "none", **extra}, **modes}
         recipes[task] = root / f"{task}.json"
         recipes[task].write_text(json.dumps(recipe))
@@ -305,11 +394,15 @@ def test_detect_end_to_end(stores):
     for key in ("mAP_a", "mAP_v", "mAP_b", "frame_acc"):
         assert 0 <= s["last_epoch"][key] <= 1
     assert s["gt_segments"] > 0 and (root / "det" / "test_frame_probs.pt").is_file()
+    assert s["head_warmup"]["last_epoch"]["epoch"] == 1 and (root / "det" / "head-warmup" / "metrics.jsonl").is_file()
     probs = torch.load(root / "det" / "test_frame_probs.pt", weights_only=True)
     assert all(p.shape[1] == 4 for p in probs.values())  # 3 classes + background
-    assert _run("detect", base + ["--mode", "linear", "--protocol", "B", "--run-dir", str(root / "det-lin")]) == 0
+    assert s["head"] == "context" and s["context_frames"] == 6 + 8 * 4  # the default head reads +-38 frames
+    assert _run("detect", base + ["--mode", "linear", "--protocol", "B", "--head", "clip",
+                                  "--run-dir", str(root / "det-lin")]) == 0
     s = json.loads((root / "det-lin" / "summary.json").read_text())
     assert "mAP_b" in s["last_epoch"] and "mAP_a" not in s["last_epoch"]
+    assert s["head"] == "clip" and s["context_frames"] == 6
 
 
 def test_predict_motion_end_to_end(stores):
@@ -320,6 +413,8 @@ def test_predict_motion_end_to_end(stores):
     s = json.loads((root / "mot" / "summary.json").read_text())
     assert len(s["last_epoch"]["per_frame_mm"]) == 4 and len(s["zero_velocity"]["per_frame_mm"]) == 4
     assert s["last_epoch"]["mpjpe_mm"] > 0 and s["zero_velocity"]["mean_mm"] > 0
+    assert s["constant_velocity"]["mean_mm"] > 0 and s["coordinates"] == "absolute (camera space)"
+    assert s["head_warmup"]["last_epoch"]["epoch"] == 1
     assert _run("predict_motion", base + ["--mode", "linear", "--run-dir", str(root / "mot-lin")]) == 0
 
 
@@ -341,6 +436,10 @@ def test_bad_arguments_are_clear(stores, capsys):
         ("recognize", ["--data", str(root)], "not a hitrs_fast store"),
         ("recognize", ["--data", stores["untrimmed"], "--recipe", rec], "labelled samples"),
         ("detect", ["--data", stores["trimmed"], "--recipe", str(stores["recipes"]["detection"])], "per-frame labels"),
+        ("detect", ["--data", stores["untrimmed"], "--recipe", str(stores["recipes"]["detection"]),
+                    "--context-clips", "0"], "--context-clips and --context-stride must be >= 1"),
+        ("predict_motion", ["--data", stores["long"], "--recipe", str(stores["recipes"]["motion"]),
+                            "--velocity-frames", "0"], "and --velocity-frames must be >= 1"),
         ("predict_motion", ["--data", stores["long"], "--recipe", str(stores["recipes"]["motion"]), "--observe", "900"],
          "no window"),
     ]

@@ -17,45 +17,89 @@ def _results_module():
     return module
 
 
+def _rows(results, seeds: list[int]) -> dict:
+    """Every table row, column i at ``base + i * step`` (F+C+V best), plus the once-per-seed rows."""
+    rows = {}
+    for _, _, key, _, higher in results.TABLE:
+        base, step = (0.3, 0.1) if higher else (80.0, -5.0)
+        rows[key] = {c: [base + i * step + 0.001 * s for s in seeds] for i, c in enumerate(results.COLUMNS)}
+    for _, _, key, _ in results.SEED_TABLE:
+        rows[key] = {results.RANDOM: [90.0 + s for s in seeds]}
+    return rows
+
+
+def _args(seeds: list[int], threads: int = 1) -> argparse.Namespace:
+    return argparse.Namespace(seeds=seeds, spread_seed=seeds[0], pretrain_steps=None, per_class=150, threads=threads,
+                              device="cpu", untrimmed_sequences=48, long_sequences=96)
+
+
 def test_verdict_needs_a_margin_beyond_the_spread():
     results = _results_module()
     assert results.verdict([0.6, 0.62, 0.64], [0.3, 0.31, 0.32], higher=True) == "+"
     assert results.verdict([0.3, 0.5, 0.7], [0.3, 0.31, 0.32], higher=True) == "="   # s.d. 0.2 covers 0.19
     assert results.verdict([50.0, 51.0, 52.0], [40.0, 40.5, 41.0], higher=False) == "−"  # MPJPE: lower is better
+    # A difference the seeds' s.d.s would call a win, inside what the thread count alone moves: no verdict.
+    assert results.verdict([0.6, 0.62, 0.64], [0.3, 0.31, 0.32], higher=True, spread=0.35) == "="
+    assert results.verdict([0.6, 0.62, 0.64], [0.3, 0.31, 0.32], higher=True, spread=0.25) == "+"
+
+
+def test_thread_spread_is_the_largest_range_over_the_rerun_columns():
+    results = _results_module()
+    rnd, fcv = results.RANDOM, results.SPREAD_COLUMN
+    by_threads = {1: {"probe": {rnd: [0.66], fcv: [0.72]}, "motion_finetune": {fcv: [48.0]}},
+                  2: {"probe": {rnd: [0.61], fcv: [0.80]}, "motion_finetune": {fcv: [48.5]}},
+                  4: {"probe": {rnd: [0.66], fcv: [0.76]}, "motion_finetune": {fcv: [48.1]}}}
+    spread = results.thread_spread(by_threads)
+    assert spread["probe"] == 0.80 - 0.72 and spread["motion_finetune"] == 48.5 - 48.0
+    by_threads[2]["probe"][rnd] = [0.50]  # the random-init encoders' probe moves more: it sets the spread
+    assert results.thread_spread(by_threads)["probe"] == 0.66 - 0.50
+    assert results.thread_spread({1: by_threads[1]}) == {}  # one thread count: nothing measured
 
 
 def test_render_lays_out_the_levels_and_marks_the_best():
     results = _results_module()
     seeds = [0, 1, 2]
-    higher = {"probe", "rec_linear_top1", "rec_semi_top1", "det_mAP_a", "det_mAP_v"}
-    rows = {}
-    for _, _, key, _, _ in results.TABLE:
-        base = 0.3 if key in higher else 80.0
-        step = 0.1 if key in higher else -5.0
-        rows[key] = {c: [base + i * step + 0.001 * s for s in seeds] for i, c in enumerate(results.COLUMNS)}
-    rows["motion_ablation"] = {results.RANDOM: [90.0, 91.0, 92.0]}
-    rows["motion_zero_velocity"] = {results.RANDOM: [95.0, 95.0, 95.0]}
+    rows = _rows(results, seeds)
     per_frame = {"F+C+V": [[1.0, 2.0]] * 3, "zero-velocity": [[2.0, 3.0]] * 3}
-    args = argparse.Namespace(seeds=seeds, pretrain_steps=None, per_class=150, threads=2, device="cpu")
-    page = results.render(args, rows, {"pre-training (with its probe)": 600.0}, per_frame, 60.0, [])
+    page = results.render(_args(seeds), rows, {"pre-training (with its probe)": 600.0}, per_frame, 60.0, [])
     assert "| task | metric | random init | F | F+C | F+C+V |" in page
     probe_row = next(line for line in page.splitlines() if line.startswith("| pre-training probe"))
     assert probe_row.endswith("| **60.1 ± 0.1** |")  # F+C+V best, in bold
     motion_row = next(line for line in page.splitlines() if line.startswith("| motion prediction, encoder fine"))
     assert motion_row.endswith("| **65.0 ± 0.0** |")  # lower MPJPE is better
-    assert "| 90.0 ± 0.0 | –" not in page and "| 91.0 ± 1.0 | – | – | – |" in page
+    assert "| motion prediction, zero-velocity baseline | MPJPE mm @400 ms | 91.0 ± 1.0 | – | – | – |" in page
     verdicts = [line for line in page.splitlines() if line.endswith("| + | + | + |")]
     assert len(verdicts) == len(results.TABLE)
+    assert "seed 0: -15.0, seed 1: -15.0, seed 2: -15.0 mm" in page  # paired motion differences at 400 ms
+    assert "Thread spread" not in page  # no re-runs at other thread counts given
+
+
+def test_render_shows_the_thread_spread_and_every_verdict_uses_it():
+    results = _results_module()
+    seeds = [0, 1, 2]
+    rows = _rows(results, seeds)
+    by_threads = {}
+    for t, shift in ((1, 0.0), (2, 0.5), (4, -0.4)):  # the main job's columns move by up to 0.9 (90 points)
+        by_threads[t] = {key: {c: [v[0] + shift] for c, v in cols.items() if c == results.SPREAD_COLUMN}
+                         for key, cols in rows.items()}
+    page = results.render(_args(seeds), rows, {"pre-training (with its probe)": 600.0}, {}, 60.0, [], by_threads, 0)
+    assert "Thread spread: seed 0's F+C+V column (pre-training and every downstream run) run with 1, 2, 4" in page
+    assert "| task | metric | 1 thread | 2 threads | 4 threads | spread |" in page
+    assert "| pre-training probe: linear, frozen encoder, 10 % labels | top-1 % | 60.0 | 110.0 | 20.0 | 90.0 |" in page
+    # Every row moves by 0.9 across thread counts: 90 points for the fractions, where F+C+V's lead of 30 points
+    # is then a tie, and 0.9 mm for MPJPE, where its lead of 15 mm stays a win.
+    verdict_rows = page.split("Pre-trained vs random init")[1].splitlines()
+    probe_verdict = next(line for line in verdict_rows if line.startswith("| pre-training probe"))
+    assert probe_verdict.endswith("| = | = | = |")
+    motion_verdict = next(line for line in verdict_rows if line.startswith("| motion prediction, encoder fine"))
+    assert motion_verdict.endswith("| + | + | + |")
 
 
 def test_render_of_one_seed_says_so_and_shows_single_values():
     results = _results_module()
-    rows = {key: {c: [0.5 + 0.1 * i] for i, c in enumerate(results.COLUMNS)} for _, _, key, _, _ in results.TABLE}
-    rows["motion_ablation"] = {results.RANDOM: [90.0]}
-    rows["motion_zero_velocity"] = {results.RANDOM: [95.0]}
-    args = argparse.Namespace(seeds=[0], pretrain_steps=None, per_class=150, threads=1, device="cpu")
-    page = results.render(args, rows, {"pre-training (with its probe)": 600.0}, {"F+C+V": [[1.0, 2.0]]}, 60.0,
-                          ["--seeds", "0"])
+    rows = _rows(results, [0])
+    page = results.render(_args([0]), rows, {"pre-training (with its probe)": 600.0}, {"F+C+V": [[1.0, 2.0]]},
+                          60.0, ["--seeds", "0"])
     assert "python training/results.py --seeds 0" in page and "**One seed only** (0)" in page
     probe_row = next(line for line in page.splitlines() if line.startswith("| pre-training probe"))
-    assert probe_row.endswith("| 50.0 | 60.0 | 70.0 | **80.0** |") and "±" not in probe_row
+    assert probe_row.endswith("| 30.0 | 40.0 | 50.0 | **60.0** |") and "±" not in probe_row
