@@ -22,6 +22,8 @@ import triton
 
 from hitrs_fast.kernels import frame_attention as fa
 from hitrs_fast.kernels import joint_embedding as je
+from hitrs_fast.kernels.common.tuning import is_hopper_or_newer
+from hitrs_fast.kernels.frame_attention import tuning as fat
 
 SCRIPT = Path(__file__).with_name("triton_without_gpu.py")
 H100_SHARED_BYTES = 227 * 1024  # the most dynamic shared memory one block may use on sm_90
@@ -59,16 +61,16 @@ def test_triton_op_graphs_hold_the_kernel_wrappers():
         ("frame_attention_bwd_dkdv_kernel", ["DK", "DV"]),
         ("frame_attention_bwd_dq_kernel", ["DQ"])]
     q = torch.empty(b, h, n, d)
-    meta = fa._common_meta(q, fa.MASK_FRAME, 25, fa.CLS_LAST, True, False, True)
-    hopper = fa._is_hopper_or_newer()  # the script's lists: Hopper's where a Hopper GPU answers (GPU campaign)
-    expected_fwd = [c.kwargs for c in fa._prune_fwd(fa.gpu_fwd_configs(hopper), {"Q": q}, **meta)]
-    expected_bwd = [c.kwargs for c in fa._prune_bwd(fa.gpu_bwd_configs(hopper), {"Q": q}, **meta)]
+    meta = fa.common_meta(q, fa.MASK_FRAME, 25, fa.CLS_LAST, True, False, True)
+    hopper = is_hopper_or_newer()  # the script's lists: Hopper's where a Hopper GPU answers (GPU campaign)
+    expected_fwd = [c.kwargs for c in fat.prune_fwd(fa.gpu_fwd_configs(hopper), {"Q": q}, **meta)]
+    expected_bwd = [c.kwargs for c in fat.prune_bwd(fa.gpu_bwd_configs(hopper), {"Q": q}, **meta)]
     fwd, (pre, dkdv, dq) = forward[0], backward
     assert fwd["configs"] == expected_fwd and dkdv["configs"] == dq["configs"] == expected_bwd
     for node, tile in ((fwd, "BLOCK_M"), (dkdv, "BLOCK_N"), (dq, "BLOCK_M")):
         assert node["grids"] == [[b * h * _cdiv(n, c[tile]), 1, 1] for c in node["configs"]], node["kernel"]
     assert pre["grids"] == [[b * h * _cdiv(n, 64), 1, 1]]
-    expected_resident = [c.kwargs for c in fa._prune_resident(fa.gpu_resident_configs(hopper), {"Q": q},
+    expected_resident = [c.kwargs for c in fat.prune_resident(fa.gpu_resident_configs(hopper), {"Q": q},
                                                               **meta)]
     forward, backward = report["frame_attention_resident"]["graphs"]
     assert [(node["kernel"], node["writes"]) for node in forward] == [

@@ -67,6 +67,8 @@ from hitrs_fast.kernels import attention_block as ab  # noqa: E402
 from hitrs_fast.kernels import capabilities  # noqa: E402
 from hitrs_fast.kernels import frame_attention as fa  # noqa: E402
 from hitrs_fast.kernels import joint_embedding as je  # noqa: E402
+from hitrs_fast.kernels.frame_attention import kernels as fak  # noqa: E402
+from hitrs_fast.kernels.frame_attention import tuning as fat  # noqa: E402
 from tests.support.devices import Launch, record_launches  # noqa: E402
 
 
@@ -227,9 +229,9 @@ def _attention_launches(dtype, b, h, n, d, kind, cls_pos, allow_self, lengths, v
     q, k, v, do = (torch.randn(b, h, n, d, dtype=dtype) for _ in range(4))
     lens = torch.tensor(lengths) if lengths is not None else None
     mask = (lens, d ** -0.5, kind, 25, cls_pos, allow_self, True)
-    fwd = record_launches(fa, fa.frame_attention_fwd, q, k, v, *mask, variant=variant)
+    fwd = record_launches(fa.ops, fa.frame_attention_fwd, q, k, v, *mask, variant=variant)
     lse = torch.zeros(b, h, n)
-    return fwd + record_launches(fa, fa.frame_attention_bwd, do, q, k, v, q, lse, *mask, variant=variant)
+    return fwd + record_launches(fa.ops, fa.frame_attention_bwd, do, q, k, v, q, lse, *mask, variant=variant)
 
 
 def _block_launches(x_dtype, compute_dtype, n, c, kind, dropout) -> list[Launch]:
@@ -239,8 +241,8 @@ def _block_launches(x_dtype, compute_dtype, n, c, kind, dropout) -> list[Launch]
     params = (torch.ones(c), torch.zeros(c), torch.randn(3 * heads * d, c, dtype=compute_dtype),
               torch.randn(c, heads * d, dtype=compute_dtype), torch.zeros(1, dtype=torch.int64) if dropout else None)
     mask = (heads, 1e-5, d ** -0.5, kind, 25, fa.CLS_LAST if kind == fa.MASK_FRAME else fa.CLS_NONE, True, dropout)
-    fwd = record_launches(ab, ab.attention_block_fwd, x, *params, *mask)
-    return fwd + record_launches(ab, ab.attention_block_bwd, torch.randn_like(x), x, *params, *mask)
+    fwd = record_launches(ab.ops, ab.attention_block_fwd, x, *params, *mask)
+    return fwd + record_launches(ab.ops, ab.attention_block_bwd, torch.randn_like(x), x, *params, *mask)
 
 
 def _embedding_launches(out_dtype: torch.dtype) -> list[Launch]:
@@ -248,7 +250,7 @@ def _embedding_launches(out_dtype: torch.dtype) -> list[Launch]:
     every backward kernel (``je.BWD_VARIANTS``)."""
     x = torch.randn(64, 25, 3)
     params = [torch.randn(128, 3), torch.randn(128), torch.randn(128), torch.randn(128), torch.randn(25, 128)]
-    launches = record_launches(je, je.joint_embedding_fwd, x, *params, 1e-5, out_dtype, True)
+    launches = record_launches(je.ops, je.joint_embedding_fwd, x, *params, 1e-5, out_dtype, True)
     stats = torch.zeros(64 * 25)
     dy = torch.randn(64, 25, 128, dtype=out_dtype)
     weight, bias, ln_weight, _, _ = params
@@ -256,7 +258,7 @@ def _embedding_launches(out_dtype: torch.dtype) -> list[Launch]:
     try:
         for variant in je.BWD_VARIANTS:
             os.environ[je.BWD_VARIANT_ENV] = variant
-            launches += record_launches(je, je.joint_embedding_bwd, dy, x, weight, bias, ln_weight, stats, stats)
+            launches += record_launches(je.ops, je.joint_embedding_bwd, dy, x, weight, bias, ln_weight, stats, stats)
     finally:
         if saved is None:
             os.environ.pop(je.BWD_VARIANT_ENV, None)
@@ -303,9 +305,9 @@ def binaries_across_shapes() -> dict:
     """Binaries compiled per kernel for one config over N = 13, 14, 15, 16 and B * H = 1, 3, 64, 4096
     (V-TRS-like: key padding, no frame mask): ``do_not_specialize`` should keep it at one each."""
     counts = {}
-    with fa.autotune_configs([fa._SAFE_FWD], [fa._SAFE_BWD]):
-        for kernel in (fa.frame_attention_fwd_kernel, fa.frame_attention_bwd_dkdv_kernel,
-                       fa.frame_attention_bwd_dq_kernel, fa.frame_attention_bwd_preprocess_kernel):
+    with fa.autotune_configs([fat.SAFE_FWD], [fat.SAFE_BWD]):
+        for kernel in (fak.frame_attention_fwd_kernel, fak.frame_attention_bwd_dkdv_kernel,
+                       fak.frame_attention_bwd_dq_kernel, fak.frame_attention_bwd_preprocess_kernel):
             before = sum(len(c[0]) for c in kernel.device_caches.values())
             for b, n in ((1, 13), (3, 14), (64, 15), (4096, 16)):
                 launches = _attention_launches(torch.bfloat16, b, 1, n, 64, fa.MASK_NONE, fa.CLS_NONE, True, [n] * b)
