@@ -11,7 +11,7 @@ import triton
 from hitrs_fast.kernels import capabilities
 from hitrs_fast.kernels.attention_block.kernels import attention_block_bwd_kernel, attention_block_fwd_kernel
 from hitrs_fast.kernels.common.jit import LOG2E, input_precision
-from hitrs_fast.kernels.common.launch import launchable
+from hitrs_fast.kernels.common.launch import launch_autotuned
 from hitrs_fast.kernels.common.registration import register
 from hitrs_fast.kernels.common.tuning import benchmark, interpreting, single_config
 
@@ -98,10 +98,10 @@ def attention_block_fwd(x: torch.Tensor, ln_w: torch.Tensor, ln_b: torch.Tensor,
     dropout = seed is not None and dropout_p > 0.0
     xr = x.reshape(b * n, c) if x.stride(1) == c * x.stride(2) else x.contiguous().view(b * n, c)
     meta = _meta(x, wqkv, heads, mask_kind, frame_size, cls_pos, allow_self, dropout)
-    launchable(_autotuned(attention_block_fwd_kernel), x)[(_programs(b, n, c),)](
-        xr, ln_w, ln_b, wqkv, wo, out, seed if dropout else xr,
-        b, n, c, eps, scale * LOG2E, dropout_p, 1.0 / (1.0 - dropout_p) if dropout else 1.0,
-        *xr.stride(), *wqkv.stride(), *wo.stride(), **meta)
+    args = (xr, ln_w, ln_b, wqkv, wo, out, seed if dropout else xr,
+            b, n, c, eps, scale * LOG2E, dropout_p, 1.0 / (1.0 - dropout_p) if dropout else 1.0,
+            *xr.stride(), *wqkv.stride(), *wo.stride())
+    launch_autotuned(_autotuned(attention_block_fwd_kernel), (_programs(b, n, c),), args, meta, (x,))
     return out
 
 
@@ -137,11 +137,11 @@ def attention_block_bwd(dy: torch.Tensor, x: torch.Tensor, ln_w: torch.Tensor, l
         xr = x.reshape(rows, c) if x.stride(1) == c * x.stride(2) else x.contiguous().view(rows, c)
         dyr = dy.reshape(rows, c)
         meta = _meta(x, wqkv, heads, mask_kind, frame_size, cls_pos, allow_self, dropout)
-        launchable(_autotuned(attention_block_bwd_kernel), x)[(programs,)](
-            xr, ln_w, ln_b, wqkv, wo, dyr, seed if dropout else xr,
-            dx, dqkv, att, xn, dz if dropout else xn, parts[0], parts[1],
-            b, n, c, eps, scale * LOG2E, scale, dropout_p, 1.0 / (1.0 - dropout_p) if dropout else 1.0,
-            *xr.stride(), *wqkv.stride(), *wo.stride(), *dyr.stride(), **meta)
+        args = (xr, ln_w, ln_b, wqkv, wo, dyr, seed if dropout else xr,
+                dx, dqkv, att, xn, dz if dropout else xn, parts[0], parts[1],
+                b, n, c, eps, scale * LOG2E, scale, dropout_p, 1.0 / (1.0 - dropout_p) if dropout else 1.0,
+                *xr.stride(), *wqkv.stride(), *wo.stride(), *dyr.stride())
+        launch_autotuned(_autotuned(attention_block_bwd_kernel), (programs,), args, meta, (x,))
     # Reductions over every row of the batch: cuBLAS (fp32 accumulation) and a fixed-order partial sum.
     dz = dz if dropout else dy.reshape(rows, c).to(cdt)
     dwqkv = dqkv.t() @ xn  # [3I, C]

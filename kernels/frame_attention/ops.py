@@ -11,7 +11,7 @@ import triton
 
 from hitrs_fast.kernels import capabilities
 from hitrs_fast.kernels.common.jit import LOG2E, input_precision
-from hitrs_fast.kernels.common.launch import launchable
+from hitrs_fast.kernels.common.launch import launch_autotuned, launchable
 from hitrs_fast.kernels.common.masks import CLS_CODES
 from hitrs_fast.kernels.common.registration import register
 from hitrs_fast.kernels.common.tuning import interpreting
@@ -145,7 +145,7 @@ def frame_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengt
         cfg, num_warps = _explicit(config)
         kernel[grid](*args, **meta, **cfg, num_warps=num_warps, num_stages=1)
     else:
-        launchable(autotuned(), q)[grid](*args, **meta)
+        launch_autotuned(autotuned(), grid, args, meta, (q,))
     return o, lse
 
 
@@ -195,7 +195,7 @@ def frame_attention_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
             cfg, num_warps = _explicit(config)
             frame_attention_resident_bwd_kernel[(b * h,)](*args, **meta, **cfg, num_warps=num_warps, num_stages=1)
         else:
-            launchable(autotuned_resident_bwd(), q)[(b * h,)](*args, **meta)
+            launch_autotuned(autotuned_resident_bwd(), (b * h,), args, meta, (q,))
         return dq, dk, dv
     delta = torch.empty((b, h, n), dtype=torch.float32, device=q.device)
     block_pre = 64
@@ -211,8 +211,8 @@ def frame_attention_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
         frame_attention_bwd_dq_kernel[_grid(b * h, n, "BLOCK_M")](
             *dq_args, **meta, **cfg, num_warps=num_warps, num_stages=1)
     else:
-        launchable(autotuned_dkdv(), q)[_grid(b * h, n, "BLOCK_N")](*dkdv_args, **meta)
-        launchable(autotuned_dq(), q)[_grid(b * h, n, "BLOCK_M")](*dq_args, **meta)
+        launch_autotuned(autotuned_dkdv(), _grid(b * h, n, "BLOCK_N"), dkdv_args, meta, (q,))
+        launch_autotuned(autotuned_dq(), _grid(b * h, n, "BLOCK_M"), dq_args, meta, (q,))
     return dq, dk, dv
 
 

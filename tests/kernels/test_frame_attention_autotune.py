@@ -16,10 +16,12 @@ import math
 import pytest
 import torch
 import triton
+from torch._subclasses.fake_tensor import FakeTensorMode
 from triton.runtime.errors import OutOfResources
 
 from hitrs_fast.kernels import capabilities
 from hitrs_fast.kernels import frame_attention as fa
+from hitrs_fast.kernels.common.launch import autotune_key, pinned_config
 from hitrs_fast.kernels.common.tuning import cpu_timer, is_hopper_or_newer
 from hitrs_fast.kernels.frame_attention import tuning as fat
 from tests.kernels.test_frame_attention import NAMES, Case, check_against_oracle, kernel_run, make_inputs
@@ -208,6 +210,53 @@ def test_autotune_key_vtrs_token_counts_share_one_tuning():
             fa.frame_attention_fwd(q, k, v, *_mask_args(lengths=lengths, kind=fa.MASK_NONE, cls_pos=fa.CLS_NONE))
             assert bench.calls == len(configs) * (1 + (n > 16)), f"N = {n}"
         assert len(fat.autotuned_fwd().cache) == 2
+
+
+# ---- the config a compiled graph runs ----------------------------------------------------------------
+
+
+def _fake_launch(launch, mode: FakeTensorMode) -> tuple:
+    """The recorded launch's positional arguments as fake tensors: what the launcher sees while torch traces."""
+    return tuple(mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in launch.args)
+
+
+def test_traced_launch_pins_the_config_the_autotuner_picks():
+    """While torch traces (fake tensors), the launch gets one config (``kernels/common/launch.py``). Cold cache:
+    the autotuner tunes the traced shapes on real tensors, with its benchmarker, and caches the winner under the
+    key an eager launch of those shapes computes. Warm cache: the winner of an eager launch is reused and
+    nothing is benchmarked."""
+    q, k, v, _ = _inputs(3, 2, 51, 16)
+    bench = RankedBenchmarker(len(FWD), 2)
+    with fa.autotune_configs(FWD, BWD, do_bench=bench):
+        launch, = record_launches(fa.ops, fa.frame_attention_fwd, q, k, v, *_mask_args())
+        tuner = fat.autotuned_fwd()
+        with FakeTensorMode() as mode:
+            config = pinned_config(tuner, launch.grid, _fake_launch(launch, mode), launch.kwargs)
+        assert config == FWD[2] and bench.calls == len(FWD)
+        assert tuner.cache == {autotune_key(tuner, launch.args, launch.kwargs): FWD[2]}
+
+    warm = RankedBenchmarker(len(FWD), 1)
+    with fa.autotune_configs(FWD, BWD, do_bench=warm):
+        fa.frame_attention_fwd(q, k, v, *_mask_args())  # eager: tunes and caches FWD[1]
+        tuner, calls = fat.autotuned_fwd(), warm.calls
+        cached = dict(tuner.cache)
+        other = torch.randn(3, 2, 51, 16)  # same shapes, other values: same key
+        launch, = record_launches(fa.ops, fa.frame_attention_fwd, other, other, other, *_mask_args())
+        with FakeTensorMode() as mode:
+            config = pinned_config(tuner, launch.grid, _fake_launch(launch, mode), launch.kwargs)
+        assert config == FWD[1] and tuner.cache == cached and warm.calls == calls, "a warm cache is reused"
+
+
+def test_traced_launch_with_one_config_left_after_pruning_needs_no_tuning():
+    """A prune that leaves one config decides alone: at N = 8 (N_POW2 = 16) only the 16-wide tile fits."""
+    q, k, v, _ = _inputs(2, 1, 8, 16)
+    bench = CountingBenchmarker()
+    with fa.autotune_configs(FWD, BWD, do_bench=bench):
+        launch, = record_launches(fa.ops, fa.frame_attention_fwd, q, k, v,
+                                  *_mask_args(kind=fa.MASK_NONE, cls_pos=fa.CLS_NONE))
+        with FakeTensorMode() as mode:
+            config = pinned_config(fat.autotuned_fwd(), launch.grid, _fake_launch(launch, mode), launch.kwargs)
+    assert config.kwargs["BLOCK_M"] == config.kwargs["BLOCK_N"] == 16 and bench.calls == 0
 
 
 # ---- selection ---------------------------------------------------------------------------------------
