@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import triton
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 from torch.library import wrap_triton
 from torch.utils._python_dispatch import _disable_current_modes, _get_current_dispatch_mode
@@ -103,4 +104,5 @@ def launch_autotuned(autotuner, grid: Callable | tuple, args: tuple, meta: dict,
         autotuner[grid](*args, **meta)
         return
     config = pinned_config(autotuner, grid, args, meta)
-    wrap_triton(autotuner.fn)[grid](*args, **meta, **config.all_kwargs())
+    # A one-config autotuner is how a traced launch carries num_warps / num_stages (torch refuses them as kwargs).
+    wrap_triton(triton.autotune(configs=[config], key=[])(autotuner.fn))[grid](*args, **meta)
