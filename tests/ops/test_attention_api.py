@@ -223,7 +223,7 @@ def test_torch_compile_fullgraph_traces_triton_path():
     """fullgraph=True: no graph break through dispatch, the autograd Function and the registered op.
 
     On CPU the interpreter cannot run Inductor's Triton codegen, so ``aot_eager`` is used; there
-    the op is an opaque custom op (see ``kernels/frame_attention.py::_register``).
+    the op is an opaque custom op (see ``hitrs_fast.kernels.common.registration.register``).
     """
     mask = FrameMask(num_frames=1)
     q, k, v = (t.requires_grad_() for t in qkv(b=1, h=2, n=26, d=16, device=kernel_device()))
