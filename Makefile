@@ -16,14 +16,19 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade "pip>=24" "setuptools>=69" wheel
+	$(PIP) install --upgrade "pip>=24" "setuptools>=77" wheel
 	$(PIP) install "$(TORCH_SPEC)"
 	$(PIP) install -e ".[$(EXTRAS)]"
 	touch $@
 
 # The main job: pre-train the tiny preset on the built-in synthetic motion set with
 # DeepSpeed, then print a linear probe of the pre-trained vs a random-init encoder.
+# With jemalloc installed (apt install libjemalloc2) it runs on jemalloc, which keeps a long CPU run's
+# memory flat at full speed where glibc's heap fragments (docs/training.md); JEMALLOC= turns it off.
+comma := ,
+JEMALLOC ?= $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2 /usr/lib/libjemalloc.so.2))
 pretrain: install
+	$(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC) MALLOC_CONF=dirty_decay_ms:-1$(comma)muzzy_decay_ms:-1) \
 	$(VENV)/bin/deepspeed training/pretrain.py $(ARGS)
 
 test: install

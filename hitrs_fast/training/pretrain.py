@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from hitrs_fast.config import PRESETS, HiTRSConfig
-from hitrs_fast.models import MODEL_BACKENDS, HiTRS
+from hitrs_fast.models import HiTRS
 from hitrs_fast.pretext import HiTRSForPretraining, rank_mean
 from hitrs_fast.training.checkpoint import CheckpointManager, barrier, save_module_atomic
 from hitrs_fast.training.compiled import (
@@ -41,12 +41,18 @@ from hitrs_fast.training.compiled import (
 from hitrs_fast.training.config_files import DEEPSPEED, load_config
 from hitrs_fast.training.optim import parameter_groups, warmup_linear_decay
 from hitrs_fast.training.run import (
+    CommandParser,
+    HeapTrimmer,
     RunLogger,
+    RunSession,
     UsageError,
+    add_run_arguments,
     atomic_write_json,
     mix_seed,
     open_checked_store,
     parse_overrides,
+    run_cli,
+    set_threads,
 )
 
 DEFAULT_DS_CONFIG = "cpu_fp32.json"
@@ -62,19 +68,12 @@ DEFAULT_LENGTH_BUCKETS = 4
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog or "deepspeed training/pretrain.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=None, help="store directory (hitrs data convert / import); "
-                   "default: the built-in synthetic motion set, generated on first use under --cache-dir")
-    p.add_argument("--split", default="train", help="split of the store to pre-train on (default: train)")
-    p.add_argument("--test-split", default="test", help="split the probe is evaluated on (default: test)")
-    p.add_argument("--cache-dir", default="runs/data", help="where the synthetic set is generated")
+    p = CommandParser(prog=prog or "deepspeed training/pretrain.py", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(p, data_default="the built-in synthetic motion set", preset_default="tiny",
+                      preset_help="default: tiny", run_dir_default="runs/pretrain-<preset>-<time>",
+                      resume_help="continue from the run directory's latest complete checkpoint")
     p.add_argument("--synthetic-per-class", type=int, default=150, help="samples per class of the synthetic set")
-    p.add_argument("--preset", default="tiny", help=f"model preset: {sorted(PRESETS)} (default: tiny)")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override one HiTRSConfig field, e.g. --set dropout=0.1 (repeatable)")
-    p.add_argument("--backend", default="auto", choices=list(MODEL_BACKENDS),
-                   help="model backend (auto: the Triton kernels on CUDA; sdpa: PyTorch SDPA attention)")
     p.add_argument("--compile", default="auto", choices=list(COMPILE_CHOICES),
                    help="torch.compile the step (fullgraph, static shapes, one graph per length bucket); auto: on "
                    "CUDA only")
@@ -102,16 +101,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--group-by-length", type=int, default=None, metavar="N",
                    help="batch samples of similar length together within windows of N batches (less padding, "
                    "faster steps); default: 8 for tiny and compiled runs, 0 (off, the released batching) otherwise")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--run-dir", default=None, help="default: runs/pretrain-<preset>-<time>")
     p.add_argument("--ckpt-every", type=int, default=100,
                    help="checkpoint (and export RUN_DIR/encoder.pt) every N steps (0: only at the end)")
     p.add_argument("--keep-checkpoints", type=int, default=2, metavar="N",
                    help="keep the newest N complete checkpoints, delete older ones (default 2; 0 keeps all)")
-    p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
     p.add_argument("--log-every", type=int, default=10, help="log the losses every N steps (default 10)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar: one line per logged step instead "
-                   "(also what happens when the output is not a terminal)")
     p.add_argument("--max-seconds-this-run", type=float, default=None, metavar="S",
                    help="stop (with a checkpoint) at the first logged step after S seconds of training in this "
                    "invocation; --resume continues")
@@ -206,6 +200,8 @@ def resolve(args: argparse.Namespace, world_size: int, cuda: bool) -> dict[str, 
         raise UsageError(f"--probe-fraction must be in (0, 1], got {args.probe_fraction}")
     if args.probe_repeats < 1:
         raise UsageError(f"--probe-repeats must be >= 1, got {args.probe_repeats}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
     return {
         "model": model_cfg.to_dict(), "preset": args.preset, "ds_config_file": str(ds_path), "deepspeed": ds,
         "steps": steps, "warmup": warmup, "schedule_steps": schedule_steps, "lr": lr, "final_lr": args.final_lr,
@@ -280,6 +276,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     run = resolve(args, world_size, cuda)  # every argument checked before anything expensive
+    set_threads(args.threads)
+    session = RunSession.current()
+    session.started(run["run_dir"])
     single_process_env()
     import deepspeed
 
@@ -316,6 +315,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if args.resume:
         state = ckpt.load(engine)
         start_step = int(state["step"])
+        session.resuming(f"step {start_step}", ckpt.root / ckpt.latest_tag(), f"{run['steps']}")
     min_length = max(PRETRAIN_MIN_LENGTH, model_cfg.min_pretrain_frames)
     buckets = None
     if run["length_buckets"]:
@@ -344,6 +344,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     # loss after every micro-step would stall the GPU (a host sync) that often.
     window: dict[str, torch.Tensor] = {}
     window_steps = 0
+    heap = HeapTrimmer()  # keeps the resident size of a long CPU run flat (docs/training.md)
     samples, t0 = 0, time.perf_counter()
     for step in range(start_step, end_step):
         for micro in range(run["grad_accum"]):
@@ -367,6 +368,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 if key in out:
                     window[key] = window.get(key, 0) + out[key].detach().float()
             window_steps += 1
+        heap.step()
         done = step + 1
         if done % args.log_every == 0 or done == end_step:
             means = torch.stack(list(window.values())).div(window_steps).tolist()  # the one host sync
@@ -376,6 +378,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             values["lr"] = scheduler.get_last_lr()[0]
             values["samples_per_s"] = samples / max(1e-9, time.perf_counter() - t0)
             values["padding"] = loader.padding.waste
+            if heap.resident_bytes() is not None:
+                values["rss_mb"] = heap.resident_bytes() / 2**20  # this rank's resident memory
             logger.log(done, values)
             shown = {k: f"{v:.3g}" for k, v in values.items() if k in LOSS_KEYS or k == "samples_per_s"}
             progress.set_postfix(shown)
@@ -387,7 +391,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 and _any_rank(time.perf_counter() - t0 > args.max_seconds_this_run, device):
             end_step = done  # the time is up (on some rank: all stop together): checkpoint here and stop
         if (args.ckpt_every and done % args.ckpt_every == 0) or done == end_step:
-            ckpt.save(engine, done, {"step": done, "run": run})
+            tag = ckpt.save(engine, done, {"step": done, "run": run})
+            session.checkpoint_saved(f"step {done}", ckpt.root / tag)
             if rank == 0:  # the encoder of the newest checkpoint, ready for --init while the run goes on
                 save_module_atomic(model.encoder, run_dir / "encoder.pt", {"config": run["model"], "step": done})
         if done == end_step:
@@ -493,26 +498,25 @@ def run_probe(encoder: HiTRS, store, args: argparse.Namespace, cfg: HiTRSConfig,
     return results
 
 
+def report(result: dict[str, Any]) -> None:
+    """The last lines of a finished run: speed and the probe, pre-trained vs random init."""
+    if "probe" not in result:
+        return
+    p = result["probe"]
+    pre, rnd = p["pretrained"], p["random_init"]
+    print(f"done: {result['seconds']:.0f} s of training at {result['samples_per_s']:.1f} samples/s, probe "
+          f"{p['seconds']:.0f} s; probe test top-1 "
+          f"(mean of {p['repeats']}): pre-trained {pre['test_top1']:.3f} ± {pre['std']:.3f} vs random init "
+          f"{rnd['test_top1']:.3f} ± {rnd['std']:.3f}")
+    gain, margin = pre["test_top1"] - rnd["test_top1"], 2 * max(pre["std"], rnd["std"])
+    print(f"pre-trained minus random init: {gain:+.3f}, {'more' if gain > margin else 'not more'} than twice the "
+          f"larger s.d. ({margin:.3f})")
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    """Command line; returns the exit status (2 with one line on a bad argument, before DeepSpeed starts)."""
-    parser = build_parser(prog)
-    args = parser.parse_args(argv)
-    try:
-        result = train(args)
-    except UsageError as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
-    if "probe" in result:
-        p = result["probe"]
-        pre, rnd = p["pretrained"], p["random_init"]
-        print(f"done: {result['seconds']:.0f} s of training at {result['samples_per_s']:.1f} samples/s, probe "
-              f"{p['seconds']:.0f} s; probe test top-1 "
-              f"(mean of {p['repeats']}): pre-trained {pre['test_top1']:.3f} ± {pre['std']:.3f} vs random init "
-              f"{rnd['test_top1']:.3f} ± {rnd['std']:.3f}")
-        gain, margin = pre["test_top1"] - rnd["test_top1"], 2 * max(pre["std"], rnd["std"])
-        print(f"pre-trained minus random init: {gain:+.3f}, {'more' if gain > margin else 'not more'} than twice the "
-              f"larger s.d. ({margin:.3f})")
-    return 0
+    """Command line; returns the exit status: 2 with one line on a bad argument (before DeepSpeed starts),
+    130 / 143 with one line naming the last checkpoint and the resume command on SIGINT / SIGTERM."""
+    return run_cli(build_parser(prog), lambda args: report(train(args)), argv)
 
 
 __all__ = ["main", "build_parser", "resolve", "UsageError"]
