@@ -100,5 +100,6 @@ def test_pretraining_step(benchmark, impl, dtype):
            precision="bf16 autocast, fp32 parameters" if bf16 else "fp32", backend_ran=impl.backend,
            compile_mode=impl.compile_mode or "eager", lengths_on="device" if impl.compiled else "cpu",
            saved_activation_mb_per_seq=saved / BATCH / 2**20, compiled_check=measured["compiled_check"],
+           ran=measured["kernels"],  # the longest kernels the profiler saw (which SDPA backend, which GEMMs)
            peak_mem_mb=None if peak is None else peak / 2**20, autotuned=autotuned_configs() if impl.ours else None,
            profile=profile, kernel_launches=None if profile is None else profile["kernel_launches"])

@@ -12,10 +12,12 @@ their ``triton_op`` registration with pinned configs.
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 import torch
+from torch._inductor.utils import run_and_get_code
 
 from hitrs_fast import HiTRSConfig, HiTRSForPretraining
 from hitrs_fast.sampling import SampleRandom
@@ -41,6 +43,15 @@ def _batch(lengths: list[int], seed: int, device: torch.device):
     return x.to(device), torch.tensor(lengths), torch.arange(b, device=device) + 100 * seed
 
 
+def count_launches(code: str) -> int:
+    """Kernel launches in the ``call`` function of an Inductor output module: its generated kernels (C++, or
+    Triton ``.run``, our kernels included on a GPU), the extern calls (GEMMs) and the custom ops (our Triton
+    kernels, opaque under the interpreter)."""
+    body = code.split("def call(args)", 1)[1].split("\ndef ", 1)[0]
+    pattern = r"^\s+(?:\w+ = )?(cpp_fused_\w+\(|\w+\.run\(|extern_kernels\.\w+\(|torch\.ops\.\w+\.\w+)"
+    return len(re.findall(pattern, body, flags=re.MULTILINE))
+
+
 def _step(model, x, lengths, ids, seed: int, compiled: bool, dtype: torch.dtype = DTYPE):
     model.zero_grad(set_to_none=True)
     x, lengths, rng = step_inputs(x, lengths, ids, seed, compiled)
@@ -62,8 +73,10 @@ def test_triton_step_compiles_with_inductor_matches_eager_and_keeps_one_graph_pe
 
     x, lengths, ids = _batch([24, 19, 22], seed=1, device=device)
     start = time.perf_counter()
-    got = _step(compiled, x, lengths, ids, seed=11, compiled=True)
+    got, codes = run_and_get_code(lambda: _step(compiled, x, lengths, ids, seed=11, compiled=True))
     seconds = time.perf_counter() - start
+    forward_launches = count_launches(codes[0])
+    assert forward_launches <= 100, f"{forward_launches} kernel launches in the compiled forward"
     want = _step(eager, x, lengths, ids, seed=11, compiled=False)
     assert got[0].keys() == want[0].keys() and got[1].keys() == want[1].keys()
     if DTYPE == torch.float32:
@@ -87,7 +100,9 @@ def test_triton_step_compiles_with_inductor_matches_eager_and_keeps_one_graph_pe
     atol, rtol = tolerance("model", DTYPE)
     assert_close_verbose(got2[0]["loss"], want2[0]["loss"], atol, rtol, "second batch loss")
     with capsys.disabled():
-        print(f"\n[compiled Triton step: Inductor compile + first step {seconds:.0f} s on this CPU]")
+        print(f"\n[compiled Triton step: Inductor compile + first step {seconds:.0f} s on this CPU; "
+              f"{forward_launches} kernel launches in the forward graph, {count_launches(codes[-1])} in the "
+              "backward]")
 
 
 def test_sample_random_seed_tensor_draws_what_the_int_draws():
