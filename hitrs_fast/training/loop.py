@@ -132,10 +132,10 @@ def fit(
                 best, best_payload = {"epoch": epoch, **metrics}, payload
         history.append(row)
         logger.log(epoch, {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "epoch"})
-        atomic_torch_save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                           "history": history, "best": best, "last": last, "best_payload": best_payload,
-                           "last_payload": last_payload}, ckpt_path)
-        session.checkpoint_saved(f"epoch {epoch}", ckpt_path)
+        with session.saving(f"epoch {epoch}", ckpt_path):
+            atomic_torch_save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                               "history": history, "best": best, "last": last, "best_payload": best_payload,
+                               "last_payload": last_payload}, ckpt_path)
         shown = {"loss": f"{row['train_loss']:.4g}", **({primary: f"{row[primary]:.4g}"} if primary in row else {})}
         if bar.disable:
             print(f"{desc}: epoch {epoch}/{epochs} " + " ".join(f"{k} {v}" for k, v in shown.items()), flush=True)

@@ -391,10 +391,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 and _any_rank(time.perf_counter() - t0 > args.max_seconds_this_run, device):
             end_step = done  # the time is up (on some rank: all stop together): checkpoint here and stop
         if (args.ckpt_every and done % args.ckpt_every == 0) or done == end_step:
-            tag = ckpt.save(engine, done, {"step": done, "run": run})
-            session.checkpoint_saved(f"step {done}", ckpt.root / tag)
-            if rank == 0:  # the encoder of the newest checkpoint, ready for --init while the run goes on
-                save_module_atomic(model.encoder, run_dir / "encoder.pt", {"config": run["model"], "step": done})
+            with session.saving(f"step {done}", ckpt.root / ckpt.tag_for(done)):
+                ckpt.save(engine, done, {"step": done, "run": run})
+                if rank == 0:  # the encoder of the newest checkpoint, ready for --init while the run goes on
+                    save_module_atomic(model.encoder, run_dir / "encoder.pt", {"config": run["model"], "step": done})
         if done == end_step:
             break
     progress.close()

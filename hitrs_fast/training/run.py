@@ -166,8 +166,8 @@ class RunSession:
     interruption ends with one line naming that checkpoint and the command that resumes from it.
 
     :func:`run_cli` makes one per command and makes it :meth:`current` while the command runs; the training
-    code reports :meth:`started` (the run directory), :meth:`checkpoint_saved` after each complete checkpoint
-    and :meth:`resuming` when it continues from one."""
+    code reports :meth:`started` (the run directory), writes each checkpoint inside :meth:`saving` (or reports
+    :meth:`checkpoint_saved` after it) and :meth:`resuming` when it continues from one."""
 
     _current: ClassVar[RunSession | None] = None
 
@@ -175,6 +175,8 @@ class RunSession:
         self.prog, self.argv = prog, list(argv)
         self.run_dir: Path | None = None
         self.checkpoint: tuple[str, str] | None = None  # (what, e.g. "step 50", path)
+        self._holding = False  # inside saving(): a signal waits until the checkpoint is written and recorded
+        self._pending: int | None = None
 
     @classmethod
     def current(cls) -> RunSession:
@@ -189,6 +191,20 @@ class RunSession:
     def checkpoint_saved(self, what: str, path: str | os.PathLike) -> None:
         """A complete checkpoint now exists at ``path`` (``what``: ``"step 50"``, ``"epoch 3"``)."""
         self.checkpoint = (what, str(path))
+
+    @contextmanager
+    def saving(self, what: str, path: str | os.PathLike) -> Iterator[None]:
+        """Writes a checkpoint: SIGINT / SIGTERM arriving inside wait until the block has ended and the
+        checkpoint is recorded, so the interruption names what is on disk (a signal between the write and
+        its record would name the checkpoint before, and the printed resume would not say where it goes on)."""
+        self._holding, self._pending = True, None
+        try:
+            yield
+            self.checkpoint_saved(what, path)
+        finally:
+            self._holding = False
+        if self._pending is not None:
+            raise Interrupted(self._pending)
 
     def resuming(self, what: str, path: str | os.PathLike, total: str) -> None:
         """Prints where a ``--resume`` run continues (``resuming from step 50 of 400 (PATH)``); that
@@ -225,6 +241,9 @@ class RunSession:
         handlers = {}
         if threading.current_thread() is threading.main_thread():
             def interrupt(signum, frame):
+                if self._holding:
+                    self._pending = signum
+                    return
                 raise Interrupted(signum)
 
             handlers = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from hitrs_fast.data.store import StoreSample, write_store
-from hitrs_fast.training.run import RunSession
+from hitrs_fast.training.run import Interrupted, RunSession
 
 
 @pytest.fixture()
@@ -75,3 +75,23 @@ def test_resume_command_keeps_the_arguments_and_sets_run_dir_and_resume():
     assert session.interrupted_message(signal.SIGINT) == (
         "hitrs pretrain: interrupted (SIGINT); last complete checkpoint: runs/pre/checkpoints/step00000004 (step 4); "
         "resume: hitrs pretrain --data 'my store' --steps 9 --run-dir runs/pre --resume")
+
+
+def test_a_signal_during_a_checkpoint_write_waits_and_names_that_checkpoint(tmp_path):
+    """A signal between the checkpoint's write and its record once named the checkpoint before (CI saw the
+    printed resume continue from epoch 27 when the line said 26): inside ``saving`` it waits for the record."""
+    session = RunSession("hitrs", ["recognize"])
+    session.started(tmp_path)
+    session.checkpoint_saved("epoch 1", tmp_path / "checkpoint.pt")
+    with session.active():
+        with pytest.raises(Interrupted) as caught:
+            with session.saving("epoch 2", tmp_path / "checkpoint.pt"):
+                os.kill(os.getpid(), signal.SIGTERM)  # delivered here, mid-write
+                written = True  # the write goes on to its end
+    assert written and caught.value.exit_status == 143
+    assert "(epoch 2)" in session.interrupted_message(signal.SIGTERM)
+    # Outside a save the signal interrupts at once.
+    with session.active():
+        with pytest.raises(Interrupted):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
