@@ -125,7 +125,7 @@ class VideoEncoder(nn.Module):
                              "raise HiTRSConfig.max_clips or shorten the sequences")
         tokens = self.input_map(clips) + self.pos[:w]
         tokens = torch.cat([tokens, self.cls_token.expand(b, -1, -1)], dim=1)
-        return self.transformer(tokens, KeyPaddingMask(lengths, cls_last=True))[:, -1]
+        return self.transformer(tokens, KeyPaddingMask(lengths, unit="tokens", cls="last"))[:, -1]
 
 
 @dataclass
