@@ -87,13 +87,13 @@ class AttentionInputs:
     dropout_p: float = 0.0
 
 
-def _kernel_parts(mask: AttentionMask) -> tuple[AttentionMask, KeyPaddingMask | None] | str:
-    """The mask as (one structured rule, key padding or None), or why the kernel cannot compute it."""
+def _kernel_parts(mask: AttentionMask) -> tuple[AttentionMask | None, KeyPaddingMask | None] | str:
+    """The mask as (one structured rule or None, key padding or None), or why the kernel cannot compute it."""
     if type(mask) is DenseMask:
         return ("a dense mask tensor: the kernel computes masks from token indices and ids and cannot skip the "
                 "blocks of an arbitrary tensor (use a mask of hitrs_fast.masks, or give a float mask as bias=)")
     if type(mask) is KeyPaddingMask:
-        return NoMask(), mask
+        return None, mask
     if type(mask) is not AndMask:
         return mask, None
     parts = [part for part in mask.parts if type(part) is not NoMask]
@@ -102,7 +102,7 @@ def _kernel_parts(mask: AttentionMask) -> tuple[AttentionMask, KeyPaddingMask | 
     if len(padding) > 1 or len(rules) > 1 or len(padding) + len(rules) != len(parts):
         return (f"mask {mask.describe()}: the kernel combines one structured mask with one KeyPaddingMask (this "
                 "combination runs on SDPA)")
-    return (rules[0] if rules else NoMask()), (padding[0] if padding else None)
+    return (rules[0] if rules else None), (padding[0] if padding else None)
 
 
 def kernel_mask_reasons(mask: AttentionMask) -> list[str]:
@@ -129,7 +129,7 @@ def kernel_mask_args(mask: AttentionMask, device: torch.device) -> dict:
     return args
 
 
-def _rule_args(rule: AttentionMask) -> dict:
+def _rule_args(rule: AttentionMask | None) -> dict:
     if type(rule) is FrameMask:
         args = {"mask_kind": MASK_FRAME, "frame_size": rule.frame_size, "cls": rule.cls, "allow_self": rule.allow_self}
         if rule.order == "joint_major":
@@ -788,7 +788,7 @@ class FrameAttentionBlock(nn.Module):
     Examples::
 
         block = FrameAttentionBlock(256, 8, 64, dropout=0.2)
-        y = block(torch.randn(4, 176, 256), FrameMask(frame_size=25, num_frames=7))   # [4, 176, 256]
+        y = block(torch.randn(4, 176, 256), FrameMask(frame_size=25, num_frames=7, cls="last"))   # [4, 176, 256]
     """
 
     def __init__(self, dim: int, num_heads: int, head_dim: int, dropout: float = 0.0, backend: str = "auto",

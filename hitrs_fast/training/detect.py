@@ -24,6 +24,7 @@ frames away from their labels.
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 import numpy as np
@@ -122,8 +123,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          "convert pku ...`, or the synthetic untrimmed set (no --data)")
     k = num_action_classes(store)
     train_vids, test_vids = store.split_indices(args.split), store.split_indices(args.test_split)
-    recipe = job.load_recipe(required=("window", "frames_per_window", "steps_per_epoch", "eval_window",
-                                       "postprocess"))
+    recipe = job.load_recipe(required=("window", "frames_per_window", "eval_window", "postprocess"))
+    # A pass = as many classified frames as the training split holds; an epoch is one unless the recipe says.
+    per_step = int(recipe["batch_size"]) * int(recipe["frames_per_window"])
+    pass_steps = math.ceil(int(store.lengths[train_vids].sum()) / per_step)
+    recipe = job.plan(int(recipe.get("steps_per_epoch", pass_steps)), pass_steps)
     post = dict(recipe["postprocess"])
     method = args.postprocess or post.pop("method", "majority")
     post.pop("method", None)
@@ -131,7 +135,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             postprocess={"method": method, **post})
 
     window, per_window = int(recipe["window"]), int(recipe["frames_per_window"])
-    batch_size, steps = int(recipe["batch_size"]), int(recipe["steps_per_epoch"])
+    batch_size, steps = int(recipe["batch_size"]), int(recipe.get("steps_per_epoch", pass_steps))
     ctx = clip_context(model.encoder.config)
     lengths = store.lengths[train_vids]
     # Videos are drawn in proportion to their frames, so every training frame is equally likely.
@@ -210,21 +214,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             metrics["mAP_b"] = evaluate_detection(props, gt, "B", args.theta, num_classes=k)["mAP"]
         return metrics, {v: p.half() for v, p in probs.items()}
 
+    test_labels = np.concatenate([np.asarray(store.frame_labels(v)) for v in test_vids.tolist()])
+    majority = int(np.argmax(np.bincount(test_labels)))
     primary = "mAP_a" if "A" in protocols else "mAP_b"
     res = job.fit(batches=batches, loss_fn=loss_fn, evaluate=evaluate, primary=primary, higher_is_better=True,
                   desc=f"detect {args.mode}")
     atomic_torch_save(res.last_payload, job.run_dir / "test_frame_probs.pt")
-    result = job.finish({"task": TASK, "mode": args.mode, "init": job.encoder_info["init"], "theta": args.theta,
-                         "protocols": list(protocols), "postprocess": {"method": method, **post},
-                         "num_action_classes": k, "classes_without_test_segments": absent,
-                         "test_videos": int(test_vids.size),
-                         "gt_segments": int(sum(len(g) for g in gt.values())), "gt_one_frame_runs_dropped": dropped,
-                         "last_epoch": res.last, "best_epoch_on_test": res.best, "seconds": res.seconds})
     shown = [m for m in ("mAP_a", "mAP_v", "mAP_b", "frame_acc") if m in res.last]
     print(f"{args.test_split}, last epoch ({res.last['epoch']}): "
           + ", ".join(f"{m} {res.last[m]:.4f}" for m in shown)
           + f" | best epoch ({res.best['epoch']}, chosen on {args.test_split} by {primary}): "
           + ", ".join(f"{m} {res.best[m]:.4f}" for m in shown))
+    verdict = job.versus_baseline(
+        "frame_acc", res.last["frame_acc"], "always background" if majority == 0 else f"always class {majority}",
+        float(np.mean(test_labels == majority)), "train longer (--epochs), fine-tune (--mode finetune) or start "
+        "from a pre-trained encoder (--init)")
+    result = job.finish({"task": TASK, "mode": args.mode, "init": job.encoder_info["init"], "theta": args.theta,
+                         "protocols": list(protocols), "postprocess": {"method": method, **post},
+                         "num_action_classes": k, "classes_without_test_segments": absent,
+                         "test_videos": int(test_vids.size),
+                         "gt_segments": int(sum(len(g) for g in gt.values())), "gt_one_frame_runs_dropped": dropped,
+                         "last_epoch": res.last, "best_epoch_on_test": res.best, "seconds": res.seconds,
+                         "versus_baseline": verdict})
     return result
 
 

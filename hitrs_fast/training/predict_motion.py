@@ -21,6 +21,7 @@ skipped. Body slot ``--body`` (default 0, the main actor) is predicted.
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 import numpy as np
@@ -86,6 +87,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if w.shape[0] == 0:
             raise UsageError(f"split {name!r} of {store.root}: no window of {length} frames (observe {args.observe} "
                              f"+ horizon {args.horizon}) with body {args.body} present; sequences are too short")
+    print(f"windows of {length} frames (observe {args.observe} + horizon {args.horizon}), body {args.body}: "
+          f"{train.shape[0]} from {args.split!r} (stride {recipe['train_stride']}), {test.shape[0]} from "
+          f"{args.test_split!r} (stride {recipe['test_stride']})", flush=True)
+    recipe = job.plan(math.ceil(math.ceil(train.shape[0] / int(recipe["batch_size"])) / int(recipe["grad_accum"])))
     model = job.build_model(lambda encoder: MotionPredictor(encoder, args.horizon, int(recipe["hidden"]),
                                                             ablate_encoder=args.ablate_encoder),
                             train_windows=int(train.shape[0]), test_windows=int(test.shape[0]))

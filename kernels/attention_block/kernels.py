@@ -6,7 +6,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from hitrs_fast.kernels.common.jit import cast, mma
+from hitrs_fast.kernels.common.jit import cast, keep_mask, mma
 from hitrs_fast.kernels.common.masks import allowed
 
 
@@ -22,12 +22,6 @@ def _layer_norm_rows(X, LN_W, LN_B, p_x, m_x, o_c, m_c, C, eps):
     b_b = tl.load(LN_B + o_c, mask=m_c, other=0.0).to(tl.float32)
     return b_x, b_xhat, b_rstd, b_xhat * b_w[None, :] + b_b[None, :]
 
-
-@triton.jit
-def _keep_mask(SEED, o_row, o_c, C, drop_p):
-    """Dropout keep mask ``[ROWS, C_PAD]``: Philox on the element index, kept with probability 1 - p."""
-    seed = tl.load(SEED)
-    return tl.rand(seed, o_row[:, None] * C + o_c[None, :]) >= drop_p
 
 
 @triton.jit
@@ -107,7 +101,7 @@ def attention_block_fwd_kernel(
         b_a = mma(cast(b_p, b_v.dtype, INTERP_BF16), b_v, INPUT_PRECISION, INTERP_BF16)  # [R, D]
         b_z += mma(cast(b_a, b_v.dtype, INTERP_BF16), b_wo, INPUT_PRECISION, INTERP_BF16)  # [R, CP]
     if DROPOUT:
-        b_z = tl.where(_keep_mask(SEED, o_row, o_c, C, drop_p), b_z * drop_scale, 0.0)
+        b_z = tl.where(keep_mask(SEED, o_row, o_c, C, drop_p), b_z * drop_scale, 0.0)
     tl.store(OUT + o_row[:, None] * C + o_c[None, :], cast(b_x + b_z, OUT.dtype.element_ty, INTERP_BF16), mask=m_x)
 
 
@@ -133,7 +127,7 @@ def attention_block_bwd_kernel(
     b_dy = tl.load(DY + o_row[:, None] * stride_dyr + o_c[None, :] * stride_dyc, mask=m_x, other=0.0).to(tl.float32)
     b_dz = b_dy
     if DROPOUT:
-        b_dz = tl.where(_keep_mask(SEED, o_row, o_c, C, drop_p), b_dy * drop_scale, 0.0)
+        b_dz = tl.where(keep_mask(SEED, o_row, o_c, C, drop_p), b_dy * drop_scale, 0.0)
         tl.store(DZ + o_row[:, None] * C + o_c[None, :], cast(b_dz, DZ.dtype.element_ty, INTERP_BF16), mask=m_x)
     b_dz = cast(b_dz, WQKV.dtype.element_ty, INTERP_BF16)
     b_dxn = tl.zeros([ROWS, C_PAD], dtype=tl.float32)  # dL/dxn, summed over the heads on chip

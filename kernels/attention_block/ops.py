@@ -13,7 +13,7 @@ from hitrs_fast.kernels.attention_block.kernels import attention_block_bwd_kerne
 from hitrs_fast.kernels.common.jit import LOG2E, input_precision
 from hitrs_fast.kernels.common.launch import launch_autotuned
 from hitrs_fast.kernels.common.registration import register
-from hitrs_fast.kernels.common.tuning import benchmark, interpreting, single_config
+from hitrs_fast.kernels.common.tuning import autotune, interpreting, single_config
 
 AUTOTUNE_KEY = ["ROWS", "C_PAD", "HEADS", "HEAD_DIM", "MASK_KIND", "FRAME_SIZE", "CLS_POS", "ALLOW_SELF", "DROPOUT",
                 "INPUT_PRECISION"]
@@ -31,7 +31,7 @@ def gpu_configs() -> list[triton.Config]:
 @functools.cache
 def _autotuned(kernel):
     configs = [_SINGLE] if single_config() else gpu_configs()
-    return triton.autotune(configs=configs, key=AUTOTUNE_KEY, do_bench=benchmark)(kernel)
+    return autotune(kernel, configs, AUTOTUNE_KEY)
 
 
 def tile_rows(c: int) -> int:

@@ -37,6 +37,21 @@ def cast(x, dtype: tl.constexpr, INTERP_BF16: tl.constexpr):
     return x.to(dtype)
 
 
+@triton.jit
+def gelu_and_grad(b_h):
+    """Exact GELU ``h * Phi(h)`` and its derivative ``Phi(h) + h * phi(h)``."""
+    b_cdf = 0.5 * (1.0 + tl.erf(b_h * 0.7071067811865476))
+    b_pdf = tl.exp(-0.5 * b_h * b_h) * 0.3989422804014327  # 1 / sqrt(2 pi)
+    return b_h * b_cdf, b_cdf + b_h * b_pdf
+
+
+
+@triton.jit
+def keep_mask(SEED, o_row, o_c, C, drop_p):
+    """Dropout keep mask ``[ROWS, C_PAD]``: Philox on the element index, kept with probability 1 - p."""
+    seed = tl.load(SEED)
+    return tl.rand(seed, o_row[:, None] * C + o_c[None, :]) >= drop_p
+
 
 FP32_PRECISION_ENV = "HITRS_FAST_FP32_PRECISION"
 FP32_PRECISIONS = ("tf32x3", "ieee", "tf32")

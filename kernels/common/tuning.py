@@ -18,6 +18,8 @@ Benchmarker = Callable[[Callable[[], object], list[float]], list[float]]
 
 # Set only inside ``benchmarker_override``.
 _benchmarker: Benchmarker | None = None
+# The newest autotuner of every kernel (by kernel name), for reports of what was chosen.
+_autotuners: dict[str, object] = {}
 
 
 def interpreting() -> bool:
@@ -76,3 +78,19 @@ def benchmarker_override(do_bench: Benchmarker | None):
         yield
     finally:
         _benchmarker = previous
+
+
+def autotune(kernel, configs: list[triton.Config], key: list[str], prune=None):
+    """``triton.autotune`` of ``kernel`` over ``configs`` with :func:`benchmark` and an optional
+    ``early_config_prune``; remembered for :func:`chosen_configs`."""
+    tuner = triton.autotune(configs=configs, key=key, do_bench=benchmark,
+                            prune_configs_by={"early_config_prune": prune} if prune is not None else None)(kernel)
+    _autotuners[getattr(kernel, "__name__", repr(kernel))] = tuner
+    return tuner
+
+
+def chosen_configs() -> dict[str, dict[str, str]]:
+    """The config each autotuned kernel chose, per autotune key, e.g. for a benchmark row: eager launches and the
+    configs pinned into compiled graphs alike (:mod:`hitrs_fast.kernels.common.launch`)."""
+    return {name: {str(k): str(v) for k, v in tuner.cache.items()} for name, tuner in _autotuners.items()
+            if tuner.cache}

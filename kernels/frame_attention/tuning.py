@@ -10,7 +10,7 @@ import torch
 import triton
 
 from hitrs_fast.kernels.common.tuning import (
-    benchmark,
+    autotune,
     benchmarker_override,
     is_hopper_or_newer,
     launch_args,
@@ -166,8 +166,7 @@ def autotune_configs(fwd: list[triton.Config], bwd: list[triton.Config], do_benc
 
 
 def _autotune(kernel, configs: list[triton.Config], prune, key: list[str] = AUTOTUNE_KEY):
-    return triton.autotune(configs=configs, key=key, prune_configs_by={"early_config_prune": prune},
-                           do_bench=benchmark)(kernel)
+    return autotune(kernel, configs, key, prune)
 
 
 @functools.cache

@@ -6,13 +6,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _gelu_and_grad(b_h):
-    """Exact GELU ``h * Phi(h)`` and its derivative ``Phi(h) + h * phi(h)``."""
-    b_cdf = 0.5 * (1.0 + tl.erf(b_h * 0.7071067811865476))
-    b_pdf = tl.exp(-0.5 * b_h * b_h) * 0.3989422804014327  # 1 / sqrt(2 pi)
-    return b_h * b_cdf, b_cdf + b_h * b_pdf
+from hitrs_fast.kernels.common.jit import gelu_and_grad
 
 
 @triton.jit
@@ -69,7 +63,7 @@ def joint_embedding_fwd_kernel(
         b_xc = tl.load(x_ptr + o_f * stride_xf + o_v * stride_xv + c * stride_xc, mask=m_t, other=0.0)
         b_wc = tl.load(w_ptr + o_d * stride_wd + c * stride_wc, mask=m_d, other=0.0)
         b_h += b_xc.to(tl.float32)[:, None] * b_wc.to(tl.float32)[None, :]  # [BM, BD]
-    b_g, _ = _gelu_and_grad(b_h)
+    b_g, _ = gelu_and_grad(b_h)
 
     b_mean = tl.sum(b_g, axis=1) / D  # [BM]
     b_cen = tl.where(m_d[None, :], b_g - b_mean[:, None], 0.0)  # [BM, BD]
@@ -125,7 +119,7 @@ def joint_embedding_bwd_frames_kernel(
             b_xc = tl.load(x_ptr + o_x + c * stride_xc, mask=m_r, other=0.0).to(tl.float32)
             b_wc = tl.load(w_ptr + o_d * stride_wd + c * stride_wc, mask=m_d, other=0.0).to(tl.float32)
             b_h += b_xc[:, None] * b_wc[None, :]  # [R, BD]
-        b_g, b_dgelu = _gelu_and_grad(b_h)
+        b_g, b_dgelu = gelu_and_grad(b_h)
         b_mean = tl.load(mean_ptr + o_t, mask=m_r, other=0.0)  # [R]
         b_rstd = tl.load(rstd_ptr + o_t, mask=m_r, other=0.0)
         b_n = tl.where(m_rd, (b_g - b_mean[:, None]) * b_rstd[:, None], 0.0)  # [R, BD]
@@ -199,7 +193,7 @@ def joint_embedding_bwd_tokens_kernel(
             b_xc = tl.sum(tl.where(o_c[None, :] == c, b_x, 0.0), axis=1)  # [BT]
             b_wc = tl.load(w_ptr + o_d * stride_wd + c * stride_wc, mask=m_d, other=0.0).to(tl.float32)
             b_h += b_xc[:, None] * b_wc[None, :]  # [BT, BD]
-        b_g, b_dgelu = _gelu_and_grad(b_h)
+        b_g, b_dgelu = gelu_and_grad(b_h)
         b_n = tl.where(m_rd, (b_g - b_mean[:, None]) * b_rstd[:, None], 0.0)  # [BT, BD]
 
         b_dy = tl.load(dy_ptr + o_t[:, None] * D + o_d[None, :], mask=m_rd, other=0.0).to(tl.float32)

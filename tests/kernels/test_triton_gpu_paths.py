@@ -203,6 +203,23 @@ def test_fused_block_compiles_for_sm90():
     assert all(row["grid"] == [_cdiv(64, 5)] for row in report["block-ftrs-bf16"])
 
 
+def test_fused_ffn_compiles_for_sm90():
+    """The fused FFN sublayer at the widths of the three levels (F-TRS C 128 / F 128 in bf16; C-TRS 256 / 128 and
+    V-TRS 512 / 256 with an fp32 stream under autocast), every GPU config of both kernels: within sm_90's shared
+    memory, warp-group MMA in the 64-row tiles, and register spills bounded so a change that makes them much worse
+    is seen. (It has not run on a GPU: this is what a CPU can check of it.)"""
+    from tests.kernels.triton_without_gpu import FFN_CASES
+
+    report = run_script("compile", *FFN_CASES, timeout=1800)
+    for name in FFN_CASES:
+        rows = report[name]
+        _check_compiled(rows, name, all_fit=True)
+        assert {row["kernel"] for row in rows} == {"ffn_block_fwd_kernel", "ffn_block_bwd_kernel"}
+        assert all(row["grid"][0] > 0 for row in rows)
+        assert all(row["usage"].get("stack", 0) <= 1024 for row in rows), [(r["kernel"], r["usage"]) for r in rows]
+    assert all(row["wgmma"] for row in report["ffn-ftrs-bf16"])  # 64-row tiles at a 128-wide hidden layer
+
+
 @pytest.mark.slow
 def test_dtype_mask_and_length_matrix_compiles_for_sm90():
     """The other dtypes, head dims and mask paths (fp32 with tf32x3, fp16 with tile skipping, D = 128,

@@ -65,6 +65,7 @@ if not torch.cuda.is_available():
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from hitrs_fast.kernels import attention_block as ab  # noqa: E402
 from hitrs_fast.kernels import capabilities  # noqa: E402
+from hitrs_fast.kernels import ffn_block as ffn  # noqa: E402
 from hitrs_fast.kernels import frame_attention as fa  # noqa: E402
 from hitrs_fast.kernels import joint_embedding as je  # noqa: E402
 from hitrs_fast.kernels.common.launch import autotune_key  # noqa: E402
@@ -253,6 +254,12 @@ FEATURE_CASES = {
                                                       {"joint_frames": 7, "bias": (2, 1)}),
 }
 EMBEDDING_CASES = {"joint-embedding-fp32-out": torch.float32, "joint-embedding-bf16-out": torch.bfloat16}
+# name -> (x dtype, C, F, dropout): the fused FFN sublayer at the three levels' widths, bf16 dots (autocast: fp32 x)
+FFN_CASES = {
+    "ffn-ftrs-bf16": (torch.bfloat16, 128, 128, 0.2),
+    "ffn-ctrs-fp32-x": (torch.float32, 256, 128, 0.2),
+    "ffn-vtrs-fp32-x": (torch.float32, 512, 256, 0.2),
+}
 # name -> (x dtype, compute dtype, N, C, mask kind, dropout): the fused block at the F-TRS shape (H 8 x D 64)
 BLOCK_CASES = {
     "block-ftrs-bf16": (torch.bfloat16, torch.bfloat16, 25, 128, fa.MASK_NONE, 0.2),
@@ -301,6 +308,18 @@ def _block_launches(x_dtype, compute_dtype, n, c, kind, dropout) -> list[Launch]
     mask = (heads, 1e-5, d ** -0.5, kind, 25, fa.CLS_LAST if kind == fa.MASK_FRAME else fa.CLS_NONE, True, dropout)
     fwd = record_launches(ab.ops, ab.attention_block_fwd, x, *params, *mask)
     return fwd + record_launches(ab.ops, ab.attention_block_bwd, torch.randn_like(x), x, *params, *mask)
+
+
+def _ffn_launches(x_dtype, c, f, dropout) -> list[Launch]:
+    """The fused FFN sublayer's forward and backward launches: 4 096 rows, bf16 weights, fp32 LN and biases."""
+    x = torch.randn(4096, c, dtype=x_dtype)
+    params = (torch.ones(c), torch.zeros(c), torch.randn(f, c, dtype=torch.bfloat16), torch.zeros(f),
+              torch.randn(c, f, dtype=torch.bfloat16), torch.zeros(c))
+    seed = torch.zeros(1, dtype=torch.int64) if dropout else None
+    fwd = record_launches(ffn.ops, ffn.ffn_block_fwd, x, *params, seed, 1e-5, dropout, True)
+    stats = torch.zeros(4096)
+    return fwd + record_launches(ffn.ops, ffn.ffn_block_bwd, torch.randn_like(x), x, *params[:5], stats, stats,
+                                 seed, dropout)
 
 
 def _embedding_launches(out_dtype: torch.dtype) -> list[Launch]:
@@ -354,6 +373,8 @@ def compile_cases(names: list[str], deepest_only: bool) -> dict:
                 launches = _block_launches(*BLOCK_CASES[name])
             elif name in FEATURE_CASES:
                 launches = _feature_launches(*FEATURE_CASES[name])
+            elif name in FFN_CASES:
+                launches = _ffn_launches(*FFN_CASES[name])
             else:
                 variant = "resident" if name.startswith("resident") else "split"
                 launches = _attention_launches(*ATTENTION_CASES[name], variant=variant)
