@@ -203,20 +203,8 @@ def _compare(got: dict, expected: dict, where: str) -> None:
         assert_close_verbose(got[name], expected[name], atol, rtol, f"{name} ({where})")
 
 
-HEAVY = ("mae-kept-10pct-of-N750", "N750-window-10pct-frames-kept-B1")
-"""The cases long under the interpreter: marked slow on Triton, as the other big interpreter cases (the campaign's
-test part deselects slow; ``make test`` runs them)."""
-
-
-def _case_params():
-    for name in CASES:
-        for backend in ("torch", "sdpa", "triton"):
-            marks = [pytest.mark.interpreter] if backend == "triton" else []
-            marks += [pytest.mark.slow] if backend == "triton" and name in HEAVY else []
-            yield pytest.param(name, backend, marks=marks, id=f"{name}-{backend}")
-
-
-@pytest.mark.parametrize(("name", "backend"), list(_case_params()))
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", list(CASES))
 def test_matches_float64_oracle(name: str, backend: str):
     case = CASES[name]
     q, k, v, do, mask, allowed, bias, additive = _inputs(case)

@@ -198,11 +198,7 @@ def _compare(got, expected, where):
         assert_close_verbose(got[1][name], grad, atol, rtol, f"d{name} ({where})")
 
 
-SLOW_TRITON = pytest.param("triton", marks=[pytest.mark.interpreter, pytest.mark.slow])
-"""The whole model under the interpreter takes long: slow, as the other big interpreter cases."""
-
-
-@pytest.mark.parametrize("backend", ["torch", "sdpa", SLOW_TRITON])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_masked_autoencoder_encoder(backend):
     device = kernel_device()
     torch.manual_seed(0)
@@ -249,7 +245,6 @@ def test_partitioned_transformer_training_draws_the_peers_dropout_on_the_referen
 
 
 @pytest.mark.interpreter
-@pytest.mark.slow
 def test_partitioned_transformer_training_on_the_kernel(monkeypatch):
     """The kernel draws its own dropout masks (one seed per layer from PyTorch's generator); replayed into the plain
     model in place of ``F.dropout``, the peer gives the kernel's output and gradients."""
