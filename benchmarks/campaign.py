@@ -52,8 +52,8 @@ leaves what it measured:
 tiny sizes, Triton through its interpreter, short budgets. It catches a missing import
 or a broken part without a GPU; none of its timings is a speed result.
 
-Install fallback: with setuptools < 64, pip installs through ``setup.py develop``, which
-puts the checkout on ``sys.path`` but cannot map the top-level ``kernels/`` folder to
+Install fallback: with setuptools < 77 the editable install fails (the SPDX license field), and below 64 pip
+installs through ``setup.py develop``, which cannot map the top-level ``kernels/`` folder to
 ``hitrs_fast.kernels``. The campaign then writes a two-file import hook into the
 interpreter's site-packages (``hitrs_fast_campaign_hook.pth`` and
 ``_hitrs_fast_campaign_hook.py``, which maps that one package to ``kernels/``), checks
@@ -334,7 +334,7 @@ def install_part(c: Campaign, timeout: float) -> tuple[str, str]:
         return "passed", (f"fallback import hook ({pip_note}; setuptools {info['setuptools']}: {detail}); "
                           f"{detail2}")
     return "stop", (f"cannot make hitrs_fast importable: {pip_note}; {detail}; fallback: {detail2}. "
-                    "Install setuptools >= 64 (`python -m pip install 'setuptools>=64'` with a carried wheel) "
+                    "Install setuptools >= 77 (`python -m pip install 'setuptools>=77'` with a carried wheel) "
                     "and rerun")
 
 

@@ -197,13 +197,14 @@ def render_campaign(results: dict) -> str:
         steps = by_op["model_step"]
         cols = ("peer", "dtype", "compile_mode", "lengths_on", "shape", "median_ms", "p20_ms", "p80_ms", "seq_per_s",
                 "tflops", "kernel_launches", "saved_activation_mb_per_seq", "peak_mem_mb",
-                *(("speedup_vs_best_peer",) if speedups else ()))
+                *(("speedup_vs_best_peer",) if speedups else ()), "ran")
         parts += ["## Pre-training step (forward + backward + AdamW)", "", caption(results), "",
                   table(steps, cols, {"seq_per_s": "samples/s", "tflops": "model TFLOP/s",
                                       "compile_mode": "compile", "lengths_on": "lengths on",
                                       "kernel_launches": "GPU kernels / step",
                                       "saved_activation_mb_per_seq": "saved MiB/sample", "peak_mem_mb": "peak MiB",
-                                      "speedup_vs_best_peer": "× best peer row"}), ""]
+                                      "speedup_vs_best_peer": "× best peer row",
+                                      "ran": "longest kernels (profiler)"}), ""]
         parts += step_profile_section(steps)
     if by_op.get("pretrain_throughput"):
         pt = by_op["pretrain_throughput"]

@@ -1,6 +1,8 @@
 """The pre-training step of the Triton backend under ``torch.compile`` with Inductor, as training compiles it
 (``hitrs_fast.training.compiled``): one graph forward and backward (``fullgraph=True``), the same losses and
-gradients as the eager step, and no recompilation across batches of one length bucket.
+gradients as the eager step, and no recompilation across batches of one length bucket. The eager side is the
+reference backend with the same weights: tests/models/test_model_backends.py shows the eager Triton step equals it,
+and under the interpreter an eager Triton step costs minutes that this comparison does not need.
 
 On the CPU the kernels run through the Triton interpreter as opaque ops, so Inductor generates C++ for
 everything around them: what it fuses differs from a GPU's Triton code, but the graph, the ops and their
@@ -12,10 +14,12 @@ their ``triton_op`` registration with pinned configs.
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 import torch
+from torch._inductor.utils import run_and_get_code
 
 from hitrs_fast import HiTRSConfig, HiTRSForPretraining
 from hitrs_fast.sampling import SampleRandom
@@ -41,6 +45,16 @@ def _batch(lengths: list[int], seed: int, device: torch.device):
     return x.to(device), torch.tensor(lengths), torch.arange(b, device=device) + 100 * seed
 
 
+def count_launches(code: str) -> int:
+    """Kernel launches in the ``call`` function of an Inductor output module: its generated kernels (C++, or
+    Triton ``.run``, our kernels included on a GPU), the extern calls (GEMMs) and the custom ops (our Triton
+    kernels, opaque under the interpreter)."""
+    body = re.split(r"\n\s*def call\(", code, maxsplit=1)[1]
+    body = re.split(r"\n(?:runner = |\s*def )", body, maxsplit=1)[0]
+    pattern = r"^\s+(?:\w+ = )?(cpp_fused_\w+\(|\w+\.run\(|extern_kernels\.\w+\(|torch\.ops\.\w+\.\w+)"
+    return len(re.findall(pattern, body, flags=re.MULTILINE))
+
+
 def _step(model, x, lengths, ids, seed: int, compiled: bool, dtype: torch.dtype = DTYPE):
     model.zero_grad(set_to_none=True)
     x, lengths, rng = step_inputs(x, lengths, ids, seed, compiled)
@@ -55,15 +69,17 @@ def test_triton_step_compiles_with_inductor_matches_eager_and_keeps_one_graph_pe
     torch.manual_seed(0)
     device = kernel_device()
     model = HiTRSForPretraining(CONFIG, backend="triton").to(device)
-    eager = HiTRSForPretraining(CONFIG, backend="triton").to(device)
+    eager = HiTRSForPretraining(CONFIG, backend="torch").to(device)
     eager.load_state_dict(model.state_dict())
     torch._dynamo.reset()
     compiled = compile_module(model, CompileSettings("default", graphs=1))
 
     x, lengths, ids = _batch([24, 19, 22], seed=1, device=device)
     start = time.perf_counter()
-    got = _step(compiled, x, lengths, ids, seed=11, compiled=True)
+    got, codes = run_and_get_code(lambda: _step(compiled, x, lengths, ids, seed=11, compiled=True))
     seconds = time.perf_counter() - start
+    forward_launches = count_launches(codes[0])
+    assert forward_launches <= 100, f"{forward_launches} kernel launches in the compiled forward"
     want = _step(eager, x, lengths, ids, seed=11, compiled=False)
     assert got[0].keys() == want[0].keys() and got[1].keys() == want[1].keys()
     if DTYPE == torch.float32:
@@ -87,7 +103,9 @@ def test_triton_step_compiles_with_inductor_matches_eager_and_keeps_one_graph_pe
     atol, rtol = tolerance("model", DTYPE)
     assert_close_verbose(got2[0]["loss"], want2[0]["loss"], atol, rtol, "second batch loss")
     with capsys.disabled():
-        print(f"\n[compiled Triton step: Inductor compile + first step {seconds:.0f} s on this CPU]")
+        print(f"\n[compiled Triton step: Inductor compile + first step {seconds:.0f} s on this CPU; "
+              f"{forward_launches} kernel launches in the forward graph, {count_launches(codes[-1])} in the "
+              "backward]")
 
 
 def test_sample_random_seed_tensor_draws_what_the_int_draws():
