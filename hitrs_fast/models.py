@@ -151,7 +151,7 @@ class VideoEncoder(nn.Module):
         h = self.input_map(clips)
         pos, cls = stream_parameters(h, self.residual_stream, self.pos[:w], self.cls_token)
         tokens = torch.cat([h + pos, cls.expand(b, -1, -1)], dim=1)
-        return self.transformer(tokens, KeyPaddingMask(lengths, cls_last=True))[:, -1]
+        return self.transformer(tokens, KeyPaddingMask(lengths, unit="tokens", cls="last"))[:, -1]
 
 
 @dataclass

@@ -17,11 +17,17 @@ MAX_GRID = 2**31 - 1
 MIN_COMPUTE_CAPABILITY = (8, 0)
 """bf16 tensor-core dots need Ampere or newer."""
 
-MASK_NONE, MASK_FRAME = 0, 1
-"""The attention kernels' mask kinds: no rule (F-TRS; key padding adds a lengths vector), the frame rule."""
+MASK_NONE, MASK_FRAME, MASK_WINDOW = 0, 1, 2
+"""The attention kernels' mask kinds: no rule (F-TRS; key padding adds a lengths vector), the frame rule (other
+frames), the window rule (frames within a radius)."""
+FRAMES_FRAME_MAJOR, FRAMES_JOINT_MAJOR, FRAMES_FROM_IDS = 0, 1, 2
+"""Where the frame attention kernels take a token's frame from (``FRAME_SOURCE``): index arithmetic on frame-major
+or joint-major tokens, or per-token ids loaded from memory."""
 
 FRAME_ATTENTION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 FRAME_ATTENTION_HEAD_DIMS = (16, 32, 64, 128)
+"""Head dims the kernels compile for; the public op pads any other D up to the next of these (zero columns change no
+score and give zero output columns, which it slices off)."""
 FRAME_ATTENTION_MAX_TOKENS = 4096
 """Largest N the launcher accepts; beyond it the online loop still works but is untested."""
 FRAME_ATTENTION_MIN_BLOCK = 16
@@ -121,8 +127,15 @@ def frame_attention_kernel(n: int, head_dim: int, dtype: torch.dtype, direction:
     return "resident" if requested == "resident" and resident_fits(n, head_dim, dtype) else "split"
 
 
-def frame_attention_reasons(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> list[str]:
-    """Why :mod:`hitrs_fast.kernels.frame_attention` cannot take ``q, k, v [B, H, N, D]``."""
+def padded_head_dim(head_dim: int) -> int | None:
+    """The kernel head dim a head of ``head_dim`` runs at (the smallest supported one that holds it), None beyond
+    the largest."""
+    return next((d for d in FRAME_ATTENTION_HEAD_DIMS if d >= head_dim), None)
+
+
+def frame_attention_reasons(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pad_head_dim: bool = False) -> list[str]:
+    """Why :mod:`hitrs_fast.kernels.frame_attention` cannot take ``q, k, v [B, H, N, D]``; ``pad_head_dim``: D is
+    padded up to a supported one first (the public op does), so any D up to the largest is taken."""
     if q.dim() != 4:
         return [f"q must be [B, H, N, D], got {q.dim()} dims"]
     reasons = []
@@ -130,7 +143,10 @@ def frame_attention_reasons(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -
         reasons.append(f"q, k, v dtypes differ ({q.dtype}, {k.dtype}, {v.dtype})")
     if q.dtype not in FRAME_ATTENTION_DTYPES:
         reasons.append(f"dtype {q.dtype} not in (float32, bfloat16, float16)")
-    if q.shape[-1] not in FRAME_ATTENTION_HEAD_DIMS:
+    if pad_head_dim:
+        if padded_head_dim(q.shape[-1]) is None:
+            reasons.append(f"head_dim {q.shape[-1]} > {FRAME_ATTENTION_HEAD_DIMS[-1]}")
+    elif q.shape[-1] not in FRAME_ATTENTION_HEAD_DIMS:
         reasons.append(f"head_dim {q.shape[-1]} not in {FRAME_ATTENTION_HEAD_DIMS}")
     if not 1 <= q.shape[2] <= FRAME_ATTENTION_MAX_TOKENS:
         reasons.append(f"N = {q.shape[2]} not in [1, {FRAME_ATTENTION_MAX_TOKENS}]")
@@ -138,6 +154,14 @@ def frame_attention_reasons(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -
     if programs > MAX_GRID:
         reasons.append(f"B * H * cdiv(N, {FRAME_ATTENTION_MIN_BLOCK}) = {programs} programs exceed grid axis 0 "
                        "(2^31 - 1)")
+    return reasons
+
+
+def frame_attention_bias_reasons(bias: torch.Tensor, batch: int, heads: int, n: int) -> list[str]:
+    """Why the frame attention kernels cannot take an additive ``bias`` (broadcastable to ``[B, H, N, N]``)."""
+    reasons = []
+    if bias.dtype not in FRAME_ATTENTION_DTYPES:
+        reasons.append(f"bias dtype {bias.dtype} not in (float32, bfloat16, float16)")
     return reasons
 
 

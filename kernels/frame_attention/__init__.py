@@ -101,6 +101,15 @@ Environment: ``HITRS_FAST_ATTENTION_KERNEL`` (above); ``HITRS_FAST_SINGLE_CONFIG
 autotuning with one config per kernel (the default under ``TRITON_INTERPRET=1``);
 ``HITRS_FAST_FP32_PRECISION`` (above).
 
+Optional features of the split kernels (:class:`Features`; each a constexpr whose default compiles the code
+the kernels had without it, checked on the sm_90 PTX): an additive bias broadcastable to ``[B, H, N, N]`` with
+its gradient (``frame_attention_bwd_dbias_kernel``: one program per (q-tile, kv-tile) of a bias head and a group
+of sequences, fp32 partials summed by the host, no atomics); the window rule (``MASK_WINDOW``: frames within
+``WINDOW``); frames from joint-major arithmetic or from per-token int32 ids (``FRAME_SOURCE``); attention dropout
+drawn from a seed (Philox on ``(q * N + k, b * H + h)``, redrawn in the backward; :func:`attention_dropout_mask`
+writes it out). Tile skipping extends to the window and ids rules (frame spans of the two tiles). The resident
+kernels take none of them (``split`` runs instead). A public-level guide: docs/attention.md.
+
 For the fused projection layout, :func:`frame_attention_qkv` reads q, k, v in place from one
 ``[B, N, 3 * H * D]`` tensor and its backward writes dQ, dK, dV into one buffer of that shape.
 
@@ -112,26 +121,38 @@ rule lives in :mod:`hitrs_fast.kernels.common.masks`.
 from hitrs_fast.kernels.common.jit import FP32_PRECISION_ENV, FP32_PRECISIONS, fp32_precision
 from hitrs_fast.kernels.common.masks import CLS_CODES, CLS_FIRST, CLS_LAST, CLS_NONE
 from hitrs_fast.kernels.frame_attention.ops import (
+    FRAMES_FRAME_MAJOR,
+    FRAMES_FROM_IDS,
+    FRAMES_JOINT_MAJOR,
     IS_DETERMINISTIC,
     MASK_FRAME,
     MASK_NONE,
+    MASK_WINDOW,
     MAX_GRID,
     MIN_BLOCK,
+    PLAIN,
     SUPPORTED_DTYPES,
     SUPPORTED_HEAD_DIMS,
+    Features,
     FrameAttentionFunction,
     FrameAttentionQKVFunction,
+    attention_dropout_mask,
     bh_bucket,
     common_meta,
+    dbias_groups,
+    feature_meta,
     frame_attention,
     frame_attention_bwd,
+    frame_attention_dbias,
     frame_attention_fwd,
     frame_attention_qkv,
     not_supported_reasons,
+    prepare_features,
     qkv_views,
 )
 from hitrs_fast.kernels.frame_attention.tuning import (
     AUTOTUNE_KEY,
+    SPLIT_KEY,
     autotune_configs,
     gpu_bwd_configs,
     gpu_fwd_configs,
@@ -140,8 +161,10 @@ from hitrs_fast.kernels.frame_attention.tuning import (
 )
 
 __all__ = ["AUTOTUNE_KEY", "CLS_CODES", "CLS_FIRST", "CLS_LAST", "CLS_NONE", "FP32_PRECISIONS", "FP32_PRECISION_ENV",
-           "IS_DETERMINISTIC", "MASK_FRAME", "MASK_NONE", "MAX_GRID", "MIN_BLOCK", "SUPPORTED_DTYPES",
-           "SUPPORTED_HEAD_DIMS", "FrameAttentionFunction", "FrameAttentionQKVFunction", "autotune_configs",
-           "bh_bucket", "common_meta", "fp32_precision", "frame_attention", "frame_attention_bwd",
-           "frame_attention_fwd", "frame_attention_qkv", "gpu_bwd_configs", "gpu_fwd_configs",
-           "gpu_resident_configs", "not_supported_reasons", "qkv_views", "whole_row_fits"]
+           "FRAMES_FRAME_MAJOR", "FRAMES_FROM_IDS", "FRAMES_JOINT_MAJOR", "IS_DETERMINISTIC", "MASK_FRAME",
+           "MASK_NONE", "MASK_WINDOW", "MAX_GRID", "MIN_BLOCK", "PLAIN", "SPLIT_KEY", "SUPPORTED_DTYPES",
+           "SUPPORTED_HEAD_DIMS", "Features", "FrameAttentionFunction", "FrameAttentionQKVFunction",
+           "attention_dropout_mask", "autotune_configs", "bh_bucket", "common_meta", "dbias_groups", "feature_meta",
+           "fp32_precision", "frame_attention", "frame_attention_bwd", "frame_attention_dbias", "frame_attention_fwd",
+           "frame_attention_qkv", "gpu_bwd_configs", "gpu_fwd_configs", "gpu_resident_configs",
+           "not_supported_reasons", "prepare_features", "qkv_views", "whole_row_fits"]

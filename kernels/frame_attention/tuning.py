@@ -17,6 +17,7 @@ from hitrs_fast.kernels.common.tuning import (
     single_config,
 )
 from hitrs_fast.kernels.frame_attention.kernels import (
+    frame_attention_bwd_dbias_kernel,
     frame_attention_bwd_dkdv_kernel,
     frame_attention_bwd_dq_kernel,
     frame_attention_fwd_kernel,
@@ -33,6 +34,10 @@ AUTOTUNE_KEY = ["N_POW2", "BH_BUCKET", "HEAD_DIM", "MASK_KIND", "FRAME_SIZE", "C
                 "INPUT_PRECISION"]
 """What a tuned config is cached on (Triton appends the dtype of every tensor argument).
 Exact N and B are absent on purpose: see the module docstring."""
+FEATURE_KEY = ["HAS_BIAS", "FRAME_SOURCE", "NUM_FRAMES", "WINDOW", "DROPOUT"]
+"""The split kernels' key adds the optional features (flags and mask constants, no shape): a bias or dropout
+changes the work per tile, so it is tuned on its own."""
+SPLIT_KEY = AUTOTUNE_KEY + FEATURE_KEY
 
 # Always valid (any N >= 1, any supported D and dtype): the prune functions' fallback.
 SAFE_FWD = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "WHOLE_ROW": False}, num_warps=4, num_stages=1)
@@ -139,7 +144,7 @@ def autotune_configs(fwd: list[triton.Config], bwd: list[triton.Config], do_benc
 
     Args:
         fwd: forward configs (``BLOCK_M``, ``BLOCK_N``, ``WHOLE_ROW``); bwd: backward configs
-            (``BLOCK_M``, ``BLOCK_N``) for both the dK/dV and the dQ kernel.
+            (``BLOCK_M``, ``BLOCK_N``) for the dK/dV, the dQ and the dBias kernel.
         do_bench: ``(kernel_call, quantiles) -> list[float]`` replacing the benchmarker
             (default: ``triton.testing.do_bench`` on a GPU, a CPU wall clock in the interpreter).
         resident: configs (``BLOCK_M``) of the resident forward and backward kernels; None keeps the
@@ -160,23 +165,30 @@ def autotune_configs(fwd: list[triton.Config], bwd: list[triton.Config], do_benc
         clear_autotuners()
 
 
-def _autotune(kernel, configs: list[triton.Config], prune):
-    return autotune(kernel, configs, AUTOTUNE_KEY, prune)
+def _autotune(kernel, configs: list[triton.Config], prune, key: list[str] = AUTOTUNE_KEY):
+    return autotune(kernel, configs, key, prune)
 
 
 @functools.cache
 def autotuned_fwd():
-    return _autotune(frame_attention_fwd_kernel, fwd_configs(), prune_fwd)
+    return _autotune(frame_attention_fwd_kernel, fwd_configs(), prune_fwd, SPLIT_KEY)
 
 
 @functools.cache
 def autotuned_dkdv():
-    return _autotune(frame_attention_bwd_dkdv_kernel, bwd_configs(), prune_bwd)
+    return _autotune(frame_attention_bwd_dkdv_kernel, bwd_configs(), prune_bwd, SPLIT_KEY)
 
 
 @functools.cache
 def autotuned_dq():
-    return _autotune(frame_attention_bwd_dq_kernel, bwd_configs(), prune_bwd)
+    return _autotune(frame_attention_bwd_dq_kernel, bwd_configs(), prune_bwd, SPLIT_KEY)
+
+
+@functools.cache
+def autotuned_dbias():
+    """The dBias kernel: the backward configs (its tile is a (q-tile, kv-tile) pair, like theirs); keyed also on
+    whether the bias has its own heads (a loop over the heads otherwise)."""
+    return _autotune(frame_attention_bwd_dbias_kernel, bwd_configs(), prune_bwd, [*SPLIT_KEY, "BIAS_PER_HEAD"])
 
 
 @functools.cache
@@ -190,7 +202,7 @@ def autotuned_resident_bwd():
 
 
 def clear_autotuners() -> None:
-    for factory in (autotuned_fwd, autotuned_dkdv, autotuned_dq, autotuned_resident_fwd,
+    for factory in (autotuned_fwd, autotuned_dkdv, autotuned_dq, autotuned_dbias, autotuned_resident_fwd,
                     autotuned_resident_bwd):
         factory.cache_clear()
 

@@ -74,7 +74,7 @@ class Case:
         if self.mask == "frame":
             return FrameMask(frame_size=25, num_frames=self.frames, cls="last", allow_self=self.allow_self)
         if self.mask == "padding":
-            return KeyPaddingMask(torch.tensor(self.lengths), cls_last=True)
+            return KeyPaddingMask(torch.tensor(self.lengths), unit="tokens", cls="last")
         return NoMask()
 
 

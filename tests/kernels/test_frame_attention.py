@@ -60,7 +60,8 @@ class Case:
         if self.mask == "frame":
             return FrameMask(frame_size=25, num_frames=self.frames, cls=self.cls, allow_self=self.allow_self)
         if self.mask == "padding":
-            return KeyPaddingMask(torch.tensor(self.lengths), cls_last=self.cls_last_key)
+            return KeyPaddingMask(torch.tensor(self.lengths), unit="tokens",
+                                  cls="last" if self.cls_last_key else "none")
         return NoMask()
 
 
@@ -494,7 +495,7 @@ def test_qkv_projection_path(dtype):
     float64 oracle (fp32 at the table tolerance, bf16 by the 2x rule)."""
     from hitrs_fast.kernels.frame_attention import frame_attention_qkv, qkv_views
 
-    b, h, d, mask = 2, 2, 16, FrameMask(frame_size=25, num_frames=2)
+    b, h, d, mask = 2, 2, 16, FrameMask(frame_size=25, num_frames=2, cls="last")
     n = mask.num_tokens
     qkv = torch.randn(b, n, 3 * h * d, device=kernel_device(), dtype=dtype)
     do = torch.randn(b, n, h * d, device=qkv.device, dtype=dtype)

@@ -411,3 +411,77 @@ def test_every_gpu_config_matches_the_reference(monkeypatch, case, variant):
             raise AssertionError(f"{variant} configs {tried}: {error}") from error
         ran += 1
     assert ran, f"no {variant} config fits this GPU at {case}"
+
+
+# ---- the optional features (bias, ids, joint-major frames, window, dropout) --------------------------------
+
+
+def _feature_case(name: str, device):
+    """(frame_attention kwargs, allowed pairs, bias or None, keep mask or None) of one feature path at N = 21."""
+    from tests.support.attention_oracle import rule_allowed, token_frames
+
+    n = 21
+    if name == "bias-frame":
+        f = token_frames(n, 5, 4, "last")
+        bias = torch.randn(2, n, n, device=device)
+        return {"frame_size": 5, "cls": "last", "bias": bias}, rule_allowed(f, f, "other"), bias, None
+    if name == "ids-window-dropout":
+        ids = torch.randint(-1, 5, (2, n), generator=torch.Generator().manual_seed(3))
+        seed = torch.tensor([77], device=device)
+        keep = fa.attention_dropout_mask(seed, 2, 2, n, 0.2)
+        kwargs = {"mask_kind": fa.MASK_WINDOW, "cls": "none", "window": 1, "q_ids": ids.to(device),
+                  "dropout_p": 0.2, "seed": seed}
+        return kwargs, rule_allowed(ids, ids, "window", 1)[:, None], None, keep
+    f = token_frames(n, 4, 5, "first", "joint_major")  # "joint-major-window-bias"
+    bias = torch.randn(2, 1, 1, n, device=device)
+    kwargs = {"mask_kind": fa.MASK_WINDOW, "frame_size": 4, "cls": "first", "order": "joint_major",
+              "num_frames": 5, "window": 1, "bias": bias}
+    return kwargs, rule_allowed(f, f, "window", 1), bias, None
+
+
+@pytest.mark.parametrize(("name", "fastest"), [("bias-frame", 0), ("ids-window-dropout", 1),
+                                              ("joint-major-window-bias", 2)])
+def test_autotune_feature_paths_every_config_matches_float64_oracle(name, fastest):
+    """Each feature path through the autograd Function and the registered ops with the autotuner over three configs
+    (online 16 x 16, online 32 x 32, whole row; each runs once while tuning, and each wins one path): the winner is
+    cached and run, and output and every gradient (bias included, from the autotuned dBias kernel) match the
+    float64 oracle, allocations NaN-poisoned."""
+    from tests.support.attention_oracle import oracle
+    from tests.support.nan_poison import poison_torch_empty
+    from tests.support.tolerances import assert_close_verbose, tolerance
+
+    device = kernel_device()
+    q, k, v, do = _inputs(2, 2, 21, 16)
+    kwargs, allowed, bias, keep = _feature_case(name, device)
+    leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+    bias_leaf = bias.detach().requires_grad_() if bias is not None else None
+    if bias_leaf is not None:
+        kwargs = {**kwargs, "bias": bias_leaf}
+    with fa.autotune_configs(FWD, BWD, do_bench=RankedBenchmarker(len(FWD), fastest)), poison_torch_empty():
+        out = fa.frame_attention(*leaves, scale=0.25, **kwargs)
+        out.backward(do)
+        tuners = [fat.autotuned_fwd, fat.autotuned_dkdv, fat.autotuned_dq] + ([fat.autotuned_dbias] if bias is not None
+                                                                                else [])
+        chosen = [f().best_config for f in tuners]
+    assert chosen == [FWD[fastest]] + [BWD[fastest]] * (len(tuners) - 1)
+    expected = oracle(q, k, v, do, allowed=allowed.to(device), bias=bias, scale=0.25, keep=keep,
+                      dropout_p=kwargs.get("dropout_p", 0.0))
+    got = {"out": out.detach(), "dq": leaves[0].grad, "dk": leaves[1].grad, "dv": leaves[2].grad}
+    if bias is not None:
+        got["dbias"] = bias_leaf.grad
+    atol, rtol = tolerance("frame_attention", torch.float32)
+    for key, value in expected.items():
+        assert_close_verbose(got[key], value.reshape(got[key].shape), atol, rtol, f"{key} ({name}, config {fastest})")
+
+
+def test_autotune_key_tunes_features_apart():
+    """A bias changes the work per tile: the plain launch and the biased one of the same shapes tune separately
+    (the feature constexprs are in the key), each once."""
+    bench = CountingBenchmarker()
+    q, k, v, _ = _inputs(2, 1, 26, 16)
+    with fa.autotune_configs(FWD, BWD, do_bench=bench):
+        fa.frame_attention_fwd(q, k, v, *_mask_args())
+        fa.frame_attention_fwd(q, k, v, *_mask_args(), features=fa.Features(bias=torch.zeros(1, 1, 26, 26)))
+        fa.frame_attention_fwd(q, k, v, *_mask_args(), features=fa.Features(bias=torch.ones(1, 1, 26, 26)))
+        assert len(fat.autotuned_fwd().cache) == 2 and bench.calls == 2 * len(FWD)
+    assert set(fa.SPLIT_KEY) - set(fa.AUTOTUNE_KEY) == {"HAS_BIAS", "FRAME_SOURCE", "NUM_FRAMES", "WINDOW", "DROPOUT"}

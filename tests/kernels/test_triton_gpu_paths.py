@@ -232,6 +232,20 @@ def test_dtype_mask_and_length_matrix_compiles_for_sm90():
         _check_compiled(report[name], name, all_fit=name != "fp32-N251-D128")
 
 
+@pytest.mark.slow
+def test_feature_kernels_compile_for_sm90():
+    """The split kernels with the optional features (bias per head or per sample, ids with the window rule and key
+    padding, dropout, joint-major frames; the dBias kernel), per tile shape the config with the most stages: the real
+    compiler takes them (the interpreter is more lenient), within sm_90's shared memory for 16-bit inputs."""
+    names = ["features-ids-window-bias-dropout-bf16-N176-D64", "features-joint-major-frame-bias-fp32-N176-D32"]
+    report = run_script("compile-deepest", *names, timeout=1800)
+    for name in names:
+        rows = report[name]
+        _check_compiled(rows, name, all_fit="bf16" in name)
+        kernels = {"fwd", "bwd_preprocess", "bwd_dkdv", "bwd_dq", "bwd_dbias"}
+        assert {row["kernel"] for row in rows} == {f"frame_attention_{k}_kernel" for k in kernels}, name
+
+
 def test_one_binary_across_token_counts_and_batch_sizes():
     """``do_not_specialize`` on N and the batch bucket: N = 13 ... 16 with B * H = 1 ... 4096 reuse one
     binary per kernel (Triton would otherwise specialize N = 16 as a multiple of 16, and B * H = 1)."""

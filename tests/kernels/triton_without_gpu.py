@@ -245,6 +245,14 @@ ATTENTION_CASES = {
     "ftrs-nomask-bf16-N25-D64": (torch.bfloat16, 4, 8, 25, 64, fa.MASK_NONE, fa.CLS_NONE, True, None),
     "fp16-N1026-D16": (torch.float16, 1, 1, 1026, 16, fa.MASK_FRAME, fa.CLS_LAST, True, None),
 }
+# name -> (dtype, B, H, N, D, mask kind, lengths, frame_attention keywords): the split kernels' optional features
+# (issue 24) at peer shapes, including the dBias kernel.
+FEATURE_CASES = {
+    "features-ids-window-bias-dropout-bf16-N176-D64": (torch.bfloat16, 2, 8, 176, 64, fa.MASK_WINDOW, [150, 176],
+                                                       {"window": 1, "dropout": True, "ids": True, "bias": (1, 8)}),
+    "features-joint-major-frame-bias-fp32-N176-D32": (torch.float32, 2, 4, 176, 32, fa.MASK_FRAME, None,
+                                                      {"joint_frames": 7, "bias": (2, 1)}),
+}
 EMBEDDING_CASES = {"joint-embedding-fp32-out": torch.float32, "joint-embedding-bf16-out": torch.bfloat16}
 # name -> (x dtype, C, F, dropout): the fused FFN sublayer at the three levels' widths, bf16 dots (autocast: fp32 x)
 FFN_CASES = {
@@ -268,6 +276,27 @@ def _attention_launches(dtype, b, h, n, d, kind, cls_pos, allow_self, lengths, v
     fwd = record_launches(fa.ops, fa.frame_attention_fwd, q, k, v, *mask, variant=variant)
     lse = torch.zeros(b, h, n)
     return fwd + record_launches(fa.ops, fa.frame_attention_bwd, do, q, k, v, q, lse, *mask, variant=variant)
+
+
+def _feature_launches(dtype, b, h, n, d, kind, lengths, options) -> list[Launch]:
+    """The split kernels' launches (forward, backward, dBias) with the features of ``options``."""
+    q, k, v, do = (torch.randn(b, h, n, d, dtype=dtype) for _ in range(4))
+    ids = torch.randint(-1, 7, (b, n), dtype=torch.int32) if options.get("ids") else None
+    bias = torch.randn(*options["bias"], n, n, dtype=dtype) if "bias" in options else None
+    features = fa.Features(bias=bias, q_ids=ids, k_ids=ids,
+                           frame_source=fa.FRAMES_FROM_IDS if ids is not None else (
+                               fa.FRAMES_JOINT_MAJOR if options.get("joint_frames") else fa.FRAMES_FRAME_MAJOR),
+                           num_frames=options.get("joint_frames", 0), window=options.get("window", 0),
+                           seed=torch.zeros(1, dtype=torch.int64) if options.get("dropout") else None,
+                           dropout_p=0.1 if options.get("dropout") else 0.0)
+    lens = torch.tensor(lengths) if lengths is not None else None
+    mask = (lens, d ** -0.5, kind, 25, fa.CLS_NONE, True, False)
+    lse = torch.zeros(b, h, n)
+    launches = record_launches(fa.ops, fa.frame_attention_fwd, q, k, v, *mask, features=features)
+    launches += record_launches(fa.ops, fa.frame_attention_bwd, do, q, k, v, q, lse, *mask, features=features)
+    if bias is not None:
+        launches += record_launches(fa.ops, fa.frame_attention_dbias, do, q, k, v, q, lse, *mask, features)
+    return launches
 
 
 def _block_launches(x_dtype, compute_dtype, n, c, kind, dropout) -> list[Launch]:
@@ -342,6 +371,8 @@ def compile_cases(names: list[str], deepest_only: bool) -> dict:
                 launches = _embedding_launches(EMBEDDING_CASES[name])
             elif name in BLOCK_CASES:
                 launches = _block_launches(*BLOCK_CASES[name])
+            elif name in FEATURE_CASES:
+                launches = _feature_launches(*FEATURE_CASES[name])
             elif name in FFN_CASES:
                 launches = _ffn_launches(*FFN_CASES[name])
             else:
