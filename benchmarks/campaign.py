@@ -52,8 +52,8 @@ leaves what it measured:
 tiny sizes, Triton through its interpreter, short budgets. It catches a missing import
 or a broken part without a GPU; none of its timings is a speed result.
 
-Install fallback: with setuptools < 64, pip installs through ``setup.py develop``, which
-puts the checkout on ``sys.path`` but cannot map the top-level ``kernels/`` folder to
+Install fallback: with setuptools < 77 the editable install fails (the SPDX license field), and below 64 pip
+installs through ``setup.py develop``, which cannot map the top-level ``kernels/`` folder to
 ``hitrs_fast.kernels``. The campaign then writes a two-file import hook into the
 interpreter's site-packages (``hitrs_fast_campaign_hook.pth`` and
 ``_hitrs_fast_campaign_hook.py``, which maps that one package to ``kernels/``), checks
@@ -89,11 +89,18 @@ OUT_FILES = ("results.json", "tables.md", "campaign.log", "summary.txt")
 # natively. The dry run proves the bare-image install and runs the kernel and op tests under the image's
 # triton; the model-level files add only interpreter minutes there (the main suite runs them on CPU).
 TEST_PATHS = {"gpu": ("tests/kernels", "tests/ops", "tests/models/test_model_backends.py",
-                      "tests/models/test_static_shapes.py", "tests/models/test_mixed_precision.py"),
-              "dry-run": ("tests/kernels", "tests/ops")}
+                      "tests/models/test_static_shapes.py", "tests/models/test_mixed_precision.py",
+                      "tests/models/test_compiled_step.py"),
+              "dry-run": ("tests/kernels", "tests/ops"),
+              # --quick: the tests that gate the quick campaign's rows (the kernels of the step, the model across
+              # backends, the compiled Triton step), the slowest first files left out.
+              "gpu-quick": ("tests/kernels/test_ffn_block.py", "tests/kernels/test_attention_block.py",
+                            "tests/models/test_model_backends.py", "tests/models/test_compiled_step.py",
+                            "tests/kernels/test_frame_attention.py"),
+              "dry-run-quick": ("tests/kernels/test_ffn_block.py", "tests/kernels/test_attention_block.py")}
 # The ahead-of-time sm_90 compile sweep (marked slow) proves on CPU what a GPU run shows natively.
 TEST_MARKERS = "not slow"
-TOTAL_BUDGET_S = {"gpu": 1340, "dry-run": 1200}
+TOTAL_BUDGET_S = {"gpu": 1340, "dry-run": 1200, "gpu-quick": 480, "dry-run-quick": 900}
 TEST_FILE_MIN_S = 45  # the least a test file is given (a cold Triton cache compiles every kernel it runs)
 REPORT_RESERVE_S = 15  # kept back from the last parts for writing the report
 MAX_LOG_LINES_PER_PART = 20000
@@ -116,6 +123,7 @@ class Campaign:
     dry_run: bool
     selected: list[str]
     command: str
+    quick: bool = False
     work: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="hitrs-campaign-")))
     started: float = field(default_factory=time.monotonic)
     results: dict[str, Any] = field(default_factory=dict)
@@ -126,7 +134,8 @@ class Campaign:
 
     @property
     def mode(self) -> str:
-        return "dry-run" if self.dry_run else "gpu"
+        """The budget key: ``gpu`` or ``dry-run``, with ``-quick`` for ``--quick``."""
+        return ("dry-run" if self.dry_run else "gpu") + ("-quick" if self.quick else "")
 
     def remaining(self) -> float:
         return TOTAL_BUDGET_S[self.mode] - (time.monotonic() - self.started)
@@ -312,8 +321,10 @@ def install_part(c: Campaign, timeout: float) -> tuple[str, str]:
     ok, detail = _import_check(c, max(10.0, deadline - time.monotonic()))
     info: dict[str, Any] = {"command": shlex.join(cmd), "pip_status": rc, "setuptools": _setuptools_version()}
     if rc == 0 and ok:
-        c.results["install"] = {**info, "method": "editable install", "check": detail}
-        return "passed", f"editable install, setuptools {info['setuptools']}; {detail}"
+        c.results["install"] = {**info, "method": "editable install", "check": detail,
+                                "wheelhouse": install_wheelhouse(c, max(10.0, deadline - time.monotonic()))}
+        return "passed", (f"editable install, setuptools {info['setuptools']}; {detail}; "
+                          f"{c.results['install']['wheelhouse']}")
     c.say(f"install: {pip_note}; {detail}. Trying the fallback import hook.")
     written, where = _write_hook(c)
     ok2, detail2 = _import_check(c, max(10.0, deadline - time.monotonic())) if written else (False, where)
@@ -323,8 +334,28 @@ def install_part(c: Campaign, timeout: float) -> tuple[str, str]:
         return "passed", (f"fallback import hook ({pip_note}; setuptools {info['setuptools']}: {detail}); "
                           f"{detail2}")
     return "stop", (f"cannot make hitrs_fast importable: {pip_note}; {detail}; fallback: {detail2}. "
-                    "Install setuptools >= 64 (`python -m pip install 'setuptools>=64'` with a carried wheel) "
+                    "Install setuptools >= 77 (`python -m pip install 'setuptools>=77'` with a carried wheel) "
                     "and rerun")
+
+
+WHEELHOUSE = ".wheelhouse"
+WHEELHOUSE_PACKAGES = ("deepspeed", "tqdm", "matplotlib")
+
+
+def install_wheelhouse(c: Campaign, timeout: float) -> str:
+    """Installs DeepSpeed and what pre-training imports from a carried ``.wheelhouse`` (``bash
+    benchmarks/wheelhouse.sh`` builds it; the image has no network), without touching the index. Returns a note."""
+    house = ROOT / WHEELHOUSE
+    if not house.is_dir():
+        return f"no {WHEELHOUSE}/ carried (DeepSpeed as the image has it)"
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links", str(house),
+           *WHEELHOUSE_PACKAGES]
+    rc, timed_out = run_logged(c, cmd, timeout)
+    if rc != 0 or timed_out:
+        note = f"{WHEELHOUSE}/ install failed ({'timed out' if timed_out else f'exit status {rc}'})"
+        c.failures.append(f"install: {note}")
+        return note
+    return f"{', '.join(WHEELHOUSE_PACKAGES)} installed from {WHEELHOUSE}/"
 
 
 def _setuptools_version() -> str | None:
@@ -350,7 +381,7 @@ def tests_part(c: Campaign, timeout: float) -> tuple[str, str]:
     """The correctness tests, one pytest process per file (a kernel that faults takes only its own file down),
     under one shared deadline; the counts of every file's junit report added up."""
     deadline = time.monotonic() + timeout
-    env = part_env(c, PARTS_BY_NAME["tests"], timeout)
+    env = part_env(c, (QUICK_BY_NAME if c.quick else PARTS_BY_NAME)["tests"], timeout)
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0, "passed_tests": 0}
     failing: list[str] = []
     problems: list[str] = []
@@ -417,8 +448,39 @@ PARTS = (
          lambda c: [sys.executable, "-m", "benchmarks.pretrain_throughput", "--backends", "triton,torch",
                     "--work-dir", str(c.work / "pretrain"), *(["--smoke"] if c.dry_run else [])]),
 )
+# --quick: what decides the design, in one device call of at most 8 minutes (a lent GPU gives 10 per command and
+# 15 per session, start-up included). Rows in order of importance: a part that runs out of time loses the last.
+QUICK_STEP_ROWS = ("triton+compile", "sdpa+compile max-autotune", "triton", "triton+compile+cudagraphs",
+                   "sdpa+compile reduce-overhead", "torch")
+QUICK_PARTS = (
+    Part("provenance", {"gpu-quick": 15, "dry-run-quick": 60}, "GPU, driver, CUDA, torch, triton, cuDNN, commit, date"),
+    Part("install", {"gpu-quick": 45, "dry-run-quick": 120},
+         "pip install --no-deps --no-build-isolation -e . (and carried wheels, if any)"),
+    Part("tests", {"gpu-quick": 100, "dry-run-quick": 240}, "the correctness tests that gate the quick rows",
+         env={"HITRS_FAST_SINGLE_CONFIG": "1"}),
+    Part("bandwidth", {"gpu-quick": 15, "dry-run-quick": 60}, "device-to-device copy bandwidth, 1 GiB",
+         lambda c: [sys.executable, "-m", "benchmarks.bandwidth", *(["--smoke"] if c.dry_run else [])]),
+    Part("model_step", {"gpu-quick": 170, "dry-run-quick": 150},
+         "one pre-training step: Triton eager / compiled / CUDA graphs vs the best compiled peers, with a profile",
+         lambda c: pytest_cmd(c, "model_step", ["benchmarks/test_model_step.py"]),
+         {"HITRS_BENCH_STEP_ROWS": ",".join(QUICK_STEP_ROWS)}),
+    Part("blocks", {"gpu-quick": 45, "dry-run-quick": 90},
+         "the F-TRS attention sublayer: fused kernel vs compiled SDPA",
+         lambda c: pytest_cmd(c, "blocks", ["benchmarks/test_attention_block.py", "-k",
+                                            "ftrs and bf16 and (ours- or compile+sdpa)"])),
+    Part("attention", {"gpu-quick": 40, "dry-run-quick": 90}, "C-TRS attention, official shape, bf16: ours vs cuDNN",
+         lambda c: pytest_cmd(c, "attention", ["benchmarks/test_frame_attention.py", "-k",
+                                               "bfloat16 and (ours-split or A2-sdpa-cudnn)"]),
+         {"HITRS_BENCH_SHAPES": "first", "HITRS_BENCH_BATCHES": "8192"}),
+    Part("pretrain", {"gpu-quick": 50, "dry-run-quick": 240},
+         "deepspeed training/pretrain.py, bf16 ZeRO-1, Triton backend, timed 30 s (if DeepSpeed is installed)",
+         lambda c: [sys.executable, "-m", "benchmarks.pretrain_throughput", "--backends", "triton", "--path",
+                    "deepspeed-or-skip", "--compile", "off", "--seconds", "30", "--work-dir", str(c.work / "pretrain"),
+                    *(["--smoke"] if c.dry_run else [])]),
+)
 PART_NAMES = tuple(p.name for p in PARTS)
 PARTS_BY_NAME = {p.name: p for p in PARTS}
+QUICK_BY_NAME = {p.name: p for p in QUICK_PARTS}
 ALWAYS = ("provenance", "install")
 IN_PROCESS = {"provenance": provenance_part, "install": install_part, "tests": tests_part}
 
@@ -497,7 +559,8 @@ def run_part(c: Campaign, part: Part) -> dict[str, Any]:
 
 def summary_text(results: dict[str, Any]) -> str:
     prov = results.get("provenance") or {}
-    mode = results["mode"] + (": CPU smoke, no speed results" if results["mode"] == "dry-run" else "")
+    mode = results["mode"] + (", quick" if results.get("quick") else "") + (
+        ": CPU smoke, no speed results" if results["mode"] == "dry-run" else "")
     lines = [f"hitrs_fast benchmark campaign ({mode})",
              f"device {prov.get('device')} | torch {prov.get('torch')} | triton {prov.get('triton')} | "
              f"commit {prov.get('git_commit')} | started {results.get('started')}",
@@ -552,7 +615,8 @@ def run(c: Campaign, parts: tuple[Part, ...] = PARTS) -> int:
     """Run the selected ``parts`` in order; returns the exit status (1 if anything failed)."""
     c.out.mkdir(parents=True, exist_ok=True)
     c.env = base_env(c.dry_run)
-    c.results = {"schema": SCHEMA, "mode": c.mode, "command": c.command, "parts_selected": c.selected,
+    c.results = {"schema": SCHEMA, "mode": "dry-run" if c.dry_run else "gpu", "quick": c.quick, "command": c.command,
+                 "parts_selected": c.selected,
                  "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                  "budget_s": TOTAL_BUDGET_S[c.mode], "parts": [], "rows": [], "skipped": []}
     c.log = open(c.out / "campaign.log", "w")
@@ -586,21 +650,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out_dir", type=Path, help="where results.json, tables.md, campaign.log and summary.txt go")
     p.add_argument("--dry-run", action="store_true", help="CPU smoke run of every part (also HITRS_CAMPAIGN_DRY_RUN=1)")
-    p.add_argument("--parts", default=",".join(PART_NAMES),
-                   help=f"comma-separated subset of {','.join(PART_NAMES)} (provenance and install always run)")
+    p.add_argument("--quick", action="store_true",
+                   help="the rows that decide the design, in one command of at most 8 minutes on one GPU")
+    p.add_argument("--parts", default=None,
+                   help=f"comma-separated subset of {','.join(PART_NAMES)} (with --quick: of "
+                   f"{','.join(p.name for p in QUICK_PARTS)}; provenance and install always run)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    wanted = [p for p in args.parts.split(",") if p]
-    unknown = sorted(set(wanted) - set(PART_NAMES))
+    parts = QUICK_PARTS if args.quick else PARTS
+    names = tuple(p.name for p in parts)
+    wanted = [p for p in args.parts.split(",") if p] if args.parts else list(names)
+    unknown = sorted(set(wanted) - set(names))
     if unknown:
-        print(f"--parts: unknown parts {unknown}; known: {','.join(PART_NAMES)}", file=sys.stderr)
+        print(f"--parts: unknown parts {unknown}; known: {','.join(names)}", file=sys.stderr)
         return 2
     dry = args.dry_run or os.environ.get("HITRS_CAMPAIGN_DRY_RUN", "0").strip().lower() not in ("", "0", "false", "no")
-    selected = [p for p in PART_NAMES if p in ALWAYS or p in wanted]
+    selected = [p for p in names if p in ALWAYS or p in wanted]
     launcher = os.environ.get("HITRS_CAMPAIGN_LAUNCHER", "python -m benchmarks.campaign")
     command = " ".join([launcher, *(shlex.quote(a) for a in argv)])
     # campaign.sh changes to the repository root; a relative OUT_DIR means the caller's directory.
@@ -608,7 +677,8 @@ def main(argv: list[str] | None = None) -> int:
     if out.exists() and not out.is_dir():
         print(f"OUT_DIR {args.out_dir}: exists and is not a directory", file=sys.stderr)
         return 2
-    return run(Campaign(out=out.resolve(), dry_run=dry, selected=selected, command=command))
+    return run(Campaign(out=out.resolve(), dry_run=dry, selected=selected, command=command, quick=args.quick),
+               parts)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """One Hi-TRS pre-training step on a fixed batch, and the FLOP model used to turn its rate into MFU.
 
-Shared by ``benchmarks/test_model_step.py`` (per-step ``do_bench`` medians, memory) and
+Shared by ``benchmarks/test_model_step.py`` (per-step ``do_bench`` medians, memory, a profile) and
 ``benchmarks/pretrain_throughput.py`` (samples/s of a training loop, MFU).
 
 The step is what a training micro-step does: ``HiTRSForPretraining`` forward, backward of
-``out["loss"]``, one AdamW step. "bf16" runs the forward under
+``out["loss"]``, one fused AdamW step. "bf16" runs the forward under
 ``torch.autocast(device, torch.bfloat16)`` with fp32 parameters (mixed precision); a model
-cast with ``model.to(torch.bfloat16)`` is not used.
+cast with ``model.to(torch.bfloat16)`` is not used. Each implementation (:data:`STEP_IMPLS`) is a model
+backend and a ``torch.compile`` mode, compiled as training compiles it (:mod:`hitrs_fast.training.compiled`):
+eager steps take the lengths on the CPU, as the loader yields them (the encoder packs away batch padding
+without a device sync); compiled ones take lengths and the pretext seed as device tensors.
 
 FLOP model (2 FLOPs per multiply-add, dense attention, each sample at its own length T;
 W = ceil(T / clip_stride) clips):
@@ -30,12 +33,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from hitrs_fast import HiTRSConfig, HiTRSForPretraining
-from hitrs_fast.sampling import SampleRandom
+from hitrs_fast.training.compiled import CompileSettings, compile_module, step_inputs
 
 PEAK_ENV = "HITRS_BENCH_PEAK_TFLOPS"
 
@@ -87,35 +91,129 @@ def peak_bf16_flops(device_name: str) -> float | None:
     return None
 
 
+@dataclass(frozen=True)
+class StepImpl:
+    """How a step row runs: the model ``backend`` and the ``torch.compile`` mode (None: eager)."""
+
+    name: str
+    backend: str
+    compile_mode: str | None = None
+
+    @property
+    def compiled(self) -> bool:
+        return self.compile_mode is not None
+
+    @property
+    def ours(self) -> bool:
+        return self.backend == "triton"
+
+    @property
+    def cuda_graphs(self) -> bool:
+        return self.compile_mode == "reduce-overhead"
+
+
+STEP_IMPLS = (
+    # Ours: the Triton kernels under torch.compile (Inductor fuses around them), with and without CUDA graphs.
+    StepImpl("triton+compile", "triton", "default"),
+    StepImpl("triton+compile+cudagraphs", "triton", "reduce-overhead"),
+    # The best compiled peers: PyTorch SDPA attention (cuDNN on Hopper) with max-autotune, and with CUDA graphs.
+    StepImpl("sdpa+compile max-autotune", "sdpa", "max-autotune"),
+    StepImpl("sdpa+compile reduce-overhead", "sdpa", "reduce-overhead"),
+    StepImpl("triton", "triton"),
+    StepImpl("torch", "torch"),
+    # The first GPU run's compiled peer: the reference math (materialised scores) under torch.compile.
+    StepImpl("torch+compile", "torch", "default"),
+    StepImpl("triton+compile max-autotune", "triton", "max-autotune"),
+)
+"""In the order a time-boxed campaign runs them: the rows that decide the design first."""
+IMPLS_BY_NAME = {impl.name: impl for impl in STEP_IMPLS}
+
+
 def make_batch(batch: int, frames: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Coordinates ``[B, T, 25, 3]`` (fp32, loader-like scale) and lengths ``[B]`` = T."""
+    """Coordinates ``[B, T, 25, 3]`` (fp32, loader-like scale) on ``device`` and lengths ``[B]`` = T on the CPU,
+    where the loader yields them."""
     g = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(batch, frames, 25, 3, device=device, generator=g) * 0.2
-    return x, torch.full((batch,), frames, device=device)
+    return x, torch.full((batch,), frames)
 
 
-def build(preset: str, backend: str, device: str, compiled: bool = False,
-          compile_fn: Callable | None = None) -> tuple[torch.nn.Module, torch.optim.Optimizer, Callable]:
-    """Model (fp32 parameters), fused AdamW on CUDA, and the callable the step runs (``compile_fn(model)``)."""
+def build(preset: str, impl: StepImpl, device: str,
+          config: HiTRSConfig | None = None) -> tuple[torch.nn.Module, torch.optim.Optimizer, Callable]:
+    """Model (fp32 parameters), fused AdamW on CUDA, and the callable the step runs (compiled afresh, after
+    ``torch._dynamo.reset()``, for a compiled ``impl``)."""
     torch.manual_seed(0)
-    model = HiTRSForPretraining(HiTRSConfig.preset(preset), backend=backend).to(device)
+    model = HiTRSForPretraining(config or HiTRSConfig.preset(preset), backend=impl.backend).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda" or None)
-    forward = (compile_fn or torch.compile)(model) if compiled else model
-    return model, opt, forward
+    if not impl.compiled:
+        return model, opt, model
+    torch._dynamo.reset()
+    return model, opt, compile_module(model, CompileSettings(impl.compile_mode))
 
 
 def make_step(forward: Callable, opt: torch.optim.Optimizer, x: torch.Tensor, lengths: torch.Tensor,
-              bf16: bool) -> Callable[[int], dict[str, Any]]:
+              bf16: bool, impl: StepImpl) -> Callable[[int], dict[str, Any]]:
     """``step(i)``: forward (bf16 autocast if asked) + backward + AdamW; pretext draws seeded by ``i``."""
     device = x.device.type
     ids = torch.arange(x.shape[0], device=x.device)
 
     def step(i: int = 0) -> dict[str, Any]:
+        if impl.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs may be overwritten
+        inputs, lens, rng = step_inputs(x, lengths, ids, i, impl.compiled)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            out = forward(x, lengths, generator=SampleRandom(i, ids))
+            out = forward(inputs, lens, generator=rng)
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         opt.step()
         return out
 
     return step
+
+
+def autotuned_configs() -> dict[str, dict[str, str]]:
+    """The config every autotuned kernel of this package chose, per kernel and key (eager launches and the configs
+    pinned into compiled graphs); empty before a Triton kernel ran."""
+    import sys
+
+    tuning = sys.modules.get("hitrs_fast.kernels.common.tuning")
+    return tuning.chosen_configs() if tuning is not None else {}
+
+
+# Profile categories of one step's GPU kernels, by kernel name (first match wins).
+PROFILE_CATEGORIES = (
+    ("attention (ours)", ("frame_attention_",)),
+    ("fused sublayers and embedding (ours)", ("attention_block_", "ffn_block_", "joint_embedding_")),
+    ("attention (peer)", ("fmha", "flash", "cudnn", "attention", "sdpa")),
+    ("GEMM", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "triton_tem_", "matmul", "splitk")),
+    ("optimizer", ("adam", "multi_tensor")),
+    ("Inductor fused kernels", ("triton_",)),
+    ("other (eager ATen kernels)", ("",)),
+)
+
+
+def step_profile(step: Callable[[], Any], step_ms: float) -> dict[str, Any]:
+    """Where one step's GPU time goes: kernel time and launches per :data:`PROFILE_CATEGORIES`, and the rest of
+    ``step_ms`` (the step's median) as idle / launch gaps. On CPU: the op counts only (no GPU timeline)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    if cuda:
+        torch.cuda.synchronize()
+    with profile(activities=activities) as prof:
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+    table = {name: {"ms": 0.0, "launches": 0} for name, _ in PROFILE_CATEGORIES}
+    kernels = [e for e in prof.events() if cuda and e.device_type == torch.autograd.DeviceType.CUDA
+               and not e.name.startswith(("Memcpy", "Memset"))]
+    for event in kernels:
+        name = event.name.lower()
+        category = next(c for c, keys in PROFILE_CATEGORIES if any(k in name for k in keys))
+        table[category]["ms"] += event.device_time_total / 1e3 if hasattr(event, "device_time_total") \
+            else event.cuda_time_total / 1e3
+        table[category]["launches"] += 1
+    busy = sum(v["ms"] for v in table.values())
+    table["idle / launch gaps"] = {"ms": max(0.0, step_ms - busy) if cuda else None, "launches": None}
+    return {"categories": table, "kernel_launches": len(kernels) if cuda else None,
+            "kernel_ms": busy if cuda else None}

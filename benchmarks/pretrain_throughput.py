@@ -43,7 +43,14 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from benchmarks.common import provenance, record, skip  # noqa: E402
-from benchmarks.pretrain_step import build, make_batch, make_step, peak_bf16_flops, training_flops  # noqa: E402
+from benchmarks.pretrain_step import (  # noqa: E402
+    IMPLS_BY_NAME,
+    build,
+    make_batch,
+    make_step,
+    peak_bf16_flops,
+    training_flops,
+)
 from hitrs_fast import HiTRSConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,10 +82,11 @@ def _result_row(path: str, backend: str, preset: str, samples_per_s: float, flop
 
 
 def plain_loop(backend: str, *, preset: str, batch: int, frames: int, warmup_steps: int, max_steps: int,
-               budget_s: float, bf16: bool, device: str, smoke: bool) -> dict:
-    model, opt, forward = build(preset, backend, device)
+               budget_s: float, bf16: bool, device: str, smoke: bool, compiled: bool = False) -> dict:
+    impl = IMPLS_BY_NAME[f"{backend}+compile" if compiled else backend]
+    model, opt, forward = build(preset, impl, device)
     x, lengths = make_batch(batch, frames, device)
-    step = make_step(forward, opt, x, lengths, bf16)
+    step = make_step(forward, opt, x, lengths, bf16, impl)
     t_start = time.perf_counter()
     for i in range(warmup_steps):
         out = step(i)
@@ -100,6 +108,7 @@ def plain_loop(backend: str, *, preset: str, batch: int, frames: int, warmup_ste
     return _result_row("plain torch loop", backend, preset, batch * steps / elapsed, training_flops(frames, cfg),
                        smoke, precision="bf16 autocast, fp32 parameters" if bf16 else "fp32",
                        micro_batch=batch, frames=frames, timed_steps=steps, warmup_steps=warmup_steps,
+                       compile_mode=impl.compile_mode or "eager",
                        warmup_s=warmup_s, seconds=elapsed,
                        mfu_basis=f"model FLOPs at T = {frames} for every sample")
 
@@ -128,7 +137,8 @@ def _mean_split_flops(data: Path, cfg: HiTRSConfig, min_length: int) -> float:
 
 
 def deepspeed_run(backend: str, launcher: str, *, preset: str, micro_batch: int, steps: int, log_every: int,
-                  per_class: int, work: Path, smoke: bool) -> dict:
+                  per_class: int, work: Path, smoke: bool, compile_choice: str = "auto",
+                  seconds: float | None = None) -> dict:
     from hitrs_fast.data.loader import PRETRAIN_MIN_LENGTH
 
     run_dir = work / f"deepspeed-{backend}"
@@ -137,7 +147,8 @@ def deepspeed_run(backend: str, launcher: str, *, preset: str, micro_batch: int,
            str(ROOT / "training" / "pretrain.py"), "--preset", preset, "--backend", backend, "--ds-config", ds_config,
            "--micro-batch", str(micro_batch), "--grad-accum", "1", "--steps", str(steps),
            "--log-every", str(log_every), "--ckpt-every", "0", "--probe", "off", "--augment", "none",
-           "--run-dir", str(run_dir), "--cache-dir", str(work / "data"), "--synthetic-per-class", str(per_class)]
+           "--run-dir", str(run_dir), "--cache-dir", str(work / "data"), "--synthetic-per-class", str(per_class),
+           "--compile", compile_choice, *(["--max-seconds-this-run", str(seconds)] if seconds else [])]
     print("+", " ".join(cmd), flush=True)
     proc = subprocess.run(cmd, cwd=ROOT, check=False)
     if proc.returncode != 0:
@@ -149,17 +160,25 @@ def deepspeed_run(backend: str, launcher: str, *, preset: str, micro_batch: int,
     return _result_row("deepspeed training/pretrain.py", backend, preset, rate, flops, smoke,
                        precision="DeepSpeed bf16 (ZeRO 1)" if not smoke else "fp32 (cpu_fp32.json)",
                        micro_batch=micro_batch, timed_steps=timed_steps, ds_config=ds_config,
+                       compile_mode=config.get("compile_mode") if config.get("compile") else "eager",
+                       length_buckets=config.get("length_buckets"),
                        mfu_basis="mean model FLOPs over the train split's sequences (estimate)")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backends", default="triton,torch", help="comma-separated model backends (default: triton,torch)")
-    p.add_argument("--path", default="auto", choices=["auto", "deepspeed", "plain"],
-                   help="auto: deepspeed when it imports, else the plain loop")
+    p.add_argument("--path", default="auto", choices=["auto", "deepspeed", "deepspeed-or-skip", "plain"],
+                   help="auto: deepspeed when it imports, else the plain loop; deepspeed-or-skip: the DeepSpeed run "
+                   "only, recorded as skipped (with the reason) where DeepSpeed does not import")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="timed seconds of training per backend (DeepSpeed: --max-seconds-this-run; plain loop: the "
+                   "budget)")
     p.add_argument("--smoke", action="store_true", help="CPU smoke: tiny preset, a few steps, no speed result")
     p.add_argument("--budget", type=float, default=None, help="seconds of timed steps per backend (plain loop)")
     p.add_argument("--work-dir", type=Path, default=None, help="where the DeepSpeed runs write (default: a temp dir)")
+    p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                   help="torch.compile the step (auto: on CUDA, as pre-training does)")
     args = p.parse_args(argv)
     backends = [b for b in args.backends.split(",") if b]
     bad = [b for b in backends if b not in BACKENDS]
@@ -176,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.path == "deepspeed" and launcher is None:
         print(f"--path deepspeed: {why}", file=sys.stderr)
         return 2
+    if args.path == "deepspeed-or-skip" and launcher is None:
+        for backend in backends:
+            skip(f"pretrain_throughput/{backend} deepspeed", f"not run: {why}", op="pretrain_throughput", peer=backend)
+        print(f"pre-training throughput under DeepSpeed not measured: {why}", flush=True)
+        return 0
     print(f"pre-training throughput: preset {preset}, device {device}, path "
           f"{'deepspeed training/pretrain.py' if launcher else 'plain torch loop'} ({why})", flush=True)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="hitrs-pretrain-"))
@@ -188,19 +212,25 @@ def main(argv: list[str] | None = None) -> int:
         if launcher is not None and not (smoke and backend == "triton"):
             try:
                 row = deepspeed_run(backend, launcher, preset=preset, micro_batch=4 if smoke else 64,
-                                    steps=4 if smoke else 60, log_every=2 if smoke else 10,
-                                    per_class=12 if smoke else 100, work=work, smoke=smoke)
+                                    steps=4 if smoke else (100_000 if args.seconds else 60),
+                                    log_every=2 if smoke else 10, per_class=12 if smoke else 100, work=work,
+                                    smoke=smoke, compile_choice="off" if smoke else args.compile,
+                                    seconds=None if smoke else args.seconds)
             except Exception as exc:  # the failure is recorded; the plain loop still measures the step
                 reason = f"deepspeed path failed ({type(exc).__name__}: {exc}); the plain loop runs instead"
                 print(reason, flush=True)
                 skip(f"pretrain_throughput/{backend} deepspeed", reason, op="pretrain_throughput", peer=backend)
                 failed.append(f"{backend}: {reason}")
+        if row is None and args.path == "deepspeed-or-skip":
+            continue
         if row is None:
             try:
                 row = plain_loop(backend, preset=preset, batch=1 if smoke else 64, frames=15 if smoke else 100,
                                  warmup_steps=1 if smoke else 5, max_steps=1 if smoke else 200,
-                                 budget_s=args.budget if args.budget is not None else (0.0 if smoke else 30.0),
-                                 bf16=True, device=device, smoke=smoke)
+                                 budget_s=next(b for b in (args.budget, args.seconds, 0.0 if smoke else 30.0)
+                                               if b is not None),
+                                 bf16=True, device=device, smoke=smoke,
+                                 compiled=not smoke and args.compile != "off")
             except Exception as exc:
                 reason = f"plain loop failed ({type(exc).__name__}: {exc})"
                 print(reason, flush=True)

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 
 from benchmarks.common import is_smoke
-from hitrs_fast.masks import AttentionMask, FrameMask, NoMask
+from hitrs_fast.masks import AttentionMask, FrameMask, NoMask, SlidingWindowMask
 
 JOINTS = 25
 
@@ -115,3 +115,41 @@ def selected_batches(default: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(int(b) for b in env.split(","))
     except ValueError:
         raise ValueError(f"HITRS_BENCH_BATCHES: expected comma-separated integers, got {env!r}") from None
+
+
+@dataclass(frozen=True)
+class PeerShape:
+    """A peer skeleton Transformer's attention (issue 24): ``num_tokens`` tokens, ``heads`` x ``head_dim``, an
+    additive ``[H, N, N]`` bias (a relative-position table) and/or a sliding temporal window over frames of
+    ``frame_size`` tokens (``radius`` frames each side), at ``batch`` sequences."""
+
+    name: str
+    num_tokens: int
+    heads: int
+    head_dim: int
+    bias: bool
+    radius: int | None  # None: no window
+    frame_size: int = JOINTS
+    batch: int = 1024
+
+    def mask(self) -> AttentionMask:
+        if self.radius is None:
+            return NoMask()
+        return SlidingWindowMask(self.frame_size, self.num_tokens // self.frame_size, self.radius, cls="none")
+
+    def fwd_flops(self) -> float:
+        return 4.0 * self.num_tokens ** 2 * self.head_dim * self.heads
+
+
+PEER_SHAPES = (
+    PeerShape("partition-N64-H8-D32-bias", 64, 8, 32, bias=True, radius=None, batch=8192),
+    PeerShape("partition-N96-H4-D24-bias", 96, 4, 24, bias=True, radius=None, batch=8192),
+    PeerShape("window-N300-H8-D64-r1-bias", 300, 8, 64, bias=True, radius=1, batch=512),
+    PeerShape("window-N750-H8-D64-r2", 750, 8, 64, bias=False, radius=2, batch=128),
+)
+"""The peers' shapes (N 64-750, head_dim 24-64; 24 is padded to 32 inside our op): partitioned attention with a
+relative-position bias, and a sliding window over 25-joint frames with and without a bias."""
+
+SMOKE_PEER_SHAPES = (PeerShape("smoke-window-N26-H1-D16-r0-bias", 26, 1, 16, bias=True, radius=0, frame_size=13,
+                               batch=1),)
+"""CPU smoke size of the peer-shape benchmark."""

@@ -39,6 +39,11 @@ SPEED_COLUMNS = {"median_ms", "p20_ms", "p80_ms", "seq_per_s", "tflops", "useful
                  "speedup_vs_compiled", "samples_per_s", "mfu", "model_tflops", "time_ms"}
 
 
+def is_ours(peer: Any) -> bool:
+    """Our rows: the kernel rows and the model-step rows of the Triton backend (``triton``, ``triton+compile``...)."""
+    return peer in OURS or str(peer).startswith("triton")
+
+
 def is_upper_bound(peer: Any) -> bool:
     return "unmasked" in str(peer)
 
@@ -49,11 +54,11 @@ def add_speedups(rows: list[dict]) -> None:
     for r in rows:
         groups[(r.get("op"), r.get("shape"), r.get("dtype"), r.get("mode"), r.get("batch"))].append(r)
     for group in groups.values():
-        peers = [r for r in group if r.get("peer") not in OURS and r.get("tests_passed", True)
+        peers = [r for r in group if not is_ours(r.get("peer")) and r.get("tests_passed", True)
                  and r.get("seq_per_s") and not r.get("smoke") and not is_upper_bound(r.get("peer"))]
         best = max((r["seq_per_s"] for r in peers), default=None)
         for r in group:
-            if r.get("peer") in OURS and best and r.get("seq_per_s") and r.get("tests_passed", True):
+            if is_ours(r.get("peer")) and best and r.get("seq_per_s") and r.get("tests_passed", True):
                 r["speedup_vs_best_peer"] = r["seq_per_s"] / best
 
 
@@ -189,13 +194,18 @@ def render_campaign(results: dict) -> str:
                                                          "model_gb_per_s": "GB/s (bytes model)",
                                                          "pct_of_floor": "% HBM floor"}), ""]
     if by_op.get("model_step"):
-        cols = ("peer", "dtype", "precision", "shape", "median_ms", "p20_ms", "p80_ms", "seq_per_s", "tflops",
-                "saved_activation_mb_per_seq", "peak_mem_mb", *(("speedup_vs_best_peer",) if speedups else ()))
+        steps = by_op["model_step"]
+        cols = ("peer", "dtype", "compile_mode", "lengths_on", "shape", "median_ms", "p20_ms", "p80_ms", "seq_per_s",
+                "tflops", "kernel_launches", "saved_activation_mb_per_seq", "peak_mem_mb",
+                *(("speedup_vs_best_peer",) if speedups else ()), "ran")
         parts += ["## Pre-training step (forward + backward + AdamW)", "", caption(results), "",
-                  table(by_op["model_step"], cols, {"seq_per_s": "samples/s", "tflops": "model TFLOP/s",
-                                                    "saved_activation_mb_per_seq": "saved MiB/sample",
-                                                    "peak_mem_mb": "peak MiB",
-                                                    "speedup_vs_best_peer": "× best torch row"}), ""]
+                  table(steps, cols, {"seq_per_s": "samples/s", "tflops": "model TFLOP/s",
+                                      "compile_mode": "compile", "lengths_on": "lengths on",
+                                      "kernel_launches": "GPU kernels / step",
+                                      "saved_activation_mb_per_seq": "saved MiB/sample", "peak_mem_mb": "peak MiB",
+                                      "speedup_vs_best_peer": "× best peer row",
+                                      "ran": "longest kernels (profiler)"}), ""]
+        parts += step_profile_section(steps)
     if by_op.get("pretrain_throughput"):
         pt = by_op["pretrain_throughput"]
         cols = ("peer", "path", "precision", "preset", "micro_batch", "samples_per_s", "model_tflops", "mfu",
@@ -212,6 +222,26 @@ def render_campaign(results: dict) -> str:
     failures = results.get("failures", [])
     parts += ["## Failures", ""] + ([f"- {f}" for f in failures] if failures else ["none"]) + [""]
     return "\n".join(parts)
+
+
+def step_profile_section(steps: list[dict]) -> list[str]:
+    """The profile of one step of our fastest bf16 row (kernel time by category, idle gaps) and the configs its
+    autotuned kernels ran."""
+    ours = [r for r in steps if is_ours(r.get("peer")) and r.get("profile") and r.get("median_ms")
+            and not r.get("smoke") and r.get("dtype") == "bf16"]
+    if not ours:
+        return []
+    best = min(ours, key=lambda r: r["median_ms"])
+    rows = [{"category": name, "ms": v.get("ms"), "share": None if v.get("ms") is None else v["ms"] / best["median_ms"],
+             "launches": v.get("launches")} for name, v in best["profile"]["categories"].items()]
+    out = [f"### Where one step of `{best['peer']}` goes ({best['median_ms']:.1f} ms median; one profiled step)", "",
+           table(rows, ("category", "ms", "share", "launches"), {"share": "share of the step"}), ""]
+    tuned = best.get("autotuned") or {}
+    if tuned:
+        out += ["Autotuned configs that ran (kernel: key → config):", ""]
+        out += [f"- `{kernel}`: " + "; ".join(f"`{key}` → `{cfg}`" for key, cfg in configs.items())
+                for kernel, configs in sorted(tuned.items())] + [""]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,12 +15,12 @@ from hitrs_fast.attention import (  # noqa: E402
 )
 from hitrs_fast.config import HiTRSConfig  # noqa: E402
 from hitrs_fast.embedding import JointEmbedding  # noqa: E402
-from hitrs_fast.masks import FrameMask, KeyPaddingMask, NoMask  # noqa: E402
+from hitrs_fast.masks import DenseMask, FrameMask, KeyPaddingMask, NoMask, SlidingWindowMask, TokenIdMask  # noqa: E402
 from hitrs_fast.models import HiTRS, HiTRSOutput  # noqa: E402
 from hitrs_fast.pretext import HiTRSForPretraining  # noqa: E402
 
 __all__ = [
-    "FrameAttentionBlock", "FrameMask", "FrameMaskedAttention", "HiTRS", "HiTRSConfig", "HiTRSForPretraining",
-    "HiTRSOutput", "JointEmbedding", "KeyPaddingMask", "MultiHeadAttention", "NoMask", "frame_attention_block",
-    "frame_masked_attention",
+    "DenseMask", "FrameAttentionBlock", "FrameMask", "FrameMaskedAttention", "HiTRS", "HiTRSConfig",
+    "HiTRSForPretraining", "HiTRSOutput", "JointEmbedding", "KeyPaddingMask", "MultiHeadAttention", "NoMask",
+    "SlidingWindowMask", "TokenIdMask", "frame_attention_block", "frame_masked_attention",
 ]

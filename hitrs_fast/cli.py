@@ -12,11 +12,21 @@ module: ``deepspeed --num_gpus 8 --module hitrs_fast.training.pretrain ARGS``.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from collections.abc import Sequence
 
 from hitrs_fast import __version__
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line, ``PROG: error: MESSAGE (see PROG --help)``, exit 2,
+    instead of the usage block and the message (its sub-command parsers are of this class too)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 
 PROG = "hitrs"
 # name -> (module with main(argv, prog), one-line description)

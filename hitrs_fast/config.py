@@ -56,6 +56,12 @@ class HiTRSConfig:
     # several blocks, as DINO's ViT-S evaluation concatenates the CLS of its last four blocks; Caron et al., ICCV
     # 2021). The tiny preset uses it: there the V-TRS CLS alone passes on less than the clips hold.
     feature_readout: Literal["video_cls", "video_cls_clip_mean"] = "video_cls"
+    # dtype of the C-TRS and V-TRS residual stream under autocast: "parameters" keeps the parameters' dtype (fp32:
+    # the positional embedding and CLS token are fp32 parameters added to the autocast input map's output, as in
+    # the released code run under autocast); "autocast" casts them to the autocast dtype (bf16), halving the bytes
+    # of every residual add, LayerNorm and their gradients (docs/benchmarks.md, the step model). Without autocast
+    # both are the parameters' dtype.
+    residual_stream: Literal["parameters", "autocast"] = "parameters"
     # Pretext tasks.
     mask_ratio: float = 0.15
     mask_replacement: Literal["ones", "uniform_random"] = "ones"
@@ -111,7 +117,8 @@ class HiTRSConfig:
         choices = {"body_reduce": ("mean_slots", "mean_present"), "mask_replacement": ("ones", "uniform_random"),
                    "pose_loss": ("smooth_l1_x10", "l1"), "nce_negatives": ("global", "local"),
                    "clip_order_selection": ("any_motion", "motion_weighted"),
-                   "feature_readout": ("video_cls", "video_cls_clip_mean"), "centering": CENTERINGS}
+                   "feature_readout": ("video_cls", "video_cls_clip_mean"), "centering": CENTERINGS,
+                   "residual_stream": ("parameters", "autocast")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"HiTRSConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")

@@ -125,7 +125,8 @@ def joint_embedding(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, l
     _check_inputs(x, weight, bias, ln_weight, ln_bias, pos)
     if out_dtype is None:
         dev = x.device.type
-        out_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else weight.dtype
+        autocast = torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev)  # meta: never
+        out_dtype = torch.get_autocast_dtype(dev) if autocast else weight.dtype
     inputs = EmbeddingInputs(x, weight, bias, ln_weight, ln_bias, pos, out_dtype)
     return choose_backend(OP_NAME, PRIORITY, backend, inputs, x.device).run(inputs, eps)
 

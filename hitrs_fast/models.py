@@ -16,6 +16,8 @@ from torch import nn
 from hitrs_fast.attention import FrameAttentionBlock
 from hitrs_fast.config import HiTRSConfig
 from hitrs_fast.embedding import JointEmbedding
+from hitrs_fast.feedforward import ffn_block
+from hitrs_fast.kernels.capabilities import ffn_kernel
 from hitrs_fast.masks import AttentionMask, FrameMask, KeyPaddingMask, NoMask
 from hitrs_fast.normalize import apply_centering
 from hitrs_fast.posenc import sinusoid_1d, sinusoid_2d
@@ -36,17 +38,22 @@ class FeedForward(nn.Module):
 
 class TransformerLayer(FrameAttentionBlock):
     """Pre-LN layer of the released code: the attention sublayer (:class:`FrameAttentionBlock`, whose
-    ``state_dict`` keys it keeps: ``attn_norm.*``, ``attn.*``), then ``x + dropout(FFN(LN(x)))``. Dropout only
+    ``state_dict`` keys it keeps: ``attn_norm.*``, ``attn.*``), then ``x + dropout(FFN(LN(x)))``
+    (:func:`hitrs_fast.feedforward.ffn_block`; keys ``ffn_norm.*``, ``ffn.fc1.*``, ``ffn.fc2.*``). Dropout only
     after the attention output projection and after the FFN (none on the attention probabilities)."""
 
     def __init__(self, dim: int, ffn: int, num_heads: int, head_dim: int, dropout: float, backend: str) -> None:
         super().__init__(dim, num_heads, head_dim, dropout, backend)
         self.ffn_norm = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, ffn)
+        # The fused FFN kernel where the Triton kernels run, unless HITRS_FAST_FFN=composed asks for the ops.
+        self.ffn_backend = "torch" if backend in ("torch", "sdpa") or ffn_kernel() == "composed" else backend
 
     def forward(self, x: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
         x = self.attention_block(x, mask)
-        return x + self.dropout(self.ffn(self.ffn_norm(x)))
+        return ffn_block(x, self.ffn_norm.weight, self.ffn_norm.bias, self.ffn.fc1.weight, self.ffn.fc1.bias,
+                         self.ffn.fc2.weight, self.ffn.fc2.bias, eps=self.ffn_norm.eps, dropout=self.dropout.p,
+                         training=self.training, backend=self.ffn_backend)
 
 
 class TransformerStack(nn.Module):
@@ -64,6 +71,10 @@ class TransformerStack(nn.Module):
         return x
 
 
+MODEL_BACKENDS = ("auto", "torch", "sdpa", "triton")
+"""Backends of the whole encoder: ``sdpa`` runs the attention through PyTorch SDPA and the rest as the reference."""
+
+
 class FrameEncoder(nn.Module):
     """F-TRS: joint embedding + Transformer over the V joints of each frame.
 
@@ -72,11 +83,22 @@ class FrameEncoder(nn.Module):
 
     def __init__(self, config: HiTRSConfig, backend: str = "auto") -> None:
         super().__init__()
-        self.embedding = JointEmbedding(config.num_joints, config.in_channels, config.frame_dim, backend=backend)
+        embedding_backend = "torch" if backend == "sdpa" else backend  # the embedding has no SDPA form
+        self.embedding = JointEmbedding(config.num_joints, config.in_channels, config.frame_dim,
+                                        backend=embedding_backend)
         self.transformer = TransformerStack(config.frame_layers, config.frame_dim, config.frame_ffn, config, backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.transformer(self.embedding(x), NoMask())
+
+
+def stream_parameters(h: torch.Tensor, residual_stream: str, *params: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The parameters that start a residual stream (positions, CLS token) in the stream's dtype: the parameters'
+    own (``"parameters"``: fp32 under autocast, ``h + pos`` promotes), or ``h``'s (``"autocast"``: the autocast
+    dtype of the input map's output, so every later add, LayerNorm read and gradient moves half the bytes)."""
+    if residual_stream == "autocast":
+        return tuple(p.to(h.dtype) for p in params)
+    return params
 
 
 class ClipEncoder(nn.Module):
@@ -94,12 +116,14 @@ class ClipEncoder(nn.Module):
         self.input_map = nn.Linear(config.frame_dim, config.clip_dim)
         self.pos = nn.Parameter(sinusoid_2d(config.clip_len, config.num_joints, config.clip_dim))
         self.cls_token = nn.Parameter(torch.rand(1, 1, config.clip_dim))
+        self.residual_stream = config.residual_stream
         self.transformer = TransformerStack(config.clip_layers, config.clip_dim, config.clip_ffn, config, backend)
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         n = clips.shape[0]
-        tokens = (self.input_map(clips) + self.pos).flatten(1, 2)
-        tokens = torch.cat([tokens, self.cls_token.expand(n, -1, -1)], dim=1)
+        h = self.input_map(clips)
+        pos, cls = stream_parameters(h, self.residual_stream, self.pos, self.cls_token)
+        tokens = torch.cat([(h + pos).flatten(1, 2), cls.expand(n, -1, -1)], dim=1)
         return self.transformer(tokens, self.mask)[:, -1]
 
 
@@ -116,6 +140,7 @@ class VideoEncoder(nn.Module):
         self.input_map = nn.Linear(config.clip_dim, config.video_dim)
         self.pos = nn.Parameter(sinusoid_1d(config.max_clips, config.video_dim))
         self.cls_token = nn.Parameter(torch.rand(1, 1, config.video_dim))
+        self.residual_stream = config.residual_stream
         self.transformer = TransformerStack(config.video_layers, config.video_dim, config.video_ffn, config, backend)
 
     def forward(self, clips: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -123,9 +148,10 @@ class VideoEncoder(nn.Module):
         if w > self.max_clips:
             raise ValueError(f"V-TRS supports at most {self.max_clips} clips (positional embedding size), got {w}; "
                              "raise HiTRSConfig.max_clips or shorten the sequences")
-        tokens = self.input_map(clips) + self.pos[:w]
-        tokens = torch.cat([tokens, self.cls_token.expand(b, -1, -1)], dim=1)
-        return self.transformer(tokens, KeyPaddingMask(lengths, cls_last=True))[:, -1]
+        h = self.input_map(clips)
+        pos, cls = stream_parameters(h, self.residual_stream, self.pos[:w], self.cls_token)
+        tokens = torch.cat([h + pos, cls.expand(b, -1, -1)], dim=1)
+        return self.transformer(tokens, KeyPaddingMask(lengths, unit="tokens", cls="last"))[:, -1]
 
 
 @dataclass
@@ -266,8 +292,9 @@ class HiTRS(nn.Module):
 
     Args:
         config: a :class:`HiTRSConfig` (default: the ``official`` preset).
-        backend: attention / embedding backend, ``"auto"``, ``"torch"`` (the reference) or
-            ``"triton"``. Weights are identical under every backend.
+        backend: attention / embedding backend (:data:`MODEL_BACKENDS`): ``"auto"``, ``"torch"`` (the
+            reference), ``"sdpa"`` (PyTorch SDPA attention, the reference elsewhere) or ``"triton"``. Weights
+            are identical under every backend.
 
     ``forward(x [B, M, T, V, C], lengths [B] | None) -> HiTRSOutput``. Bodies are folded
     into the batch (no cross-body attention) and combined after V-TRS.
@@ -291,6 +318,8 @@ class HiTRS(nn.Module):
 
     def __init__(self, config: HiTRSConfig | None = None, backend: str = "auto") -> None:
         super().__init__()
+        if backend not in MODEL_BACKENDS:
+            raise ValueError(f"HiTRS: backend must be one of {MODEL_BACKENDS}, got {backend!r}")
         self.config = config = config or HiTRSConfig()
         self.backend = backend
         self.frame_encoder = FrameEncoder(config, backend)
@@ -443,6 +472,6 @@ def expected_encoder_parameters(config: HiTRSConfig) -> int:
             + c.clip_layers * layer(c.clip_dim, c.clip_ffn) + c.video_layers * layer(c.video_dim, c.video_ffn))
 
 
-__all__ = ["BODY_REDUCTIONS", "HiTRS", "HiTRSOutput", "FrameEncoder", "ClipEncoder", "PreparedBatch", "VideoEncoder",
-           "TransformerLayer", "count_parameters", "expected_encoder_parameters", "host_checks_enabled",
-           "reduce_bodies", "run_on_prefixes", "validate_skeletons", "zero_beyond_lengths"]
+__all__ = ["BODY_REDUCTIONS", "MODEL_BACKENDS", "HiTRS", "HiTRSOutput", "FrameEncoder", "ClipEncoder",
+           "PreparedBatch", "VideoEncoder", "TransformerLayer", "count_parameters", "expected_encoder_parameters",
+           "host_checks_enabled", "reduce_bodies", "run_on_prefixes", "validate_skeletons", "zero_beyond_lengths"]

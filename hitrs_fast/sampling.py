@@ -41,14 +41,27 @@ class SampleRandom:
     split (2 ranks x B/2 draw what 1 rank x B draws) and exactly resumable.
 
     Args:
-        seed: int, e.g. derived from the run seed and the step.
+        seed: int, e.g. derived from the run seed and the step; or an int64 tensor of one element on the
+            samples' device (the same draws), which a compiled step takes as a graph input: a Python int would be
+            baked into the graph and every new seed would recompile it.
         sample_ids: int64 ``[B]`` global ids of the batch's samples.
     """
 
-    def __init__(self, seed: int, sample_ids: torch.Tensor) -> None:
-        self.seed = int(seed) & _MASK32
+    def __init__(self, seed: int | torch.Tensor, sample_ids: torch.Tensor) -> None:
+        if isinstance(seed, torch.Tensor):
+            if seed.numel() != 1 or seed.is_floating_point():
+                raise ValueError(f"SampleRandom: a seed tensor must hold one integer, got {seed.dtype} "
+                                 f"{tuple(seed.shape)}")
+            self.seed = seed.reshape(()).long() & _MASK32
+        else:
+            self.seed = int(seed) & _MASK32
         self.sample_ids = sample_ids.long()
         self.calls = 0
+
+    @staticmethod
+    def device_seed(seed: int, device: torch.device | str) -> torch.Tensor:
+        """``seed`` as an int64 scalar tensor on ``device``, filled there (no host-to-device copy to wait for)."""
+        return torch.full((), int(seed) & _MASK32, dtype=torch.int64, device=device)
 
     def rand(self, shape: tuple[int, ...], device: torch.device | str) -> torch.Tensor:
         """Uniform [0, 1) float32 of ``shape``; ``shape[0]`` is the batch."""

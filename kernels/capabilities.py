@@ -17,11 +17,17 @@ MAX_GRID = 2**31 - 1
 MIN_COMPUTE_CAPABILITY = (8, 0)
 """bf16 tensor-core dots need Ampere or newer."""
 
-MASK_NONE, MASK_FRAME = 0, 1
-"""The attention kernels' mask kinds: no rule (F-TRS; key padding adds a lengths vector), the frame rule."""
+MASK_NONE, MASK_FRAME, MASK_WINDOW = 0, 1, 2
+"""The attention kernels' mask kinds: no rule (F-TRS; key padding adds a lengths vector), the frame rule (other
+frames), the window rule (frames within a radius)."""
+FRAMES_FRAME_MAJOR, FRAMES_JOINT_MAJOR, FRAMES_FROM_IDS = 0, 1, 2
+"""Where the frame attention kernels take a token's frame from (``FRAME_SOURCE``): index arithmetic on frame-major
+or joint-major tokens, or per-token ids loaded from memory."""
 
 FRAME_ATTENTION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 FRAME_ATTENTION_HEAD_DIMS = (16, 32, 64, 128)
+"""Head dims the kernels compile for; the public op pads any other D up to the next of these (zero columns change no
+score and give zero output columns, which it slices off)."""
 FRAME_ATTENTION_MAX_TOKENS = 4096
 """Largest N the launcher accepts; beyond it the online loop still works but is untested."""
 FRAME_ATTENTION_MIN_BLOCK = 16
@@ -64,6 +70,27 @@ ATTENTION_BLOCK_TILE = 128 * 128
 ATTENTION_BLOCK_DETERMINISTIC = True
 """No atomics: LN weight gradients from per-program partials summed in a fixed order; the rest cuBLAS."""
 
+FFN_BLOCK_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+"""dtypes of x (the residual stream, and the output) of the fused feed-forward sublayer."""
+FFN_BLOCK_COMPUTE_DTYPES = (torch.float16, torch.bfloat16)
+"""dtypes its dots run in on a GPU; float32 dots (tf32x3) run under the CPU interpreter only, as for the fused
+attention sublayer (not compiled or measured for a GPU)."""
+FFN_BLOCK_MAX_HIDDEN = 256
+"""Largest FFN hidden width: a program keeps ``[BLOCK_M, hidden]`` fp32 tiles of h, GELU(h) and their gradients on
+chip (the released widths: 128, 128, 256)."""
+FFN_BLOCK_MAX_WIDTH = 4096
+"""Largest model width C: the kernel walks C in chunks, so this only bounds the loops."""
+FFN_BLOCK_GPU_MIN_DOT = 64
+"""On a GPU both widths must be at least this: the sizes of the released model (C 128-512, hidden 128-256); small
+dot dimensions hit illegal memory accesses in Triton's Hopper MMA lowering (see ATTENTION_BLOCK_GPU_MIN_DOT)."""
+FFN_BLOCK_DETERMINISTIC = True
+"""No atomics: bias and LayerNorm gradients from per-program partials summed in a fixed order; weights by cuBLAS."""
+FFN_KERNEL_ENV = "HITRS_FAST_FFN"
+FFN_KERNELS = ("fused", "composed")
+"""The Triton backend's feed-forward sublayer: ``fused`` (one kernel each way, the default: the step model of
+docs/benchmarks.md predicts it faster under ``torch.compile``) or ``composed`` (LayerNorm, the two Linear layers,
+GELU, dropout and the residual as PyTorch ops, which ``torch.compile`` fuses around cuBLAS)."""
+
 JOINT_EMBEDDING_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 JOINT_EMBEDDING_MAX_CHANNELS = 16
 """Input channels C held in registers per token."""
@@ -100,8 +127,15 @@ def frame_attention_kernel(n: int, head_dim: int, dtype: torch.dtype, direction:
     return "resident" if requested == "resident" and resident_fits(n, head_dim, dtype) else "split"
 
 
-def frame_attention_reasons(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> list[str]:
-    """Why :mod:`hitrs_fast.kernels.frame_attention` cannot take ``q, k, v [B, H, N, D]``."""
+def padded_head_dim(head_dim: int) -> int | None:
+    """The kernel head dim a head of ``head_dim`` runs at (the smallest supported one that holds it), None beyond
+    the largest."""
+    return next((d for d in FRAME_ATTENTION_HEAD_DIMS if d >= head_dim), None)
+
+
+def frame_attention_reasons(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pad_head_dim: bool = False) -> list[str]:
+    """Why :mod:`hitrs_fast.kernels.frame_attention` cannot take ``q, k, v [B, H, N, D]``; ``pad_head_dim``: D is
+    padded up to a supported one first (the public op does), so any D up to the largest is taken."""
     if q.dim() != 4:
         return [f"q must be [B, H, N, D], got {q.dim()} dims"]
     reasons = []
@@ -109,7 +143,10 @@ def frame_attention_reasons(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -
         reasons.append(f"q, k, v dtypes differ ({q.dtype}, {k.dtype}, {v.dtype})")
     if q.dtype not in FRAME_ATTENTION_DTYPES:
         reasons.append(f"dtype {q.dtype} not in (float32, bfloat16, float16)")
-    if q.shape[-1] not in FRAME_ATTENTION_HEAD_DIMS:
+    if pad_head_dim:
+        if padded_head_dim(q.shape[-1]) is None:
+            reasons.append(f"head_dim {q.shape[-1]} > {FRAME_ATTENTION_HEAD_DIMS[-1]}")
+    elif q.shape[-1] not in FRAME_ATTENTION_HEAD_DIMS:
         reasons.append(f"head_dim {q.shape[-1]} not in {FRAME_ATTENTION_HEAD_DIMS}")
     if not 1 <= q.shape[2] <= FRAME_ATTENTION_MAX_TOKENS:
         reasons.append(f"N = {q.shape[2]} not in [1, {FRAME_ATTENTION_MAX_TOKENS}]")
@@ -117,6 +154,14 @@ def frame_attention_reasons(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -
     if programs > MAX_GRID:
         reasons.append(f"B * H * cdiv(N, {FRAME_ATTENTION_MIN_BLOCK}) = {programs} programs exceed grid axis 0 "
                        "(2^31 - 1)")
+    return reasons
+
+
+def frame_attention_bias_reasons(bias: torch.Tensor, batch: int, heads: int, n: int) -> list[str]:
+    """Why the frame attention kernels cannot take an additive ``bias`` (broadcastable to ``[B, H, N, N]``)."""
+    reasons = []
+    if bias.dtype not in FRAME_ATTENTION_DTYPES:
+        reasons.append(f"bias dtype {bias.dtype} not in (float32, bfloat16, float16)")
     return reasons
 
 
@@ -152,6 +197,37 @@ def attention_block_reasons(batch: int, n: int, c: int, heads: int, head_dim: in
                        "sequences take the composed block)")
     elif -(-batch // (attention_block_rows(c) // n)) > MAX_GRID:
         reasons.append(f"{batch} sequences exceed grid axis 0 (2^31 - 1 programs)")
+    return reasons
+
+
+def ffn_kernel() -> str:
+    """``HITRS_FAST_FFN``: ``fused`` (default) or ``composed`` (ValueError otherwise)."""
+    value = os.environ.get(FFN_KERNEL_ENV, FFN_KERNELS[0]).strip().lower()
+    if value not in FFN_KERNELS:
+        raise ValueError(f"{FFN_KERNEL_ENV}={value!r}: expected one of {', '.join(FFN_KERNELS)}")
+    return value
+
+
+def ffn_block_reasons(rows: int, c: int, hidden: int, x_dtype: torch.dtype, compute_dtype: torch.dtype,
+                      fp32_compute: bool = False, on_gpu: bool = False) -> list[str]:
+    """Why :mod:`hitrs_fast.kernels.ffn_block` cannot take x ``[rows, c]`` with a ``hidden``-wide FFN whose dots
+    run in ``compute_dtype`` (``fp32_compute``: accept float32 dots, the interpreter only; ``on_gpu``: the sizes
+    proven on a GPU)."""
+    reasons = []
+    if x_dtype not in FFN_BLOCK_DTYPES:
+        reasons.append(f"x dtype {x_dtype} not in (float32, bfloat16, float16)")
+    computes = FFN_BLOCK_DTYPES if fp32_compute else FFN_BLOCK_COMPUTE_DTYPES
+    if compute_dtype not in computes:
+        reasons.append(f"compute dtype {compute_dtype} not in ({', '.join(str(d)[6:] for d in computes)}) "
+                       "(float32 dots run under the interpreter only)")
+    if not 1 <= hidden <= FFN_BLOCK_MAX_HIDDEN:
+        reasons.append(f"hidden width {hidden} not in [1, {FFN_BLOCK_MAX_HIDDEN}]")
+    if not 1 <= c <= FFN_BLOCK_MAX_WIDTH:
+        reasons.append(f"width C = {c} not in [1, {FFN_BLOCK_MAX_WIDTH}]")
+    if on_gpu and min(c, hidden) < FFN_BLOCK_GPU_MIN_DOT:
+        reasons.append(f"width {c} / hidden {hidden} below {FFN_BLOCK_GPU_MIN_DOT}: not proven on a GPU")
+    if rows > MAX_GRID * 16:
+        reasons.append(f"{rows} rows exceed grid axis 0 (2^31 - 1 programs)")
     return reasons
 
 

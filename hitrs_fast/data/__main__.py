@@ -1,7 +1,9 @@
 """``hitrs data {convert,import,describe,validate,synthetic} ...`` (also ``python -m hitrs_fast.data``)
 
 * ``convert ntu --input DIR [--input DIR2] --output STORE [--dataset auto|ntu60|ntu120]
-  [--body-selection hitrs|energy|agcn|tracked] [--missing-list FILE|none] [--workers N] [--skip-bad] [--overwrite]``
+  [--body-selection hitrs|energy|agcn|tracked] [--missing-list FILE|none] [--workers N] [--skip-bad] [--overwrite]
+  [--split NAME:FIELD=LIST ...] [--split-file FILE]``: splits of one's choosing beside the NTU benchmarks
+  (``hitrs_fast.data.splits``; also on every ``import`` below)
 * ``convert pku --skeletons DIR --labels DIR [--split FILE] --output STORE [--frame-base one_inclusive|zero_exclusive]``
 * ``import ctrgcn-npz --input FILE.npz --output STORE [--centring ...]``
 * ``import stgcn --data X_data.npy --labels X_label.pkl [--data ... --labels ...] [--num-frame F.npy ...] --output``
@@ -27,13 +29,23 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hitrs_fast.data.inspection import describe_lines, describe_store, validate_store
+from hitrs_fast.cli import CommandParser
+from hitrs_fast.data.inspection import describe_lines, describe_store, split_lines, validate_store
+from hitrs_fast.data.splits import SplitRequest
 from hitrs_fast.data.store import SkeletonStore
 
 
+def _add_split_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", action="append", default=[], metavar="NAME:FIELD=LIST",
+                   help="add a split of your choosing: the samples whose FIELD (performer, camera, setup, replication) "
+                   "is in LIST, e.g. --split train:performer=1-3 --split test:performer=4 (repeatable; several "
+                   "FIELD=LIST joined by ':' must all hold)")
+    p.add_argument("--split-file", type=Path, default=None, metavar="FILE",
+                   help="add the splits a file names: JSON {\"train\": [names], ...} or lines 'SPLIT: NAME NAME ...'")
+
+
 def _build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog or "python -m hitrs_fast.data",
-                                description="Skeleton data tools for hitrs_fast.")
+    p = CommandParser(prog=prog or "python -m hitrs_fast.data", description="Skeleton data tools for hitrs_fast.")
     sub = p.add_subparsers(dest="command", required=True)
 
     conv = sub.add_parser("convert", help="convert a raw dataset into a store")
@@ -49,6 +61,7 @@ def _build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     ntu.add_argument("--workers", type=int, default=1, help="parser processes (the output does not depend on it)")
     ntu.add_argument("--skip-bad", action="store_true", help="skip and list bad files instead of stopping")
     ntu.add_argument("--overwrite", action="store_true")
+    _add_split_options(ntu)
     pku = csub.add_parser("pku", help="PKU-MMD Part I/II skeleton + label folders")
     pku.add_argument("--skeletons", required=True, type=Path)
     pku.add_argument("--labels", required=True, type=Path)
@@ -66,6 +79,7 @@ def _build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     cg.add_argument("--centring", default="sequence_translation", choices=["sequence_translation", "none"])
     cg.add_argument("--skip-empty", action="store_true", help="skip all-zero rows instead of failing")
     cg.add_argument("--overwrite", action="store_true")
+    _add_split_options(cg)
     st = isub.add_parser("stgcn", help="st-gcn/AimCLR/2s-AGCN (N,3,T,25,M) .npy + (names, labels) .pkl")
     st.add_argument("--data", action="append", required=True, type=Path)
     st.add_argument("--labels", action="append", required=True, type=Path)
@@ -73,11 +87,13 @@ def _build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     st.add_argument("--output", required=True, type=Path)
     st.add_argument("--centring", default="none", choices=["none", "pre_normalization", "per_frame_relative"])
     st.add_argument("--overwrite", action="store_true")
+    _add_split_options(st)
     py = isub.add_parser("pyskl", help="PYSKL/mmaction2 annotation pickle")
     py.add_argument("--input", required=True, type=Path)
     py.add_argument("--output", required=True, type=Path)
     py.add_argument("--centring", default="none", choices=["none", "pyskl_prenormalize3d"])
     py.add_argument("--overwrite", action="store_true")
+    _add_split_options(py)
     fl = isub.add_parser("frame-labels", help="own untrimmed sequences with per-frame labels (detection)",
                          description="DIR/<split>/<sequence>.npz, each with 'joints' [T, V, C] or [T, M, V, C] and "
                          "'labels' [T] (0 = background, 1..K = actions); one folder per split; K from the data.")
@@ -86,6 +102,7 @@ def _build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     fl.add_argument("--class-names", type=Path, default=None, help="text file: names of classes 1..K, one per line")
     fl.add_argument("--fps", type=float, default=None, help="frame rate, recorded in meta.json")
     fl.add_argument("--overwrite", action="store_true")
+    _add_split_options(fl)
 
     de = sub.add_parser("describe", help="summarise a store")
     de.add_argument("path", type=Path)
@@ -103,6 +120,8 @@ def _build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Splits of one's choosing: checked (and their file read) before any conversion starts.
+    requested = SplitRequest(args.split, args.split_file) if hasattr(args, "split_file") else None
     if args.command == "convert" and args.dataset_kind == "ntu":
         from hitrs_fast.data.ntu import convert_ntu
 
@@ -115,6 +134,7 @@ def _run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             workers=args.workers,
             missing_list=args.missing_list,
+            splits=requested,
         )
         print("\n".join(report.lines()))
         return 0 if report.counts_ok else 1
@@ -137,7 +157,8 @@ def _run(args: argparse.Namespace) -> int:
 
         if args.format == "ctrgcn-npz":
             root = importers.import_ctrgcn_npz(
-                args.input, args.output, centring=args.centring, overwrite=args.overwrite, skip_empty=args.skip_empty
+                args.input, args.output, centring=args.centring, overwrite=args.overwrite, skip_empty=args.skip_empty,
+                splits=requested,
             )
         elif args.format == "stgcn":
             if len(args.data) != len(args.labels):
@@ -150,14 +171,17 @@ def _run(args: argparse.Namespace) -> int:
                 num_frames=args.num_frame,
                 centring=args.centring,
                 overwrite=args.overwrite,
+                splits=requested,
             )
         elif args.format == "frame-labels":
             root = importers.import_frame_labels(args.input, args.output, class_names=args.class_names, fps=args.fps,
-                                                 overwrite=args.overwrite)
+                                                 overwrite=args.overwrite, splits=requested)
         else:
-            root = importers.import_pyskl(args.input, args.output, centring=args.centring, overwrite=args.overwrite)
+            root = importers.import_pyskl(args.input, args.output, centring=args.centring, overwrite=args.overwrite,
+                                          splits=requested)
         store = SkeletonStore(root)
         print(f"wrote {root}: {len(store)} samples, {int(store.lengths.sum())} frames, splits {store.split_names}")
+        print("\n".join(split_lines(describe_store(store))))
         return 0
     if args.command == "describe":
         d = describe_store(SkeletonStore(args.path))

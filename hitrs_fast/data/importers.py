@@ -28,6 +28,7 @@ import numpy as np
 
 from hitrs_fast.data.ntu import NAME_RE, parse_ntu_name
 from hitrs_fast.data.safe_pickle import safe_load
+from hitrs_fast.data.splits import SplitRequest, with_requested
 from hitrs_fast.data.store import StoreSample, write_store
 
 __all__ = ["import_ctrgcn_npz", "import_frame_labels", "import_pyskl", "import_stgcn", "valid_length"]
@@ -78,6 +79,7 @@ def import_ctrgcn_npz(
     centring: str = "sequence_translation",
     overwrite: bool = False,
     skip_empty: bool = False,
+    splits: SplitRequest | None = None,
 ) -> Path:
     """Import a CTR-GCN-style ``.npz`` (``x_train``/``y_train`` and/or ``x_test``/``y_test``).
 
@@ -157,9 +159,11 @@ def import_ctrgcn_npz(
         "joint_layout": "ntu25",
         "fps": 30,
         "skipped_empty": skipped,
+        "split_rules": splits.describe() if splits else {},
     }
     try:
-        return write_store(output, samples(), info=info, splits=make_splits, overwrite=overwrite)
+        return write_store(output, samples(), info=info, splits=with_requested(make_splits, splits),
+                           overwrite=overwrite)
     finally:
         zf.close()
 
@@ -179,6 +183,7 @@ def import_stgcn(
     num_frames: Sequence[str | Path | None] | None = None,
     centring: str = "none",
     overwrite: bool = False,
+    splits: SplitRequest | None = None,
 ) -> Path:
     """Import st-gcn-layout parts, each ``(data.npy (N, 3, T, 25, M), label.pkl (names, labels))``.
 
@@ -251,11 +256,13 @@ def import_stgcn(
         "num_classes": int(all_labels.max()) + 1,
         "joint_layout": "ntu25",
         "fps": 30,
+        "split_rules": splits.describe() if splits else {},
     }
-    return write_store(output, samples(), info=info, splits=make_splits, overwrite=overwrite)
+    return write_store(output, samples(), info=info, splits=with_requested(make_splits, splits), overwrite=overwrite)
 
 
-def import_pyskl(path: str | Path, output: str | Path, *, centring: str = "none", overwrite: bool = False) -> Path:
+def import_pyskl(path: str | Path, output: str | Path, *, centring: str = "none", overwrite: bool = False,
+                 splits: SplitRequest | None = None) -> Path:
     """Import a PYSKL pickle: ``annotations`` (``frame_dir``, ``total_frames``, ``label``, ``keypoint (M, T, V, C)``)
     and ``split`` (name -> list of ``frame_dir``). Body slots are zero-padded to the largest M.
     """
@@ -324,8 +331,9 @@ def import_pyskl(path: str | Path, output: str | Path, *, centring: str = "none"
         "num_classes": int(max(int(a["label"]) for a in anns)) + 1,
         "joint_layout": "ntu25" if vc == (25, 3) else f"V{vc[0]}xC{vc[1]}",
         "fps": 30,
+        "split_rules": splits.describe() if splits else {},
     }
-    return write_store(output, samples(), info=info, splits=make_splits, overwrite=overwrite)
+    return write_store(output, samples(), info=info, splits=with_requested(make_splits, splits), overwrite=overwrite)
 
 
 FRAME_LABEL_KEYS = ("joints", "labels")
@@ -370,6 +378,7 @@ def import_frame_labels(
     class_names: str | Path | None = None,
     fps: float | None = None,
     overwrite: bool = False,
+    splits: SplitRequest | None = None,
 ) -> Path:
     """Imports untrimmed sequences with per-frame labels (one's own recordings) into an untrimmed store.
 
@@ -437,5 +446,6 @@ def import_frame_labels(
         "class_names": ["background", *names_list] if names_list is not None else None,
         "joint_layout": "ntu25" if (v, c) == (25, 3) else f"V{v}xC{c}",
         "fps": fps,
+        "split_rules": splits.describe() if splits else {},
     }
-    return write_store(output, samples(), info=info, splits=make_splits, overwrite=overwrite)
+    return write_store(output, samples(), info=info, splits=with_requested(make_splits, splits), overwrite=overwrite)

@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from hitrs_fast.data.store import SkeletonStore
+from hitrs_fast.data.splits import compact_ranges
+from hitrs_fast.data.store import SkeletonStore, split_contents
 
-__all__ = ["describe_lines", "describe_store", "validate_store"]
+__all__ = ["describe_lines", "describe_store", "split_lines", "validate_store"]
 
 _CHUNK_FRAMES = 1 << 16
 
@@ -40,8 +41,25 @@ def describe_store(store: SkeletonStore) -> dict[str, Any]:
     """A JSON-serialisable summary of a store."""
     lengths = store.lengths
     info = store.info
-    labelled = store.labels[store.labels >= 0]
-    counts = np.bincount(labelled) if labelled.size else np.zeros(0, dtype=np.int64)
+    fl = None if store._frame_labels is None else np.asarray(store._frame_labels)
+    if fl is None:  # trimmed: one label per sample
+        labelled = store.labels[store.labels >= 0]
+        counts = np.bincount(labelled) if labelled.size else np.zeros(0, dtype=np.int64)
+        classes: dict[str, Any] = {"unit": "samples", "unlabelled_samples": int(np.count_nonzero(store.labels < 0))}
+    else:  # untrimmed: one label per frame, 0 = background
+        counts = np.bincount(fl[fl > 0]) if (fl > 0).any() else np.zeros(0, dtype=np.int64)
+        classes = {"unit": "frames", "background_class": info.get("background_class", 0)}
+    present = np.nonzero(counts)[0]
+    classes.update({
+        "num_classes": info.get("num_classes"),
+        "present": int(present.size),
+        "labels_present": [int(c) for c in present],
+        "min_per_class": int(counts[present].min()) if present.size else 0,
+        "max_per_class": int(counts[present].max()) if present.size else 0,
+    })
+    splits = {k: store.split_indices(k) for k in store.split_names}
+    fields = {"setup": store.setup, "camera": store.camera, "performer": store.performer,
+              "replication": store.replication}
     out: dict[str, Any] = {
         "path": str(store.root),
         "source": info.get("source"),
@@ -64,22 +82,16 @@ def describe_store(store: SkeletonStore) -> dict[str, Any]:
             "max": int(lengths.max()),
             "over_300": int(np.count_nonzero(lengths > 300)),
         },
-        "classes": {
-            "num_classes": info.get("num_classes"),
-            "present": int(np.count_nonzero(counts)),
-            "unlabelled_samples": int(np.count_nonzero(store.labels < 0)),
-            "min_per_class": int(counts[counts > 0].min()) if counts.any() else 0,
-            "max_per_class": int(counts.max()) if counts.size else 0,
-        },
+        "classes": classes,
         "bodies": {str(int(b)): int(c) for b, c in zip(*np.unique(store.num_bodies, return_counts=True), strict=True)},
-        "splits": {k: int(store.split_indices(k).size) for k in store.split_names},
+        "splits": {k: int(v.size) for k, v in splits.items()},
+        "split_contents": split_contents(fields, splits),
+        "split_rules": info.get("split_rules") or {},
     }
-    fl = store._frame_labels
     if fl is not None:
-        fl_arr = np.asarray(fl)
         out["frame_labels"] = {
-            "background_fraction": float(np.mean(fl_arr == 0)) if fl_arr.size else 0.0,
-            "classes_present": int(np.unique(fl_arr[fl_arr > 0]).size),
+            "background_fraction": float(np.mean(fl == 0)) if fl.size else 0.0,
+            "classes_present": int(present.size),
         }
     return out
 
@@ -151,10 +163,10 @@ def validate_store(store: SkeletonStore) -> tuple[list[str], list[str]]:
 def describe_lines(d: dict[str, Any]) -> list[str]:
     """The text form of :func:`describe_store` (what ``python -m hitrs_fast.data describe`` prints)."""
     out = [f"store      {d['path']}"]
-    out.append(
-        f"source     {d['source']} (dataset {d['dataset']}), body selection {d['body_selection']}, "
-        f"centring {d['centring']}, fps {d['fps']}, config {d['config_hash']}"
-    )
+    source = [f"{key.replace('_', ' ')} {d[key]}" for key in ("dataset", "body_selection", "centring", "fps",
+                                                               "frame_base") if d.get(key) is not None]
+    out.append(f"source     {d['source']}" + (f" ({', '.join(source)})" if source else "")
+               + f", config {d['config_hash']}")
     out.append(
         f"samples    {d['num_samples']}, frames {d['num_frames']}, [M, V, C] = {d['shape_tail_MVC']} {d['dtype']}"
     )
@@ -164,20 +176,30 @@ def describe_lines(d: dict[str, Any]) -> list[str]:
         f"p95 {ln['p95']:.0f}  max {ln['max']}  (>300: {ln['over_300']})"
     )
     c = d["classes"]
-    out.append(
-        f"classes    {c['present']} present of {c['num_classes']}, per class {c['min_per_class']}..{c['max_per_class']}"
-        f", unlabelled {c['unlabelled_samples']}"
-    )
-    out.append("bodies     " + ", ".join(f"{k}: {v}" for k, v in d["bodies"].items()))
-    if d["splits"]:
-        out.append("splits     " + ", ".join(f"{k}: {v}" for k, v in d["splits"].items()))
+    labels = compact_ranges(c["labels_present"]) or "none"
+    if c["unit"] == "samples":
+        out.append(f"classes    {c['present']} present (labels {labels}; num_classes {c['num_classes']}), "
+                   f"{c['min_per_class']}..{c['max_per_class']} samples per class"
+                   + (f", {c['unlabelled_samples']} unlabelled samples" if c["unlabelled_samples"] else ""))
     else:
-        out.append("splits     none")
-    if "frame_labels" in d:
         f = d["frame_labels"]
-        out.append(
-            f"untrimmed  background {100 * f['background_fraction']:.1f}% of frames, {f['classes_present']} classes"
-        )
-    if d["frame_base"]:
-        out.append(f"frame base {d['frame_base']}")
+        out.append(f"classes    {c['present']} action classes present in the per-frame labels (labels {labels}; "
+                   f"num_classes {c['num_classes']} with background {c['background_class']}), "
+                   f"{c['min_per_class']}..{c['max_per_class']} frames per class; background "
+                   f"{100 * f['background_fraction']:.1f}% of the frames")
+    out.append("bodies     " + ", ".join(f"{k}: {v}" for k, v in d["bodies"].items()))
+    return out + split_lines(d)
+
+
+def split_lines(d: dict[str, Any]) -> list[str]:
+    """The ``splits`` lines of :func:`describe_lines`: each split's size, the setups / cameras / performers /
+    repetitions it holds and, for a split of one's choosing, the rule that made it."""
+    if not d["splits"]:
+        return ["splits     none"]
+    out = []
+    for i, (name, size) in enumerate(d["splits"].items()):
+        held = "; ".join(f"{field} {compact_ranges(ids)}" for field, ids in d["split_contents"].get(name, {}).items())
+        rule = d["split_rules"].get(name)
+        out.append(("splits     " if i == 0 else " " * 11) + f"{name}: {size}" + (f"  {held}" if held else "")
+                   + (f"  (made by {rule})" if rule else ""))
     return out

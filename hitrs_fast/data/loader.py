@@ -10,6 +10,11 @@ walk the same items in the same order and draw the same augmentation parameters 
 - ``backend="dali"``: the memmap slices go through a DALI ``external_source`` and the augmentation runs as
   DALI operators (:mod:`hitrs_fast.data.dali`), on the CPU or on the GPU.
 
+Length buckets (``length_buckets``): every batch is zero-padded up to the smallest bucket that holds its longest
+sample instead of to that sample, so a compiled step (``torch.compile`` with static shapes) sees a few frame
+counts, one graph each, instead of one per batch; :func:`length_buckets` picks the buckets that pad a store's
+lengths least, and :attr:`SkeletonLoader.padding` counts the frames padding added.
+
 Pre-training (Hi-TRS; ``docs/model.md``) uses ``bodies="single", min_length=19, augment="hitrs"``:
 every occupied body slot becomes its own ``M = 1`` sample with the video's length, and only videos with
 ``T >= 19`` are used.
@@ -41,7 +46,8 @@ from hitrs_fast.data.augment import (
 )
 from hitrs_fast.data.store import SkeletonStore
 
-__all__ = ["Batch", "SkeletonLoader", "build_loader", "occupied_slots"]
+__all__ = ["Batch", "PaddingStats", "SkeletonLoader", "build_loader", "bucket_for", "length_buckets",
+           "occupied_slots"]
 
 # Pre-training threshold of the released code (docs/model.md): T > 2 * 7 / 0.8 + 1.
 PRETRAIN_MIN_LENGTH = 19
@@ -73,6 +79,86 @@ class Batch:
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
+
+
+def length_buckets(lengths: np.ndarray, count: int) -> tuple[int, ...]:
+    """The ``count`` frame counts (at most) that pad ``lengths`` least when every sample is padded up to the
+    smallest bucket holding it: the largest bucket is ``max(lengths)``, and the others minimise the summed
+    padding over the samples (exact, by dynamic programming over the distinct lengths).
+
+    A batch is padded to the bucket of its longest sample, so the real padding of a batch also depends on how
+    the loader groups lengths (``group_by_length``); :attr:`SkeletonLoader.padding` measures it.
+
+    Args:
+        lengths: ``[N]`` frames per sample (N >= 1).
+        count: buckets wanted (>= 1).
+
+    Returns:
+        Increasing frame counts, the last one ``max(lengths)``.
+    """
+    values, freq = np.unique(np.asarray(lengths, dtype=np.int64), return_counts=True)
+    if values.size == 0 or count < 1:
+        raise ValueError(f"length_buckets: need >= 1 length and count >= 1, got {values.size} lengths, count {count}")
+    k = min(count, values.size)
+    n = values.size
+    # cost[i][j]: padding of the lengths values[i..j] all padded to values[j].
+    cum_f = np.concatenate([[0], np.cumsum(freq)])
+    cum_fl = np.concatenate([[0], np.cumsum(freq * values)])
+
+    def cost(i: int, j: int) -> int:
+        return int(values[j] * (cum_f[j + 1] - cum_f[i]) - (cum_fl[j + 1] - cum_fl[i]))
+
+    inf = np.iinfo(np.int64).max
+    best = np.full((k + 1, n), inf, dtype=np.int64)  # best[b][j]: values[0..j] in b buckets, the last at values[j]
+    cut = np.zeros((k + 1, n), dtype=np.int64)
+    for j in range(n):
+        best[1][j] = cost(0, j)
+    for b in range(2, k + 1):
+        for j in range(b - 1, n):
+            for i in range(b - 2, j):
+                if best[b - 1][i] == inf:
+                    continue
+                c = best[b - 1][i] + cost(i + 1, j)
+                if c < best[b][j]:
+                    best[b][j], cut[b][j] = c, i
+    chosen, j = [], n - 1
+    for b in range(k, 0, -1):
+        chosen.append(int(values[j]))
+        j = int(cut[b][j])
+    return tuple(sorted(set(chosen)))
+
+
+def bucket_for(frames: int, buckets: tuple[int, ...]) -> int:
+    """The smallest bucket holding ``frames`` (ValueError when none does)."""
+    for bucket in buckets:
+        if frames <= bucket:
+            return bucket
+    raise ValueError(f"a batch of {frames} frames is longer than the largest length bucket ({buckets[-1]})")
+
+
+@dataclass
+class PaddingStats:
+    """Frames the batches held: ``real`` (sum of the lengths), ``longest`` (padded to each batch's longest
+    sample, what an eager step computes) and ``padded`` (what the batches hold, buckets included)."""
+
+    real: int = 0
+    longest: int = 0
+    padded: int = 0
+
+    def add(self, lengths: torch.Tensor, frames: int) -> None:
+        self.real += int(lengths.sum())
+        self.longest += int(lengths.max()) * len(lengths)
+        self.padded += frames * len(lengths)
+
+    @property
+    def waste(self) -> float:
+        """Padded frames per real frame minus 1 (0.1 = 10 % more frames computed than the samples hold)."""
+        return self.padded / max(1, self.real) - 1.0
+
+    @property
+    def bucket_waste(self) -> float:
+        """Frames the buckets added beyond padding each batch to its longest sample, per real frame."""
+        return (self.padded - self.longest) / max(1, self.real)
 
 
 _OCCUPIED_CACHE: dict[tuple[str, int, int], np.ndarray] = {}
@@ -108,7 +194,7 @@ class SkeletonLoader:
                  backend: Literal["torch", "dali"], shuffle: bool, seed: int, augment: HiTRSAugment | None,
                  single_body: bool, crop_length: int | None, crop_ratio: float | tuple[float, float],
                  crop_min_frames: int, drop_last: bool, device: torch.device, rank: int, world_size: int,
-                 num_threads: int, group_by_length: int = 0) -> None:
+                 num_threads: int, group_by_length: int = 0, length_buckets: tuple[int, ...] | None = None) -> None:
         self.store = store
         self.items = items          # [K] store indices
         self.slots = slots          # [K] body slot (-1 = all)
@@ -127,6 +213,8 @@ class SkeletonLoader:
         self.world_size = world_size
         self.num_threads = num_threads
         self.group_by_length = group_by_length
+        self.length_buckets = length_buckets
+        self.padding = PaddingStats()
         self.epoch = 0
         self._dali = None
         _, m, v, c = store.data.shape
@@ -221,6 +309,11 @@ class SkeletonLoader:
                 x, out_lengths = self._torch_batch(seqs, lengths, params, resize)
             else:
                 x, out_lengths = self._dali_batch(seqs, params, resize)
+            if self.length_buckets is not None:
+                frames = bucket_for(x.shape[2], self.length_buckets)
+                if frames > x.shape[2]:
+                    x = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, frames - x.shape[2]))
+            self.padding.add(out_lengths, x.shape[2])
             yield Batch(
                 x=x,
                 lengths=out_lengths,
@@ -287,6 +380,7 @@ def build_loader(
     world_size: int = 1,
     num_threads: int = 2,
     group_by_length: int = 0,
+    length_buckets: tuple[int, ...] | list[int] | None = None,
 ) -> SkeletonLoader:
     """A loader of zero-padded ``[B, M, T_max, V, C]`` batches over a store.
 
@@ -312,6 +406,9 @@ def build_loader(
         group_by_length: ``N > 1`` batches samples of similar stored length together: every window of ``N``
             global batches (of the shuffled order) is sorted by length, cut into batches, and the batches are
             shuffled. Less zero padding, so less compute per step; 0 or 1 keeps plain shuffled batches.
+        length_buckets: frame counts a batch is padded up to (the smallest that holds its longest sample; see
+            :func:`length_buckets`), for a compiled step with static shapes; None pads to the longest sample.
+            The largest must hold every selected sample (after ``crop_length``).
     """
     if not isinstance(store, SkeletonStore):
         store = SkeletonStore(store)
@@ -369,9 +466,18 @@ def build_loader(
     if items.size == 0:
         raise ValueError(f"no items selected from {store.root} (split={split!r}, min_length={min_length}, "
                          f"bodies={bodies!r})")
+    if length_buckets is not None:
+        buckets = tuple(int(t) for t in length_buckets)
+        if not buckets or any(t < 1 for t in buckets) or list(buckets) != sorted(set(buckets)):
+            raise ValueError(f"length_buckets must be increasing frame counts >= 1, got {length_buckets}")
+        longest = crop_length if crop_length is not None else int(store.lengths[items].max())
+        if buckets[-1] < longest:
+            raise ValueError(f"length_buckets: the largest bucket ({buckets[-1]}) is shorter than the longest "
+                             f"selected sample ({longest} frames) of {store.root}")
+        length_buckets = buckets
     return SkeletonLoader(
         store, items, slots, batch_size=batch_size, backend=backend, shuffle=shuffle, seed=seed, augment=aug,
         single_body=bodies == "single", crop_length=crop_length, crop_ratio=crop_ratio,
         crop_min_frames=crop_min_frames, drop_last=drop_last, device=dev, rank=rank, world_size=world_size,
-        num_threads=num_threads, group_by_length=group_by_length,
+        num_threads=num_threads, group_by_length=group_by_length, length_buckets=length_buckets,
     )

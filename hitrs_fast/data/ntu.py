@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from hitrs_fast.data.splits import SplitRequest, with_requested
 from hitrs_fast.data.store import StoreSample, write_store
 
 __all__ = [
@@ -89,6 +90,7 @@ RAW_TOTALS = {"ntu60": 56880, "ntu120": 114480}
 # Reasons a file is left out of a store (ConversionReport.excluded keys start with them).
 EXCLUDED_MISSING = "on the missing-skeleton list"
 EXCLUDED_SETUP = "from setups S018+, not part of NTU-60"
+EXCLUDED_EMPTY = "with no body in any frame (they would be all-zero samples)"
 NO_MISSING_LIST = "none"  # --missing-list none: exclude nothing
 USABLE_TOTALS = {"ntu60": 56578, "ntu120": 113945}
 MISSING_COUNTS = {"ntu60": 302, "ntu120": 535}
@@ -500,14 +502,17 @@ def convert_ntu(
     overwrite: bool = False,
     workers: int = 1,
     missing_list: str | Path | None = None,
+    splits: SplitRequest | None = None,
 ) -> ConversionReport:
     """Convert folders of NTU ``.skeleton`` files into a canonical store.
 
     Samples are sorted by name; those on the missing-skeleton list (the bundled official list, or the file
     ``missing_list``; ``"none"`` excludes nothing) are excluded; for ``dataset="ntu60"`` files from setups
     >= 18 are excluded. Every excluded file is listed in the report and in ``meta.json`` (``excluded_files``).
-    ``auto`` picks ``ntu120`` when any setup >= 18 is present. The splits of :func:`benchmark_splits` go to
-    ``splits.npz``.
+    ``auto`` picks ``ntu120`` when any setup >= 18 is present. A file whose frames all hold 0 bodies is
+    excluded and listed too (it would be an all-zero sample). The splits of :func:`benchmark_splits` go to
+    ``splits.npz``, with those of ``splits`` (splits of one's choosing, :mod:`hitrs_fast.data.splits`) beside
+    them. ``num_classes`` in ``meta.json`` comes from the data: the largest action present.
 
     Args:
         workers: parse files in this many processes (results are consumed in sorted order, so the store
@@ -575,6 +580,9 @@ def convert_ntu(
                     continue
                 n = meta_by_name[Path(path).stem]
                 assert arr is not None
+                if not arr.any():
+                    report.excluded.setdefault(EXCLUDED_EMPTY, []).append(path)
+                    continue
                 yield StoreSample(n.name, arr, n.label, n.setup, n.camera, n.performer, n.replication)
         finally:
             if pool is not None:
@@ -584,7 +592,8 @@ def convert_ntu(
     split_box: dict[str, np.ndarray] = {}
 
     def make_splits(index: dict[str, Any]) -> dict[str, np.ndarray]:
-        split_box.update(benchmark_splits(index["setup"], index["camera"], index["performer"], dataset))
+        split_box.update(with_requested(
+            lambda ix: benchmark_splits(ix["setup"], ix["camera"], ix["performer"], dataset), splits)(index))
         return split_box
 
     info = {
@@ -592,12 +601,13 @@ def convert_ntu(
         "dataset": dataset,
         "body_selection": body_selection,
         "centring": "none",
-        "num_classes": 60 if dataset == "ntu60" else 120,
+        "num_classes": None,  # from the data: the largest action present (write_store)
         "joint_layout": "ntu25",
         "fps": FPS,
         "missing_list": str(missing_list) if missing_list is not None else f"bundled {dataset}",
         "excluded_files": report.excluded,
         "inputs": [str(Path(d)) for d in inputs],
+        "split_rules": splits.describe() if splits else {},
         # Filled while the samples stream; write_store serialises info only after the last sample.
         "skipped_files": report.bad_files,
     }
@@ -612,6 +622,9 @@ def convert_ntu(
             f"input holds {raw_count} {dataset} files, the complete dataset {RAW_TOTALS[dataset]}: "
             "an incomplete input (fine for fixtures and subsets)"
         )
+    from hitrs_fast.data.inspection import describe_store, split_lines
+
+    report.notes.extend(split_lines(describe_store(store)))
     lines, ok = expected_count_report(split_box, store.setup, dataset)
     report.notes.extend(lines)
     report.counts_ok = ok

@@ -9,7 +9,9 @@ A store is a directory::
     names.txt         one sample name per line, in store order (sorted by name)
     frame_labels.npy  optional int16 [sum_i T_i]: per-frame labels of untrimmed sequences, 0 = background
     splits.npz        optional: split name -> int64 indices into the store order
-    meta.json         sidecar: format_version, source, body_selection, centring, num_classes, joint_layout, ...
+    meta.json         sidecar: format_version, source, body_selection, centring, num_classes, joint_layout, the
+                      size of each split and which setups / cameras / performers / repetitions it holds
+                      (split_contents), how splits of one's choosing were made (split_rules), ...
 
 Every reader, converter and importer in :mod:`hitrs_fast.data` produces this layout, and the loaders
 (:mod:`hitrs_fast.data.loader`, :mod:`hitrs_fast.data.dali`) slice ``data.npy`` directly through a
@@ -40,6 +42,7 @@ __all__ = [
     "StoreFormatError",
     "StoreSample",
     "config_hash",
+    "split_contents",
     "write_store",
 ]
 
@@ -147,6 +150,17 @@ class _NpyStreamWriter:
     def abort(self) -> None:
         if not self._f.closed:
             self._f.close()
+
+
+def split_contents(fields: Mapping[str, np.ndarray], splits: Mapping[str, np.ndarray]
+                   ) -> dict[str, dict[str, list[int]]]:
+    """Which setups, cameras, performers and repetitions each split holds: split -> field -> sorted ids.
+    ``fields``: the per-sample arrays (store order); a field no sample of the split carries (-1) is left out."""
+    out: dict[str, dict[str, list[int]]] = {}
+    for name, idx in splits.items():
+        held = {f: np.unique(np.asarray(fields[f])[idx]) for f in _INDEX_INT16_FIELDS}
+        out[name] = {f: [int(v) for v in ids if v >= 0] for f, ids in held.items() if (ids >= 0).any()}
+    return out
 
 
 def _looks_like_store(path: Path) -> bool:
@@ -445,6 +459,7 @@ def _build_meta(
             "dtype": "float32",
             "untrimmed": has_frame_labels,
             "splits": {k: int(v.size) for k, v in split_map.items()},
+            "split_contents": split_contents(index, split_map),
         }
     )
     return meta

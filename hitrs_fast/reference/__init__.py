@@ -2,5 +2,6 @@
 
 from hitrs_fast.reference.attention import naive_attention, naive_attention_block
 from hitrs_fast.reference.embedding import naive_joint_embedding as naive_joint_embedding
+from hitrs_fast.reference.ffn import naive_ffn_block
 
-__all__ = ["naive_attention", "naive_attention_block", "naive_joint_embedding"]
+__all__ = ["naive_attention", "naive_attention_block", "naive_ffn_block", "naive_joint_embedding"]

@@ -49,8 +49,13 @@ class CheckpointManager:
             raise FileNotFoundError(f"{path} names checkpoint {tag!r}, which does not exist under {self.root}")
         return tag
 
+    @staticmethod
+    def tag_for(step: int) -> str:
+        """The directory name of the checkpoint after ``step`` optimizer steps (``step00000050``)."""
+        return f"step{step:08d}"
+
     def save(self, engine: Any, step: int, client_state: dict[str, Any]) -> str:
-        tag = f"step{step:08d}"
+        tag = self.tag_for(step)
         engine.save_checkpoint(str(self.root), tag=tag, client_state=client_state, save_latest=False)
         barrier()
         if _is_rank0():

@@ -34,14 +34,14 @@ from hitrs_fast.config import PRESETS, HiTRSConfig
 from hitrs_fast.convert import convert_released_state_dict, released_to_library_name
 from hitrs_fast.pretext import HiTRSForPretraining
 from hitrs_fast.training.encoder import check_state_dict, load_torch_file
-from hitrs_fast.training.run import UsageError, atomic_torch_save
+from hitrs_fast.training.run import CommandParser, UsageError, atomic_torch_save, run_cli
 
 DOWNSTREAM_HEAD = "v_cls"
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog or "python -m hitrs_fast.training.convert_checkpoint", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser(prog=prog or "python -m hitrs_fast.training.convert_checkpoint", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", type=Path, help="the released .pth file")
     p.add_argument("--output", required=True, type=Path, help="the encoder.pt to write")
     p.add_argument("--preset", default="official", help=f"architecture of the checkpoint: {sorted(PRESETS)} "
@@ -75,7 +75,8 @@ def convert_checkpoint(source: Path, output: Path, preset: str = "official", ove
         raise UsageError(f"--output {output}: exists; pass --overwrite to replace it")
     if not source.is_file():
         raise UsageError(f"{source}: no such file (expected a released Hi-TRS .pth checkpoint)")
-    weights = released_weights(load_torch_file(source, "convert-checkpoint"), source)
+    ckpt = load_torch_file(source, "convert-checkpoint", "a released Hi-TRS checkpoint (.pth)")
+    weights = released_weights(ckpt, source)
     kept, left_out = {}, {}
     for name, value in weights.items():
         try:
@@ -108,22 +109,19 @@ def convert_checkpoint(source: Path, output: Path, preset: str = "official", ove
             "pretext_heads": sorted({k.split(".")[0] for k in heads}), "left_out": left_out}
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    """Command line; 0 on success, 2 with one line on a bad argument or file."""
-    parser = build_parser(prog)
-    args = parser.parse_args(argv)
-    try:
-        s = convert_checkpoint(args.checkpoint, args.output, args.preset, args.overwrite)
-    except UsageError as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
+def convert_and_report(args: argparse.Namespace) -> None:
+    s = convert_checkpoint(args.checkpoint, args.output, args.preset, args.overwrite)
     heads = ", ".join(s["pretext_heads"]) or "none in the checkpoint"
     print(f"wrote {s['output']}: encoder of preset {s['preset']!r} ({s['encoder_tensors']} tensors, "
           f"{s['encoder_parameters'] / 1e6:.2f} M parameters); pretext heads: {heads}")
     for name, shape in s["left_out"].items():
         print(f"left out {name} {list(shape)}: the released downstream classifier (downstream runs train their own)")
     print(f"use it with --init {s['output']}")
-    return 0
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Command line; 0 on success, 2 with one line on a bad argument or file."""
+    return run_cli(build_parser(prog), convert_and_report, argv)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ frames away from their labels.
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,7 @@ from torch import nn
 from hitrs_fast.eval.detection import evaluate_detection
 from hitrs_fast.eval.segments import proposals_from_frame_probs
 from hitrs_fast.tasks import DETECTION_HEADS, FrameDetector
-from hitrs_fast.training.head_warmup import wants_head_warmup, warm_up_head
+from hitrs_fast.training.head_warmup import head_warmup_recipe, wants_head_warmup, warm_up_head
 from hitrs_fast.training.run import UsageError, atomic_torch_save
 from hitrs_fast.training.task_run import TaskRun, run_cli, task_parser
 
@@ -162,8 +163,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          "convert pku ...`, or the synthetic untrimmed set (no --data)")
     k = num_action_classes(store)
     train_vids, test_vids = store.split_indices(args.split), store.split_indices(args.test_split)
-    recipe = job.load_recipe(required=("window", "frames_per_window", "steps_per_epoch", "eval_window",
-                                       "postprocess"))
+    recipe = job.load_recipe(required=("window", "frames_per_window", "eval_window", "postprocess"))
+    # A pass = as many classified frames as the training split holds; an epoch is one unless the recipe says.
+    per_step = int(recipe["batch_size"]) * int(recipe["frames_per_window"])
+    pass_steps = math.ceil(int(store.lengths[train_vids].sum()) / per_step)
+    recipe = job.plan(int(recipe.get("steps_per_epoch", pass_steps)), pass_steps)
     post = dict(recipe["postprocess"])
     method = args.postprocess or post.pop("method", "majority")
     post.pop("method", None)
@@ -171,8 +175,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                                   args.context_stride),
                             num_action_classes=k, postprocess={"method": method, **post})
 
-    window, per_window = int(recipe["window"]), int(recipe["frames_per_window"])
-    batch_size, steps = int(recipe["batch_size"]), int(recipe["steps_per_epoch"])
+    window = int(recipe["window"])
+    draw: dict[str, int] = {}  # what an epoch draws: the run's recipe, or the head warm-up's while it runs
+
+    def draw_by(r: dict[str, Any]) -> None:
+        draw.update(batch_size=int(r["batch_size"]), per_window=int(r["frames_per_window"]),
+                    steps=int(r.get("steps_per_epoch", pass_steps)))
+
+    draw_by(recipe)
     ctx = model.context
     lengths = store.lengths[train_vids]
     # Videos are drawn in proportion to their frames, so every training frame is equally likely.
@@ -205,7 +215,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     def batches(epoch: int):
         rng = np.random.default_rng([args.seed, epoch, 17])
-        for _ in range(steps):
+        batch_size, per_window = draw["batch_size"], draw["per_window"]
+        for _ in range(draw["steps"]):
             if frozen["now"]:
                 sel = torch.from_numpy(rng.integers(0, train_labels.shape[0], batch_size * per_window))
                 yield (*caches["train"].inputs(train_video[sel], train_frame[sel]), train_labels[sel.to(device)])
@@ -266,16 +277,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             metrics["mAP_b"] = evaluate_detection(props, gt, "B", args.theta, num_classes=k)["mAP"]
         return metrics, {v: p.half() for v, p in probs.items()}
 
+    test_labels = np.concatenate([np.asarray(store.frame_labels(v)) for v in test_vids.tolist()])
+    majority = int(np.argmax(np.bincount(test_labels)))
     primary = "mAP_a" if "A" in protocols else "mAP_b"
     fit_args = dict(batches=batches, loss_fn=loss_fn, evaluate=evaluate, primary=primary, higher_is_better=True)
     warmup = None
     if wants_head_warmup(job):  # the head first trains alone on the frozen encoder's clips
-        freeze(bool(recipe["head_warmup"].get("standardize", False)))
+        warm = head_warmup_recipe(job)
+        freeze(bool(warm.get("standardize", False)))
+        draw_by(warm)
         warmup = warm_up_head(job, desc=f"detect {args.mode}", **fit_args)
         frozen["now"] = False  # then everything trains (the clips' normalisation stays fixed)
         caches.clear()
+        draw_by(recipe)
     res = job.fit(desc=f"detect {args.mode}", **fit_args)
     atomic_torch_save(res.last_payload, job.run_dir / "test_frame_probs.pt")
+    shown = [m for m in ("mAP_a", "mAP_v", "mAP_b", "frame_acc") if m in res.last]
+    print(f"{args.test_split}, last epoch ({res.last['epoch']}): "
+          + ", ".join(f"{m} {res.last[m]:.4f}" for m in shown)
+          + f" | best epoch ({res.best['epoch']}, chosen on {args.test_split} by {primary}): "
+          + ", ".join(f"{m} {res.best[m]:.4f}" for m in shown))
+    verdict = job.versus_baseline(
+        "frame_acc", res.last["frame_acc"], "always background" if majority == 0 else f"always class {majority}",
+        float(np.mean(test_labels == majority)), "train longer (--epochs), fine-tune (--mode finetune) or start "
+        "from a pre-trained encoder (--init)")
     result = job.finish({"task": TASK, "mode": args.mode, "init": job.encoder_info["init"], "head": args.head,
                          "context_clips": model.context_clips, "context_stride": model.context_stride,
                          "context_frames": model.context, "theta": args.theta,
@@ -286,12 +311,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          "last_epoch": res.last, "best_epoch_on_test": res.best,
                          "head_warmup": None if warmup is None else {"last_epoch": warmup.last,
                                                                      "seconds": warmup.seconds},
-                         "seconds": res.seconds})
-    shown = [m for m in ("mAP_a", "mAP_v", "mAP_b", "frame_acc") if m in res.last]
-    print(f"{args.test_split}, last epoch ({res.last['epoch']}): "
-          + ", ".join(f"{m} {res.last[m]:.4f}" for m in shown)
-          + f" | best epoch ({res.best['epoch']}, chosen on {args.test_split} by {primary}): "
-          + ", ".join(f"{m} {res.best[m]:.4f}" for m in shown))
+                         "seconds": res.seconds, "versus_baseline": verdict})
     return result
 
 

@@ -12,6 +12,7 @@ run's mode treats it (frozen for linear evaluation, trained otherwise).
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +39,32 @@ INIT_FORMS = ("'random', an encoder.pt (pre-training or hitrs convert-checkpoint
 DEEPSPEED_MODEL_STATES = "mp_rank_00_model_states.pt"  # the module weights of a ZeRO stage 0-2 checkpoint
 
 
-def load_torch_file(path: Path, option: str) -> Any:
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6
+PICKLE_MAGIC = b"\x80"  # a pickle of protocol >= 2: torch.save's legacy format
+
+
+def load_torch_file(path: Path, option: str, expected: str = INIT_FORMS) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU; a failure is a one-line :class:`UsageError` starting
-    with ``option`` and the path."""
+    with ``option`` and the path that says what the file is (a text file, a pickle of other objects, a broken
+    archive) and ``expected`` (what the option takes), and never advises loading it with ``weights_only=False``,
+    which would run code stored in it."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head.startswith((ZIP_MAGIC, PICKLE_MAGIC)):
+        shown = head[:24].decode("utf-8", errors="replace").splitlines()[0] if head.strip() else "an empty file"
+        raise UsageError(f"{option} {path}: not a torch checkpoint (a torch.save file is a zip archive or a pickle; "
+                         f"this one starts with {shown!r}); expected {expected}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for a corrupt or foreign file
-        raise UsageError(f"{option} {path}: not a readable torch checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    except pickle.UnpicklingError:
+        raise UsageError(f"{option} {path}: holds Python objects other than tensors and plain containers, which "
+                         "hitrs does not load (loading them would run code stored in the file); save the weights "
+                         "as a state_dict, or pass an encoder.pt of hitrs pretrain / hitrs convert-checkpoint"
+                         ) from None
+    except Exception as e:  # torch raises several types for a corrupt or truncated file
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise UsageError(f"{option} {path}: not a readable torch checkpoint, corrupt or truncated "
+                         f"({type(e).__name__}: {first[:200]})") from None
 
 
 def _deepspeed_tag_dir(init: Path, root: Path) -> Path:

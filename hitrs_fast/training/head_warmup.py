@@ -28,13 +28,20 @@ def wants_head_warmup(job) -> bool:
     return bool(job.recipe.get("head_warmup")) and job.args.mode != "linear" and not job.args.resume
 
 
+def head_warmup_recipe(job) -> dict[str, Any]:
+    """The recipe of the warm-up: ``job.recipe`` with its ``head_warmup`` keys in place of its own (a task's
+    batches read their sampling settings, e.g. ``batch_size``, from it while the warm-up runs)."""
+    return {**job.recipe, **job.recipe["head_warmup"]}
+
+
 def warm_up_head(job, *, batches: Callable[[int], Iterable[Any]], loss_fn: Callable[[Any], torch.Tensor],
                  evaluate: Callable[[int], tuple[dict[str, float], Any]], primary: str, higher_is_better: bool,
-                 desc: str) -> FitResult | None:
+                 desc: str) -> FitResult:
     """Trains ``job.model``'s head alone (encoder frozen, in eval mode) with the recipe's ``head_warmup``
-    settings, where :func:`wants_head_warmup`; ``batches`` / ``loss_fn`` / ``evaluate`` read the frozen
-    encoder's cached features. Returns the warm-up's :class:`FitResult`."""
-    recipe = {**job.recipe, **job.recipe["head_warmup"]}
+    settings (:func:`head_warmup_recipe`; call it where :func:`wants_head_warmup`). ``batches`` / ``loss_fn``
+    / ``evaluate`` read the frozen encoder's cached features, ``batches`` with the warm-up's sampling
+    settings. Returns the warm-up's :class:`FitResult`."""
+    recipe = head_warmup_recipe(job)
     trainable = [p for p in job.model.encoder.parameters() if p.requires_grad]
     for p in trainable:
         p.requires_grad_(False)

@@ -21,7 +21,7 @@ from torch import nn
 
 from hitrs_fast.training.encoder import set_train_mode
 from hitrs_fast.training.optim import lr_factor, parameter_groups
-from hitrs_fast.training.run import RunLogger, UsageError, atomic_torch_save, mix_seed
+from hitrs_fast.training.run import HeapTrimmer, RunLogger, RunSession, UsageError, atomic_torch_save, mix_seed
 
 
 @dataclass
@@ -53,6 +53,7 @@ def fit(
     resume: bool,
     desc: str,
     progress: bool = True,
+    session: RunSession | None = None,
 ) -> FitResult:
     """The shared epoch loop.
 
@@ -61,9 +62,13 @@ def fit(
     clipping; evaluation every ``eval_every`` epochs and at the last; then the epoch checkpoint is written
     atomically. The torch RNG is re-seeded from ``(seed, epoch)`` at every epoch start, so a resumed run
     continues exactly. Best epoch = best ``primary`` metric (reported separately from the last epoch).
+    ``session`` (default: the current :class:`~hitrs_fast.training.run.RunSession`) hears of every epoch
+    checkpoint, so an interruption names the last one.
     """
     from tqdm.auto import tqdm
 
+    session = session or RunSession.current()
+    session.started(run_dir)
     epochs, accum = int(recipe["epochs"]), int(recipe["grad_accum"])
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -83,10 +88,12 @@ def fit(
         history, best, last = state["history"], state["best"], state["last"]
         best_payload, last_payload = state.get("best_payload"), state.get("last_payload")
         start = int(state["epoch"]) + 1
+        session.resuming(f"epoch {start - 1}", ckpt_path, f"{epochs}")
     logger = RunLogger(run_dir, resume_step=start - 1 if resume else None)
     # A bar on a terminal; otherwise (a log file, a pipe, --no-progress) one plain line per epoch.
     bar = tqdm(total=epochs, initial=start - 1, desc=desc, unit="epoch", dynamic_ncols=True,
                disable=None if progress else True)
+    heap = HeapTrimmer()  # keeps the resident size of a long CPU run flat
     t0 = time.perf_counter()
     for epoch in range(start, epochs + 1):
         torch.manual_seed(mix_seed(seed, epoch, 1))
@@ -107,6 +114,7 @@ def fit(
             pending += 1
             if pending == accum:
                 _step(optimizer, params, recipe)
+                heap.step()
                 pending = 0
         if pending:  # a last partial accumulation still updates (scaled as if complete, as released)
             _step(optimizer, params, recipe)
@@ -124,9 +132,10 @@ def fit(
                 best, best_payload = {"epoch": epoch, **metrics}, payload
         history.append(row)
         logger.log(epoch, {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "epoch"})
-        atomic_torch_save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                           "history": history, "best": best, "last": last, "best_payload": best_payload,
-                           "last_payload": last_payload}, ckpt_path)
+        with session.saving(f"epoch {epoch}", ckpt_path):
+            atomic_torch_save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                               "history": history, "best": best, "last": last, "best_payload": best_payload,
+                               "last_payload": last_payload}, ckpt_path)
         shown = {"loss": f"{row['train_loss']:.4g}", **({primary: f"{row[primary]:.4g}"} if primary in row else {})}
         if bar.disable:
             print(f"{desc}: epoch {epoch}/{epochs} " + " ".join(f"{k} {v}" for k, v in shown.items()), flush=True)

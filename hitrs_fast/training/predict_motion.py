@@ -23,6 +23,7 @@ skipped. Body slot ``--body`` (default 0, the main actor) is predicted.
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ import torch
 
 from hitrs_fast.eval.metrics import mpjpe, zero_velocity_baseline
 from hitrs_fast.tasks import MotionPredictor, constant_velocity_baseline, euclidean_loss
-from hitrs_fast.training.head_warmup import wants_head_warmup, warm_up_head
+from hitrs_fast.training.head_warmup import head_warmup_recipe, wants_head_warmup, warm_up_head
 from hitrs_fast.training.run import UsageError
 from hitrs_fast.training.task_run import TaskRun, run_cli, task_parser
 
@@ -94,11 +95,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if w.shape[0] == 0:
             raise UsageError(f"split {name!r} of {store.root}: no window of {length} frames (observe {args.observe} "
                              f"+ horizon {args.horizon}) with body {args.body} present; sequences are too short")
+    print(f"windows of {length} frames (observe {args.observe} + horizon {args.horizon}), body {args.body}: "
+          f"{train.shape[0]} from {args.split!r} (stride {recipe['train_stride']}), {test.shape[0]} from "
+          f"{args.test_split!r} (stride {recipe['test_stride']})", flush=True)
+    recipe = job.plan(math.ceil(math.ceil(train.shape[0] / int(recipe["batch_size"])) / int(recipe["grad_accum"])))
     model = job.build_model(lambda encoder: MotionPredictor(encoder, args.horizon, int(recipe["hidden"]),
                                                             ablate_encoder=args.ablate_encoder,
                                                             velocity_frames=args.velocity_frames),
                             train_windows=int(train.shape[0]), test_windows=int(test.shape[0]))
-    batch_size = int(recipe["batch_size"])
+    draw = {"batch_size": int(recipe["batch_size"])}  # the run's, or the head warm-up's while it runs
     obs = args.observe
     gen = torch.Generator()
 
@@ -117,8 +122,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def batches(epoch: int):
         gen.manual_seed(args.seed * 100_003 + epoch)
         order = torch.randperm(train.shape[0], generator=gen)
-        for i in range(0, order.numel(), batch_size):
-            sel = order[i:i + batch_size]
+        for i in range(0, order.numel(), draw["batch_size"]):
+            sel = order[i:i + draw["batch_size"]]
             yield train[sel].to(device), cached["train"][sel.to(device)] if cached else None
 
     def loss_fn(batch) -> torch.Tensor:
@@ -142,10 +147,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     fit_args = dict(batches=batches, loss_fn=loss_fn, evaluate=evaluate, primary="mpjpe_mm", higher_is_better=False)
     warmup = None
     if wants_head_warmup(job):  # the decoder first trains alone on the frozen encoder's contexts
+        warm = head_warmup_recipe(job)
         if not args.ablate_encoder:
-            cache_contexts(bool(recipe["head_warmup"].get("standardize", False)))
+            cache_contexts(bool(warm.get("standardize", False)))
+        draw["batch_size"] = int(warm["batch_size"])
         warmup = warm_up_head(job, desc=f"motion {args.mode}", **fit_args)
         cached.clear()  # then everything trains, the encoder recomputing the contexts (fixed normalisation)
+        draw["batch_size"] = int(recipe["batch_size"])
     res = job.fit(desc=f"motion {args.mode}", **fit_args)
     # The decoder starts as the zero-velocity baseline (its output layer is zero-initialised): ending above it
     # means training made the predictions worse, which the summary and the output say in words.

@@ -28,17 +28,31 @@ import torch
 from hitrs_fast.config import PRESETS, HiTRSConfig
 from hitrs_fast.models import HiTRS
 from hitrs_fast.pretext import HiTRSForPretraining, rank_mean
-from hitrs_fast.sampling import SampleRandom
 from hitrs_fast.training.checkpoint import CheckpointManager, barrier, save_module_atomic
+from hitrs_fast.training.compiled import (
+    COMPILE_CHOICES,
+    COMPILE_MODES,
+    CompileSettings,
+    compile_backend,
+    compile_module,
+    step_inputs,
+    use_compile,
+)
 from hitrs_fast.training.config_files import DEEPSPEED, load_config
 from hitrs_fast.training.optim import parameter_groups, warmup_linear_decay
 from hitrs_fast.training.run import (
+    CommandParser,
+    HeapTrimmer,
     RunLogger,
+    RunSession,
     UsageError,
+    add_run_arguments,
     atomic_write_json,
     mix_seed,
     open_checked_store,
     parse_overrides,
+    run_cli,
+    set_threads,
 )
 
 DEFAULT_DS_CONFIG = "cpu_fp32.json"
@@ -47,22 +61,27 @@ LOSS_KEYS = ("loss", "pose_loss", "clip_order_loss", "video_order_loss", "nce_lo
 ACC_KEYS = ("clip_order_acc", "video_order_acc", "nce_acc")
 # Batches per length-sorting window (SkeletonLoader group_by_length): the tiny run's default and the probe's.
 LENGTH_GROUPING = 8
+# Length buckets of a compiled run: one graph each (a 40-300-frame NTU split pads about 10 % more frames than
+# padding each batch to its longest sample; more buckets, more compilation).
+DEFAULT_LENGTH_BUCKETS = 4
 
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog or "deepspeed training/pretrain.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=None, help="store directory (hitrs data convert / import); "
-                   "default: the built-in synthetic motion set, generated on first use under --cache-dir")
-    p.add_argument("--split", default="train", help="split of the store to pre-train on (default: train)")
-    p.add_argument("--test-split", default="test", help="split the probe is evaluated on (default: test)")
-    p.add_argument("--cache-dir", default="runs/data", help="where the synthetic set is generated")
+    p = CommandParser(prog=prog or "deepspeed training/pretrain.py", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(p, data_default="the built-in synthetic motion set", preset_default="tiny",
+                      preset_help="default: tiny", run_dir_default="runs/pretrain-<preset>-<time>",
+                      resume_help="continue from the run directory's latest complete checkpoint")
     p.add_argument("--synthetic-per-class", type=int, default=150, help="samples per class of the synthetic set")
-    p.add_argument("--preset", default="tiny", help=f"model preset: {sorted(PRESETS)} (default: tiny)")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override one HiTRSConfig field, e.g. --set dropout=0.1 (repeatable)")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "triton"], help="model backend")
+    p.add_argument("--compile", default="auto", choices=list(COMPILE_CHOICES),
+                   help="torch.compile the step (fullgraph, static shapes, one graph per length bucket); auto: on "
+                   "CUDA only")
+    p.add_argument("--compile-mode", default="default", choices=list(COMPILE_MODES),
+                   help="torch.compile mode (reduce-overhead: CUDA graphs per length bucket)")
+    p.add_argument("--length-buckets", type=int, default=None, metavar="K",
+                   help="pad batches to K frame counts chosen from the split's lengths (one compiled graph each); "
+                   f"default {DEFAULT_LENGTH_BUCKETS} when compiled, 0 (pad to each batch's longest sample) otherwise")
     p.add_argument("--loader", default="torch", choices=["torch", "dali"], help="data loader backend")
     p.add_argument("--ds-config", default=None,
                    help=f"DeepSpeed JSON config (name in training/configs/ or a path); default "
@@ -81,17 +100,15 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--augment", default="hitrs", choices=["hitrs", "none"])
     p.add_argument("--group-by-length", type=int, default=None, metavar="N",
                    help="batch samples of similar length together within windows of N batches (less padding, "
-                   "faster steps); default: 8 for tiny, 0 (off, the released batching) otherwise")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--run-dir", default=None, help="default: runs/pretrain-<preset>-<time>")
+                   "faster steps); default: 8 for tiny and compiled runs, 0 (off, the released batching) otherwise")
     p.add_argument("--ckpt-every", type=int, default=100,
                    help="checkpoint (and export RUN_DIR/encoder.pt) every N steps (0: only at the end)")
     p.add_argument("--keep-checkpoints", type=int, default=2, metavar="N",
                    help="keep the newest N complete checkpoints, delete older ones (default 2; 0 keeps all)")
-    p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
     p.add_argument("--log-every", type=int, default=10, help="log the losses every N steps (default 10)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar: one line per logged step instead "
-                   "(also what happens when the output is not a terminal)")
+    p.add_argument("--max-seconds-this-run", type=float, default=None, metavar="S",
+                   help="stop (with a checkpoint) at the first logged step after S seconds of training in this "
+                   "invocation; --resume continues")
     p.add_argument("--max-steps-this-run", type=int, default=None,
                    help="stop (with a checkpoint) after this many steps of this invocation; for tests")
     p.add_argument("--probe", default="on", choices=["on", "off"], help="linear-probe evaluation at the end")
@@ -147,7 +164,11 @@ def resolve(args: argparse.Namespace, world_size: int, cuda: bool) -> dict[str, 
     if steps < 1:
         raise UsageError(f"--steps must be >= 1, got {steps}")
     warmup = args.warmup if args.warmup is not None else min(1000, max(1, steps // 10))
-    group_by_length = args.group_by_length if args.group_by_length is not None else (LENGTH_GROUPING if tiny else 0)
+    compiled = use_compile(args.compile, torch.device("cuda" if cuda else "cpu"))
+    # Compiled runs batch similar lengths together by default: with the released random batching nearly every batch
+    # holds a long sample and lands in the largest length bucket.
+    group_by_length = args.group_by_length if args.group_by_length is not None else (
+        LENGTH_GROUPING if tiny or compiled else 0)
     if group_by_length < 0:
         raise UsageError(f"--group-by-length must be >= 0, got {group_by_length}")
     schedule_steps = args.schedule_steps or (steps if tiny or args.steps is not None else 50_000)
@@ -169,6 +190,9 @@ def resolve(args: argparse.Namespace, world_size: int, cuda: bool) -> dict[str, 
     run_dir = Path(args.run_dir or f"runs/pretrain-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
     if args.resume and not (run_dir / "checkpoints" / "latest_tag").exists():
         raise UsageError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
+    buckets = args.length_buckets if args.length_buckets is not None else (DEFAULT_LENGTH_BUCKETS if compiled else 0)
+    if buckets < 0:
+        raise UsageError(f"--length-buckets must be >= 0, got {buckets}")
     if args.keep_checkpoints < 0 or args.ckpt_every < 0 or args.log_every < 1:
         raise UsageError(f"--keep-checkpoints and --ckpt-every must be >= 0 and --log-every >= 1, got "
                          f"{args.keep_checkpoints}, {args.ckpt_every}, {args.log_every}")
@@ -176,13 +200,16 @@ def resolve(args: argparse.Namespace, world_size: int, cuda: bool) -> dict[str, 
         raise UsageError(f"--probe-fraction must be in (0, 1], got {args.probe_fraction}")
     if args.probe_repeats < 1:
         raise UsageError(f"--probe-repeats must be >= 1, got {args.probe_repeats}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
     return {
         "model": model_cfg.to_dict(), "preset": args.preset, "ds_config_file": str(ds_path), "deepspeed": ds,
         "steps": steps, "warmup": warmup, "schedule_steps": schedule_steps, "lr": lr, "final_lr": args.final_lr,
         "weight_decay": args.weight_decay, "optimizer": optimizer, "world_size": world_size,
         "micro_batch": micro, "grad_accum": accum, "global_batch": global_batch, "seed": args.seed,
         "backend": args.backend, "loader": args.loader, "augment": args.augment, "split": args.split,
-        "group_by_length": group_by_length,
+        "group_by_length": group_by_length, "compile": compiled, "compile_mode": args.compile_mode,
+        "compile_backend": compile_backend() if compiled else None, "length_buckets": buckets,
         "test_split": args.test_split, "run_dir": str(run_dir), "data": args.data,
     }
 
@@ -249,10 +276,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     run = resolve(args, world_size, cuda)  # every argument checked before anything expensive
+    set_threads(args.threads)
+    session = RunSession.current()
+    session.started(run["run_dir"])
     single_process_env()
     import deepspeed
 
-    from hitrs_fast.data.loader import PRETRAIN_MIN_LENGTH, build_loader
+    from hitrs_fast.data.loader import PRETRAIN_MIN_LENGTH, build_loader, length_buckets
     from hitrs_fast.data.store import SkeletonStore
 
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", verbose=False)
@@ -285,14 +315,26 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if args.resume:
         state = ckpt.load(engine)
         start_step = int(state["step"])
+        session.resuming(f"step {start_step}", ckpt.root / ckpt.latest_tag(), f"{run['steps']}")
+    min_length = max(PRETRAIN_MIN_LENGTH, model_cfg.min_pretrain_frames)
+    buckets = None
+    if run["length_buckets"]:
+        split_lengths = store.lengths[store.split_indices(args.split)]
+        buckets = length_buckets(split_lengths[split_lengths >= min_length], run["length_buckets"])
     try:
         loader = build_loader(store, batch_size=run["micro_batch"], backend=args.loader, split=args.split,
                               shuffle=True, seed=args.seed, augment=None if args.augment == "none" else "hitrs",
-                              bodies="single", min_length=max(PRETRAIN_MIN_LENGTH, model_cfg.min_pretrain_frames),
-                              drop_last=True, device=device, rank=rank, world_size=world_size,
-                              group_by_length=run["group_by_length"])
+                              bodies="single", min_length=min_length, drop_last=True, device=device, rank=rank,
+                              world_size=world_size, group_by_length=run["group_by_length"], length_buckets=buckets)
     except ValueError as e:  # e.g. no sample of the split is long enough
         raise UsageError(f"--split {args.split!r}: {e}") from None
+    if run["compile"]:
+        settings = CompileSettings(run["compile_mode"], graphs=len(buckets) if buckets else 1)
+        # The model's forward only: DeepSpeed's module hooks (timers, ZeRO bookkeeping) stay eager around it.
+        model.forward = compile_module(model.forward, settings)
+        if rank == 0:
+            print(f"compiled step: torch.compile {compile_backend()}, mode {run['compile_mode']}, "
+                  f"length buckets {list(buckets) if buckets else 'off'} (frames)", flush=True)
     logger = RunLogger(run_dir, enabled=rank == 0, resume_step=start_step if args.resume else None)
     stream = batches_from(loader, start_step * run["grad_accum"])
     end_step = run["steps"] if args.max_steps_this_run is None else min(run["steps"],
@@ -302,6 +344,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     # loss after every micro-step would stall the GPU (a host sync) that often.
     window: dict[str, torch.Tensor] = {}
     window_steps = 0
+    heap = HeapTrimmer()  # keeps the resident size of a long CPU run flat (docs/training.md)
     samples, t0 = 0, time.perf_counter()
     for step in range(start_step, end_step):
         for micro in range(run["grad_accum"]):
@@ -311,8 +354,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             # how the global batch is split over ranks.
             torch.manual_seed(mix_seed(args.seed, step, micro, rank))
             ids = batch.indices * 16 + batch.slots.clamp_min(0)
-            rng = SampleRandom(mix_seed(args.seed, step, micro, 7919), ids)
-            out = engine(batch.x, batch.lengths, generator=rng)
+            x, lengths, rng = step_inputs(batch.x, batch.lengths, ids, mix_seed(args.seed, step, micro, 7919),
+                                          run["compile"])
+            if run["compile"] and run["compile_mode"] == "reduce-overhead":
+                torch.compiler.cudagraph_mark_step_begin()  # a new step: the last one's graph outputs may be reused
+            out = engine(x, lengths, generator=rng)
             engine.backward(out["loss"])
             if args.dump_grads and step == start_step and micro == run["grad_accum"] - 1:
                 _dump_grads(args.dump_grads, engine, out, rank)
@@ -322,6 +368,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 if key in out:
                     window[key] = window.get(key, 0) + out[key].detach().float()
             window_steps += 1
+        heap.step()
         done = step + 1
         if done % args.log_every == 0 or done == end_step:
             means = torch.stack(list(window.values())).div(window_steps).tolist()  # the one host sync
@@ -330,6 +377,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 values["loss"] = _all_mean(values["loss"])  # each rank's total is its share of the global mean
             values["lr"] = scheduler.get_last_lr()[0]
             values["samples_per_s"] = samples / max(1e-9, time.perf_counter() - t0)
+            values["padding"] = loader.padding.waste
+            if heap.resident_bytes() is not None:
+                values["rss_mb"] = heap.resident_bytes() / 2**20  # this rank's resident memory
             logger.log(done, values)
             shown = {k: f"{v:.3g}" for k, v in values.items() if k in LOSS_KEYS or k == "samples_per_s"}
             progress.set_postfix(shown)
@@ -337,14 +387,22 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"step {done}/{run['steps']} " + " ".join(f"{k} {v}" for k, v in shown.items()), flush=True)
             window, window_steps = {}, 0
         progress.update(1)
+        if args.max_seconds_this_run is not None and done % args.log_every == 0 \
+                and _any_rank(time.perf_counter() - t0 > args.max_seconds_this_run, device):
+            end_step = done  # the time is up (on some rank: all stop together): checkpoint here and stop
         if (args.ckpt_every and done % args.ckpt_every == 0) or done == end_step:
-            ckpt.save(engine, done, {"step": done, "run": run})
-            if rank == 0:  # the encoder of the newest checkpoint, ready for --init while the run goes on
-                save_module_atomic(model.encoder, run_dir / "encoder.pt", {"config": run["model"], "step": done})
+            with session.saving(f"step {done}", ckpt.root / ckpt.tag_for(done)):
+                ckpt.save(engine, done, {"step": done, "run": run})
+                if rank == 0:  # the encoder of the newest checkpoint, ready for --init while the run goes on
+                    save_module_atomic(model.encoder, run_dir / "encoder.pt", {"config": run["model"], "step": done})
+        if done == end_step:
+            break
     progress.close()
     elapsed = time.perf_counter() - t0
     result = {"run_dir": str(run_dir), "steps": end_step, "seconds": elapsed,
-              "samples_per_s": samples / max(elapsed, 1e-9), "last": logger.rows()[-1] if logger.rows() else {}}
+              "samples_per_s": samples / max(elapsed, 1e-9), "last": logger.rows()[-1] if logger.rows() else {},
+              "padding": {"frames_per_real_frame": 1 + loader.padding.waste,
+                          "bucket_share": loader.padding.bucket_waste, "length_buckets": list(buckets or [])}}
     if rank == 0:
         logger.plot(list(LOSS_KEYS[1:]) + list(ACC_KEYS), title=f"Hi-TRS pre-training ({args.preset})")
         if end_step == run["steps"] and args.probe == "on":
@@ -356,6 +414,16 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     logger.close()
     barrier()
     return result
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    """``flag`` or'ed over the data-parallel ranks (every rank must take the same decision to stop)."""
+    import torch.distributed as dist
+
+    value = torch.tensor([float(flag)], device=device)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def _all_mean(value: float) -> float:
@@ -430,26 +498,25 @@ def run_probe(encoder: HiTRS, store, args: argparse.Namespace, cfg: HiTRSConfig,
     return results
 
 
+def report(result: dict[str, Any]) -> None:
+    """The last lines of a finished run: speed and the probe, pre-trained vs random init."""
+    if "probe" not in result:
+        return
+    p = result["probe"]
+    pre, rnd = p["pretrained"], p["random_init"]
+    print(f"done: {result['seconds']:.0f} s of training at {result['samples_per_s']:.1f} samples/s, probe "
+          f"{p['seconds']:.0f} s; probe test top-1 "
+          f"(mean of {p['repeats']}): pre-trained {pre['test_top1']:.3f} ± {pre['std']:.3f} vs random init "
+          f"{rnd['test_top1']:.3f} ± {rnd['std']:.3f}")
+    gain, margin = pre["test_top1"] - rnd["test_top1"], 2 * max(pre["std"], rnd["std"])
+    print(f"pre-trained minus random init: {gain:+.3f}, {'more' if gain > margin else 'not more'} than twice the "
+          f"larger s.d. ({margin:.3f})")
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    """Command line; returns the exit status (2 with one line on a bad argument, before DeepSpeed starts)."""
-    parser = build_parser(prog)
-    args = parser.parse_args(argv)
-    try:
-        result = train(args)
-    except UsageError as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
-    if "probe" in result:
-        p = result["probe"]
-        pre, rnd = p["pretrained"], p["random_init"]
-        print(f"done: {result['seconds']:.0f} s of training at {result['samples_per_s']:.1f} samples/s, probe "
-              f"{p['seconds']:.0f} s; probe test top-1 "
-              f"(mean of {p['repeats']}): pre-trained {pre['test_top1']:.3f} ± {pre['std']:.3f} vs random init "
-              f"{rnd['test_top1']:.3f} ± {rnd['std']:.3f}")
-        gain, margin = pre["test_top1"] - rnd["test_top1"], 2 * max(pre["std"], rnd["std"])
-        print(f"pre-trained minus random init: {gain:+.3f}, {'more' if gain > margin else 'not more'} than twice the "
-              f"larger s.d. ({margin:.3f})")
-    return 0
+    """Command line; returns the exit status: 2 with one line on a bad argument (before DeepSpeed starts),
+    130 / 143 with one line naming the last checkpoint and the resume command on SIGINT / SIGTERM."""
+    return run_cli(build_parser(prog), lambda args: report(train(args)), argv)
 
 
 __all__ = ["main", "build_parser", "resolve", "UsageError"]

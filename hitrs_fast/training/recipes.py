@@ -12,10 +12,16 @@ detection and motion prediction (they draw windows from them). Without ``--recip
 whose range holds the store's training split is used; a recipe given by name or path whose range does not
 hold it is refused with the name of the one that fits. A recipe without ``data_scale`` (a user's own file)
 is used as given.
+
+How long a run trains follows from the data too (:func:`plan_epochs`): ``min_steps`` (optimizer steps) and
+``min_passes`` (passes over the training split: its samples for recognition, its windows for motion
+prediction, its frames for detection) raise the recipe's ``epochs`` until both are reached, so a small
+training split is not left with a few dozen steps. ``--epochs`` on the command line is taken as given.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -136,6 +142,9 @@ def resolve_recipe(task: str, name: str | None, size: int, mode: str, overrides:
         raise UsageError(f"recipe {path} ({mode}): schedule {recipe.get('schedule')!r} not in {SCHEDULES}")
     if int(recipe.get("grad_accum", 1)) < 1:
         raise UsageError(f"recipe {path} ({mode}): grad_accum must be >= 1")
+    for key in ("min_steps", "min_passes"):
+        if not isinstance(recipe.get(key, 0), int) or recipe.get(key, 0) < 0:
+            raise UsageError(f"recipe {path} ({mode}): {key} must be an integer >= 0, got {recipe.get(key)!r}")
     for key in required:
         if key not in recipe:
             raise UsageError(f"recipe {path} ({mode}): lacks {key!r}")
@@ -147,3 +156,32 @@ def resolve_recipe(task: str, name: str | None, size: int, mode: str, overrides:
     if bounds is not None:
         recipe["data_scale"] = dict(raw["data_scale"])
     return path, recipe
+
+
+def plan_epochs(recipe: dict[str, Any], steps_per_epoch: int, steps_per_pass: int, epochs_given: bool
+                ) -> tuple[dict[str, Any], str]:
+    """The epoch count of a run: the recipe's ``epochs``, raised until the run makes at least ``min_steps``
+    optimizer steps and ``min_passes`` passes over the training data (``steps_per_pass`` optimizer steps
+    each); ``epochs_given`` (``--epochs``): taken as given. ``eval_every`` grows in proportion, so the run
+    evaluates as often as the recipe says.
+
+    Returns ``(recipe with "epochs", "eval_every" and "optimizer_steps" set, a line that says so)``.
+    """
+    epochs, every = int(recipe["epochs"]), int(recipe["eval_every"])
+    needed = max(int(recipe.get("min_steps", 0)), int(recipe.get("min_passes", 0)) * steps_per_pass)
+    planned = epochs if epochs_given else max(epochs, math.ceil(needed / max(steps_per_epoch, 1)))
+    total = planned * steps_per_epoch
+    why = []
+    if recipe.get("min_steps"):
+        why.append(f"at least {recipe['min_steps']} steps")
+    if recipe.get("min_passes"):
+        why.append(f"at least {recipe['min_passes']} passes over the training data ({steps_per_pass} steps each)")
+    if epochs_given:
+        reason = "--epochs as given" + (f"; the recipe asks for {' and '.join(why)}" if why and total < needed else "")
+    elif planned > epochs:
+        reason = f"the recipe's {epochs} epochs raised to make {' and '.join(why)}"
+    else:
+        reason = f"the recipe's epochs{' (' + ', '.join(why) + ')' if why else ''}"
+    plan = {**recipe, "epochs": planned, "eval_every": max(1, round(every * planned / epochs)) if planned > epochs
+            else every, "optimizer_steps": total}
+    return plan, f"training: {planned} epochs x {steps_per_epoch} optimizer steps = {total} steps ({reason})"

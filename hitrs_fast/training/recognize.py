@@ -18,6 +18,7 @@ split: there is no validation split, as in the released code). Each run saves it
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from hitrs_fast.data.streams import STREAMS, apply_stream
 from hitrs_fast.eval.metrics import fuse_scores, knn_accuracy, topk_accuracy
 from hitrs_fast.eval.subsets import class_balanced_subset, load_index_list
 from hitrs_fast.tasks import ActionRecognizer
+from hitrs_fast.training.probe import chance_level
 from hitrs_fast.training.run import UsageError, atomic_torch_save, atomic_write_json
 from hitrs_fast.training.task_run import TaskRun, run_cli, task_parser
 
@@ -133,6 +135,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         labelled = train_idx
     recipe = job.load_recipe()
+    if not args.knn:
+        recipe = job.plan(math.ceil(math.ceil(labelled.size / int(recipe["batch_size"])) / int(recipe["grad_accum"])))
     model = job.build_model(lambda encoder: ActionRecognizer(encoder, num_classes), num_classes=num_classes,
                             train_samples=int(labelled.size), test_samples=int(test_idx.size))
 
@@ -211,14 +215,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        "last": {"epoch": res.last["epoch"], "scores": res.last_payload},
                        "best": {"epoch": res.best["epoch"], "scores": res.best_payload}},
                       job.run_dir / "test_scores.pt")
-    result = job.finish({"task": TASK, "mode": args.mode, "stream": args.stream, "init": job.encoder_info["init"],
-                         "label_fraction": args.label_fraction, "train_samples": int(labelled.size),
-                         "test_samples": int(test_idx.size), "num_classes": num_classes, "last_epoch": res.last,
-                         "best_epoch_on_test": res.best, "seconds": res.seconds})
     print(f"{args.test_split}: last epoch ({res.last['epoch']}) top-1 {res.last['top1']:.4f} top-5 "
           f"{res.last['top5']:.4f} | best epoch ({res.best['epoch']}, chosen on {args.test_split}) top-1 "
           f"{res.best['top1']:.4f} top-5 {res.best['top5']:.4f}")
-    return result
+    verdict = job.versus_baseline("top-1", res.last["top1"], "chance (always the most frequent class)",
+                                  chance_level(labels_sorted), "train longer (--epochs), fine-tune (--mode finetune) "
+                                  "or start from a pre-trained encoder (--init)")
+    return job.finish({"task": TASK, "mode": args.mode, "stream": args.stream, "init": job.encoder_info["init"],
+                       "label_fraction": args.label_fraction, "train_samples": int(labelled.size),
+                       "test_samples": int(test_idx.size), "num_classes": num_classes, "last_epoch": res.last,
+                       "best_epoch_on_test": res.best, "seconds": res.seconds, "versus_baseline": verdict})
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:

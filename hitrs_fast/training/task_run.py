@@ -5,6 +5,7 @@ A task module builds its parser with :func:`task_parser`, then drives one :class
 
     job = TaskRun(args, "motion", synthetic=("long", args.synthetic_sequences))     # device, store
     recipe = job.load_recipe(required=("hidden",))                                 # --set, recipe
+    recipe = job.plan(steps_per_epoch=math.ceil(n / (batch_size * grad_accum)))    # epochs from the data
     model = job.build_model(lambda enc: MotionPredictor(enc, ...), train_windows=n)  # encoder + head, config.json
     res = job.fit(batches=..., loss_fn=..., evaluate=..., primary="mpjpe_mm", higher_is_better=False, desc=...)
     return job.finish({...})                                                        # summary.json
@@ -21,7 +22,6 @@ Run directory of every downstream run::
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,50 +30,49 @@ from typing import Any
 import torch
 from torch import nn
 
-from hitrs_fast.config import PRESETS
 from hitrs_fast.models import HiTRS
 from hitrs_fast.training.encoder import build_encoder, check_mode, freeze_encoder
 from hitrs_fast.training.loop import FitResult, fit
-from hitrs_fast.training.recipes import MODES, SCALE_WORDS, describe_scale, resolve_recipe, store_scale
-from hitrs_fast.training.run import UsageError, atomic_write_json, open_checked_store, parse_overrides
+from hitrs_fast.training.recipes import MODES, SCALE_WORDS, describe_scale, plan_epochs, resolve_recipe, store_scale
+from hitrs_fast.training.run import (  # noqa: F401 - run_cli: the tasks' main
+    CommandParser,
+    RunSession,
+    UsageError,
+    add_run_arguments,
+    atomic_write_json,
+    open_checked_store,
+    parse_overrides,
+    run_cli,
+    set_threads,
+)
 
 
 def task_parser(script: str, doc: str | None, default_data: str, prog: str | None = None) -> argparse.ArgumentParser:
-    """The parser of a downstream task holding the arguments every task shares; the task adds its own (its
-    synthetic set's size, its options). ``prog``: the command shown in help and errors (default
-    ``python training/<script>.py``; the ``hitrs`` command passes ``hitrs <task>``)."""
-    p = argparse.ArgumentParser(prog=prog or f"python training/{script}.py", description=doc,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=None, help=f"store directory; default: {default_data}, generated under "
-                   "--cache-dir on first use")
-    p.add_argument("--cache-dir", default="runs/data", help="where the synthetic set is generated")
+    """The parser of a downstream task holding the arguments every task shares (those of pre-training too,
+    :func:`~hitrs_fast.training.run.add_run_arguments`); the task adds its own (its synthetic set's size, its
+    options). ``prog``: the command shown in help and errors (default ``python training/<script>.py``; the
+    ``hitrs`` command passes ``hitrs <task>``)."""
+    p = CommandParser(prog=prog or f"python training/{script}.py", description=doc,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(p, data_default=default_data, preset_default=None,
+                      preset_help="for --init random (default tiny); with a checkpoint the checkpoint's config is "
+                      "used and a different --preset is an error",
+                      run_dir_default="runs/<task>-<mode>-<time>",
+                      resume_help="continue from RUN_DIR/checkpoint.pt (the last finished epoch)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the generated synthetic set")
-    p.add_argument("--split", default="train", help="training split of the store (default: train)")
-    p.add_argument("--test-split", default="test", help="evaluation split (default: test)")
     p.add_argument("--init", default="random", help="'random', or a pre-trained encoder: an encoder.pt, a converted "
                    "released checkpoint (hitrs convert-checkpoint), a pre-training run directory, or a DeepSpeed "
                    "checkpoint directory (RUN/checkpoints or RUN/checkpoints/stepNNNNNNNN)")
     p.add_argument("--mode", default="finetune", choices=MODES,
                    help="linear: frozen encoder in eval mode, head only; finetune: everything trained; "
                    "scratch: random init with the from-scratch schedule")
-    p.add_argument("--preset", default=None, help=f"model preset for --init random: {sorted(PRESETS)} (default "
-                   "tiny); with a checkpoint the checkpoint's config is used and a different --preset is an error")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a HiTRSConfig field (with a checkpoint only shape-free fields such as dropout "
-                   "and body_reduce)")
     p.add_argument("--recipe", default=None, help="recipe JSON (a name in training/configs/downstream/ or a path); "
                    "default: the packaged recipe made for the size of the training split (its data_scale)")
-    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
+    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count (and its minimum "
+                   "number of optimizer steps)")
     p.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
     p.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "triton"], help="model backend")
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--run-dir", default=None, help="default: runs/<task>-<mode>-<time>")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bar (there is none either when the output is not a terminal)")
     return p
 
 
@@ -109,8 +108,9 @@ class TaskRun:
 
     Constructing it checks ``--mode`` against ``--init``, picks the device and thread count, and opens
     the store (``--data``, or the built-in synthetic set ``synthetic = (kind, size)`` generated under
-    ``--cache-dir`` with ``--data-seed``) with its two splits. Then :meth:`load_recipe`,
-    :meth:`build_model`, :meth:`fit` and :meth:`finish`, in that order.
+    ``--cache-dir`` with ``--data-seed``) with its two splits. Then :meth:`load_recipe`, :meth:`plan` (the
+    epoch count from the size of the data), :meth:`build_model`, :meth:`fit`, :meth:`versus_baseline` and
+    :meth:`finish`, in that order.
 
     Attributes:
         args, task, device, store: as given / opened.
@@ -124,8 +124,8 @@ class TaskRun:
         check_mode(args.mode, args.init)
         self.args, self.task = args, task
         self.device = pick_device(args.device)
-        if args.threads:
-            torch.set_num_threads(args.threads)
+        set_threads(args.threads)
+        self.session = RunSession.current()
         kind, size = synthetic
         self.store = open_store(args.data, lambda: cached_synthetic(args.cache_dir, kind, args.data_seed, size),
                                 (args.split, args.test_split))
@@ -145,6 +145,27 @@ class TaskRun:
             print(f"recipe {Path(self.recipe_path).name}: chosen for the {size:,} {SCALE_WORDS[self.task]} of split "
                   f"{a.split!r}{made_for} (--recipe picks another)", flush=True)
         return self.recipe
+
+    def plan(self, steps_per_epoch: int, steps_per_pass: int | None = None) -> dict[str, Any]:
+        """Sets the run's epoch count from the data (:func:`~hitrs_fast.training.recipes.plan_epochs`: the
+        recipe's ``min_steps`` and ``min_passes``; ``steps_per_pass`` defaults to an epoch) and prints it."""
+        self.recipe, line = plan_epochs(self.recipe, steps_per_epoch, steps_per_pass or steps_per_epoch,
+                                        self.args.epochs is not None)
+        print(line, flush=True)
+        return self.recipe
+
+    def versus_baseline(self, metric: str, value: float, baseline: str, level: float, advice: str) -> dict[str, Any]:
+        """Compares the last epoch's ``metric`` with what a trivial predictor scores on the same test data
+        (``baseline``: "always background", "chance", ...); when it is no better, prints a WARNING line saying
+        so with ``advice``. Returns the entry for ``summary.json``."""
+        no_better = value <= level + 1e-6  # accuracies in float32: 1/3 may read 0.33333334
+        if no_better:
+            steps = self.recipe.get("optimizer_steps")
+            print(f"WARNING: last epoch {metric} {value:.4f} is no better than {baseline} ({level:.4f}) on "
+                  f"{self.args.test_split!r}: the model learned nothing usable in {steps} optimizer steps; {advice}",
+                  flush=True)
+        return {"metric": metric, "value": value, "baseline": baseline, "baseline_value": level,
+                "no_better_than_baseline": no_better}
 
     def build_model(self, head: Callable[[HiTRS], nn.Module], **config: Any) -> nn.Module:
         """Builds the encoder (``--init``), the run directory and ``head(encoder)`` on the device (the
@@ -166,23 +187,10 @@ class TaskRun:
         a = self.args
         return fit(model=self.model, mode=a.mode, recipe=self.recipe, run_dir=self.run_dir, batches=batches,
                    loss_fn=loss_fn, evaluate=evaluate, primary=primary, higher_is_better=higher_is_better,
-                   seed=a.seed, resume=a.resume, desc=desc, progress=not a.no_progress)
+                   seed=a.seed, resume=a.resume, desc=desc, progress=not a.no_progress, session=self.session)
 
     def finish(self, result: dict[str, Any]) -> dict[str, Any]:
         """Adds ``run_dir`` to ``result``, writes it as ``summary.json`` and returns it."""
         result = {**result, "run_dir": str(self.run_dir)}
         atomic_write_json(self.run_dir / "summary.json", result)
         return result
-
-
-def run_cli(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], Any],
-            argv: list[str] | None) -> int:
-    """Parses ``argv`` and runs a task: 0 on success, 2 with a one-line ``<prog>: error: ...`` on a
-    :class:`UsageError` (argparse itself exits 2 the same way on a malformed command line)."""
-    args = parser.parse_args(argv)
-    try:
-        run(args)
-    except UsageError as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
-    return 0

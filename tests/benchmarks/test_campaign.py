@@ -210,3 +210,23 @@ def test_tests_part_gives_each_file_a_fair_share(tmp_path, monkeypatch):
     assert any("test_a_hangs.py timed out" in p for p in tests["problems"]), tests["problems"]
     assert campaign.file_timeout(300, 12) == 50 and campaign.file_timeout(100, 1) == 100
     assert campaign.file_timeout(20, 10) == 5 and campaign.file_timeout(3, 4) == 3
+
+
+def test_quick_campaign_fits_one_eight_minute_call():
+    """--quick: every part has a budget for both modes, the GPU budgets fit the 480 s cap of one device call (the
+    limit is 10 minutes, and start-up counts against the 15 a session gets), and the rows that decide the design
+    come first."""
+    from benchmarks.campaign import QUICK_PARTS, QUICK_STEP_ROWS, TOTAL_BUDGET_S
+    from benchmarks.pretrain_step import IMPLS_BY_NAME
+
+    assert all({"gpu-quick", "dry-run-quick"} <= set(p.budget_s) for p in QUICK_PARTS)
+    assert sum(p.budget_s["gpu-quick"] for p in QUICK_PARTS) <= TOTAL_BUDGET_S["gpu-quick"] <= 480
+    assert [p.name for p in QUICK_PARTS][:3] == ["provenance", "install", "tests"]
+    assert QUICK_STEP_ROWS[0] == "triton+compile" and set(QUICK_STEP_ROWS) <= set(IMPLS_BY_NAME)
+
+
+def test_quick_campaign_rejects_parts_it_does_not_have(tmp_path):
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "campaign.sh"), "--quick", "--parts", "embedding",
+                           str(tmp_path / "out")], capture_output=True, text=True,
+                          env={**os.environ, "PYTHON": sys.executable}, timeout=60)
+    assert done.returncode == 2 and "unknown parts ['embedding']" in done.stderr

@@ -111,3 +111,27 @@ def test_attention_block_section_compares_our_rows_with_the_best_peer_and_shows_
     assert "predicted ms" in section and "× best peer" in section
     assert "| ours | block-ftrs-N25-C128-H8-D64 | bf16 | full | 8192 | 1.7 | 4,000,000 | 2 |" in section
     assert "| kernel+cublas | block-ftrs-N25-C128-H8-D64 | bf16 | full | 8192 | 2.29 | 3,000,000 | 1.5 |" in section
+
+
+def test_step_section_compares_ours_with_the_best_peer_and_profiles_our_fastest_row():
+    """Model-step rows: every Triton row (eager, compiled, CUDA graphs) is ours, compared with the fastest peer
+    row; the profile of our fastest bf16 row is a table by kernel category, with the configs that ran."""
+    from benchmarks.report import render_campaign
+
+    results = campaign_results(tests_passed=True)
+    base = {"op": "model_step", "shape": "official-B64-T100", "dtype": "bf16", "mode": "fwd+bwd+opt", "batch": 64,
+            "tests_passed": True, "smoke": False}
+    profile = {"categories": {"attention (ours)": {"ms": 5.0, "launches": 30}, "GEMM": {"ms": 6.0, "launches": 90},
+                              "idle / launch gaps": {"ms": 1.0, "launches": None}},
+               "kernel_launches": 120, "kernel_ms": 11.0}
+    results["rows"] = [
+        {**base, "peer": "triton+compile", "median_ms": 20.0, "seq_per_s": 3200.0, "profile": profile,
+         "autotuned": {"frame_attention_fwd_kernel": {"(256, 14)": "BLOCK_M: 16"}}},
+        {**base, "peer": "triton", "median_ms": 50.0, "seq_per_s": 1280.0, "profile": profile},
+        {**base, "peer": "sdpa+compile max-autotune", "median_ms": 30.0, "seq_per_s": 2133.3},
+        {**base, "peer": "torch", "median_ms": 80.0, "seq_per_s": 800.0}]
+    text = render_campaign(results).split("## Pre-training step")[1]
+    assert "| triton+compile |" in text and "| 1.5 |" in text  # 3200 / 2133.3
+    profile_part = text.split("### Where one step of `triton+compile` goes (20.0 ms")[1]
+    assert "| attention (ours) | 5 | 0.25 | 30 |" in profile_part
+    assert "`frame_attention_fwd_kernel`: `(256, 14)` → `BLOCK_M: 16`" in profile_part

@@ -29,6 +29,7 @@ from hitrs_fast.masks import FrameMask, KeyPaddingMask, NoMask
 from hitrs_fast.reference.attention import naive_attention_block
 from tests.support.devices import kernel_device
 from tests.support.nan_poison import poison_torch_empty
+from tests.support.oracle import assert_backward_uses_the_forward_mask, assert_matches_oracle
 from tests.support.tolerances import assert_close_verbose, assert_low_precision_close, tolerance
 
 pytestmark = pytest.mark.interpreter
@@ -73,7 +74,7 @@ class Case:
         if self.mask == "frame":
             return FrameMask(frame_size=25, num_frames=self.frames, cls="last", allow_self=self.allow_self)
         if self.mask == "padding":
-            return KeyPaddingMask(torch.tensor(self.lengths), cls_last=True)
+            return KeyPaddingMask(torch.tensor(self.lengths), unit="tokens", cls="last")
         return NoMask()
 
 
@@ -144,15 +145,7 @@ def run(case: Case, params, dy: torch.Tensor, route: str) -> list[torch.Tensor]:
 
 def check(case: Case, got: list[torch.Tensor], params, dy: torch.Tensor) -> None:
     oracle = run(case, [t.double() for t in params], dy.double(), "reference")
-    if case.dtype == FP32:
-        atol, rtol = tolerance(OP, FP32)
-        for name, a, e in zip(NAMES, got, oracle, strict=True):
-            assert_close_verbose(a, e, atol, rtol, f"{name} ({case})")
-    else:
-        same = run(case, params, dy, "reference")
-        for name, a, t, e in zip(NAMES, got, same, oracle, strict=True):
-            assert_low_precision_close(a, t, e, OP, f"{name} ({case})")
-    assert all(t.dtype == case.dtype for t in got)
+    assert_matches_oracle(NAMES, got, oracle, lambda: run(case, params, dy, "reference"), OP, case.dtype, str(case))
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -246,13 +239,8 @@ def test_fused_dropout_backward_uses_the_forward_mask():
     params = make_params(case, kernel_device())
     dy = torch.randn(params[0].shape, device=params[0].device)
     out, grads, keep, _, _ = _dropout_run(case, params, dy, p, seed=4321)
-    leaves = [t.detach().double().requires_grad_() for t in params]
-    expected = naive_attention_block(*leaves, NoMask(), case.heads, dropout=p, keep=keep)
-    expected.backward(dy.double())
-    atol, rtol = tolerance(OP, FP32)
-    assert_close_verbose(out, expected, atol, rtol, "out")
-    for name, a, leaf in zip(NAMES[1:], grads, leaves, strict=True):
-        assert_close_verbose(a, leaf.grad, atol, rtol, name)
+    assert_backward_uses_the_forward_mask(out, grads, params, dy, lambda *t, keep: naive_attention_block(
+        *t, NoMask(), case.heads, dropout=p, keep=keep), keep, NAMES[1:], OP)
 
 
 def test_composed_dropout_is_the_reference_mask():

@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from hitrs_fast.kernels.frame_attention import _head_and_tile
+from hitrs_fast.kernels.frame_attention.kernels import _head_and_tile
 from hitrs_fast.masks import FrameMask, KeyPaddingMask, NoMask
 from hitrs_fast.reference.attention import naive_attention
 from tests.support.devices import REQUIRES_CUDA, kernel_device, record_launches
@@ -60,7 +60,8 @@ class Case:
         if self.mask == "frame":
             return FrameMask(frame_size=25, num_frames=self.frames, cls=self.cls, allow_self=self.allow_self)
         if self.mask == "padding":
-            return KeyPaddingMask(torch.tensor(self.lengths), cls_last=self.cls_last_key)
+            return KeyPaddingMask(torch.tensor(self.lengths), unit="tokens",
+                                  cls="last" if self.cls_last_key else "none")
         return NoMask()
 
 
@@ -348,7 +349,7 @@ def test_fp32_precision_setting(monkeypatch, precision):
     q, k, v = make_inputs(case, kernel_device())
     do = torch.randn(q.shape, device=q.device)
     mask, scale = case.typed_mask(), 1.0 / math.sqrt(case.head_dim)
-    assert fa._common_meta(q, fa.MASK_FRAME, 25, fa.CLS_LAST, False, False, True)["INPUT_PRECISION"] == precision
+    assert fa.common_meta(q, fa.MASK_FRAME, 25, fa.CLS_LAST, False, False, True)["INPUT_PRECISION"] == precision
     got = kernel_run(case, q, k, v, do, mask, scale)
     gpu_tf32 = precision == "tf32" and q.device.type == "cuda"
     check_against_oracle(case, got, q, k, v, do, mask, scale, op="frame_attention_tf32" if gpu_tf32 else OP)
@@ -360,10 +361,10 @@ def test_fp32_precision_default_and_bad_value(monkeypatch):
 
     q = torch.randn(1, 1, 26, 16, device=kernel_device())
     monkeypatch.delenv(fa.FP32_PRECISION_ENV, raising=False)
-    assert fa._common_meta(q, 1, 25, 2, True, False, True)["INPUT_PRECISION"] == "tf32x3"
+    assert fa.common_meta(q, 1, 25, 2, True, False, True)["INPUT_PRECISION"] == "tf32x3"
     # 16-bit operands always take the tensor cores; the setting is not consulted for them.
     monkeypatch.setenv(fa.FP32_PRECISION_ENV, "fast")
-    assert fa._common_meta(q.bfloat16(), 1, 25, 2, True, False, True)["INPUT_PRECISION"] == "tf32"
+    assert fa.common_meta(q.bfloat16(), 1, 25, 2, True, False, True)["INPUT_PRECISION"] == "tf32"
     with pytest.raises(ValueError, match="HITRS_FAST_FP32_PRECISION='fast': expected one of tf32x3, ieee, tf32"):
         fa.frame_attention_fwd(q, q, q, None, 0.25, 1, 25, 2, True, True)
 
@@ -438,8 +439,8 @@ def test_kernel_choice(monkeypatch, env, n, d, dtype, expected):
     q = torch.zeros(b, h, n, d, dtype=dtype)
     lse = torch.zeros(b, h, n)
     args = (None, 0.125, fa.MASK_FRAME, 25, fa.CLS_LAST if n % 25 == 1 else fa.CLS_NONE, True, True)
-    fwd = record_launches(fa, fa.frame_attention_fwd, q, q, q, *args)
-    bwd = record_launches(fa, fa.frame_attention_bwd, q, q, q, q, q, lse, *args)
+    fwd = record_launches(fa.ops, fa.frame_attention_fwd, q, q, q, *args)
+    bwd = record_launches(fa.ops, fa.frame_attention_bwd, q, q, q, q, q, lse, *args)
     kernels = {"resident": (["frame_attention_resident_fwd_kernel"], ["frame_attention_resident_bwd_kernel"]),
                "split": (["frame_attention_fwd_kernel"], ["frame_attention_bwd_preprocess_kernel",
                                                          "frame_attention_bwd_dkdv_kernel",
@@ -494,7 +495,7 @@ def test_qkv_projection_path(dtype):
     float64 oracle (fp32 at the table tolerance, bf16 by the 2x rule)."""
     from hitrs_fast.kernels.frame_attention import frame_attention_qkv, qkv_views
 
-    b, h, d, mask = 2, 2, 16, FrameMask(frame_size=25, num_frames=2)
+    b, h, d, mask = 2, 2, 16, FrameMask(frame_size=25, num_frames=2, cls="last")
     n = mask.num_tokens
     qkv = torch.randn(b, n, 3 * h * d, device=kernel_device(), dtype=dtype)
     do = torch.randn(b, n, h * d, device=qkv.device, dtype=dtype)

@@ -13,6 +13,7 @@ import torch
 
 from hitrs_fast.embedding import joint_embedding
 from hitrs_fast.kernels import joint_embedding as kernel
+from hitrs_fast.kernels.joint_embedding import ops as kernel_ops
 from hitrs_fast.reference import naive_joint_embedding
 from tests.support.nan_poison import poison_torch_empty
 from tests.support.tolerances import LOW_PRECISION_FACTOR, assert_close_verbose, assert_low_precision_close, tolerance
@@ -119,7 +120,7 @@ TOKEN_TILINGS = [
 def _tokens_tiling(frames: int, v: int, d: int) -> tuple[int, int, int, int]:
     """(programs, tokens, tokens per program, BLOCK_T) the tokens launcher picks on this device."""
     xf = torch.empty(frames, v, 3, device=DEVICE)
-    programs, _, (tokens, per_program, _), meta = kernel._launch_bwd_tokens(xf, torch.empty(0, device=DEVICE), d)
+    programs, _, (tokens, per_program, _), meta = kernel_ops._launch_bwd_tokens(xf, torch.empty(0, device=DEVICE), d)
     return programs, tokens, per_program, meta["BLOCK_T"]
 
 

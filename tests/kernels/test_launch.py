@@ -1,4 +1,5 @@
-"""``hitrs_fast.kernels.launch``: launch directly on real tensors in eager mode, through ``wrap_triton`` while traced.
+"""``hitrs_fast.kernels.common.launch``: launch directly on real tensors in eager mode, through ``wrap_triton``
+while traced.
 
 Why it matters (seen on an H200): wrapping in eager mode sends an autotuned kernel through torch's
 higher-order-op path, which rebuilds it as a fresh autotuner with ``key=[]`` and Triton's benchmarker,
@@ -12,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from hitrs_fast.kernels import launch
+from hitrs_fast.kernels.common import launch
 
 
 def test_real_tensors_in_eager_mode_launch_directly():

@@ -65,8 +65,12 @@ if not torch.cuda.is_available():
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from hitrs_fast.kernels import attention_block as ab  # noqa: E402
 from hitrs_fast.kernels import capabilities  # noqa: E402
+from hitrs_fast.kernels import ffn_block as ffn  # noqa: E402
 from hitrs_fast.kernels import frame_attention as fa  # noqa: E402
 from hitrs_fast.kernels import joint_embedding as je  # noqa: E402
+from hitrs_fast.kernels.common.launch import autotune_key  # noqa: E402
+from hitrs_fast.kernels.frame_attention import kernels as fak  # noqa: E402
+from hitrs_fast.kernels.frame_attention import tuning as fat  # noqa: E402
 from tests.support.devices import Launch, record_launches  # noqa: E402
 
 
@@ -74,6 +78,23 @@ def _kernel_name(kernel) -> str:
     while not hasattr(kernel, "__name__") and hasattr(kernel, "fn"):
         kernel = kernel.fn
     return getattr(kernel, "__name__", type(kernel).__name__)
+
+
+def _pin_last_kept(launches: list[Launch]) -> dict[str, dict]:
+    """Stands in for the GPU benchmark of a traced launch's cold autotuner cache: each autotuned launch's cache
+    gets the last config its prune function keeps, under the key the launch computes. Tracing then pins that
+    config (``kernels/common/launch.py``); returns it by kernel name."""
+    pinned = {}
+    for launch in launches:
+        tuner = launch.kernel
+        if not hasattr(tuner, "cache"):
+            continue
+        kept = tuner.early_config_prune(list(tuner.configs), launch.named_args(), **launch.kwargs) \
+            if tuner.early_config_prune else list(tuner.configs)
+        tuner.cache[autotune_key(tuner, launch.args, launch.kwargs)] = kept[-1]
+        pinned[_kernel_name(tuner)] = {**kept[-1].kwargs, "num_warps": kept[-1].num_warps,
+                                       "num_stages": kept[-1].num_stages, "candidates": len(kept)}
+    return pinned
 
 
 def trace() -> dict:
@@ -94,14 +115,26 @@ def trace() -> dict:
         for node in gm.graph.nodes:
             if node.target is torch.ops.higher_order.triton_kernel_wrapper_functional:
                 kernel = kernel_side_table.get_kernel(node.kwargs["kernel_idx"])
-                configs = getattr(kernel, "configs", None)  # the pruned list when autotuned
+                configs = getattr(kernel, "configs", None)  # the configs the compiled graph would tune over
                 found.append({"kernel": _kernel_name(kernel), "writes": sorted(node.kwargs["tensors_to_clone"]),
-                              "configs": [c.kwargs for c in configs] if configs else [{}],
+                              "configs": [{**c.kwargs, "num_warps": c.num_warps, "num_stages": c.num_stages}
+                                          for c in configs] if configs else [{}],
                               "grids": [list(g) for g in node.kwargs["grid"]]})
         return found
 
     report = {}
     b, h, n, d = 3, 2, 51, 32
+    pinned = {}
+    for variant in capabilities.FRAME_ATTENTION_KERNELS:
+        launches = _attention_launches(torch.float32, b, h, n, d, fa.MASK_FRAME, fa.CLS_LAST, True, None, variant)
+        pinned |= _pin_last_kept(launches)
+    c = 32
+    x, ln_w, ln_b = torch.randn(7, 25, c), torch.ones(c), torch.zeros(c)
+    wqkv, wo, seed = torch.randn(3 * h * d, c), torch.randn(c, h * d), torch.zeros(1, dtype=torch.int64)
+    block_args = (ln_w, ln_b, wqkv, wo, seed, h, 1e-5, d ** -0.5, fa.MASK_NONE, 1, fa.CLS_NONE, True, 0.2)
+    pinned |= _pin_last_kept(record_launches(ab.ops, ab.attention_block_fwd, x, *block_args)
+                             + record_launches(ab.ops, ab.attention_block_bwd, torch.randn_like(x), x, *block_args))
+    report["pinned"] = pinned
     for variant in capabilities.FRAME_ATTENTION_KERNELS:
         os.environ[capabilities.FRAME_ATTENTION_KERNEL_ENV] = variant
         torch._dynamo.reset()
@@ -124,7 +157,6 @@ def trace() -> dict:
                                                                     fa.CLS_NONE, True, 0.2),
                           backend=backend, fullgraph=True)
     with FakeTensorMode():
-        c = 32
         tensors = [torch.randn(*s, requires_grad=True) for s in ((7, 25, c), (c,), (c,), (3 * h * d, c), (c, h * d))]
         block(*tensors, torch.zeros(1, dtype=torch.int64)).sum().backward()
     report["attention_block"] = {"graphs": [wrapper_nodes(g) for g in graphs]}
@@ -213,7 +245,21 @@ ATTENTION_CASES = {
     "ftrs-nomask-bf16-N25-D64": (torch.bfloat16, 4, 8, 25, 64, fa.MASK_NONE, fa.CLS_NONE, True, None),
     "fp16-N1026-D16": (torch.float16, 1, 1, 1026, 16, fa.MASK_FRAME, fa.CLS_LAST, True, None),
 }
+# name -> (dtype, B, H, N, D, mask kind, lengths, frame_attention keywords): the split kernels' optional features
+# (issue 24) at peer shapes, including the dBias kernel.
+FEATURE_CASES = {
+    "features-ids-window-bias-dropout-bf16-N176-D64": (torch.bfloat16, 2, 8, 176, 64, fa.MASK_WINDOW, [150, 176],
+                                                       {"window": 1, "dropout": True, "ids": True, "bias": (1, 8)}),
+    "features-joint-major-frame-bias-fp32-N176-D32": (torch.float32, 2, 4, 176, 32, fa.MASK_FRAME, None,
+                                                      {"joint_frames": 7, "bias": (2, 1)}),
+}
 EMBEDDING_CASES = {"joint-embedding-fp32-out": torch.float32, "joint-embedding-bf16-out": torch.bfloat16}
+# name -> (x dtype, C, F, dropout): the fused FFN sublayer at the three levels' widths, bf16 dots (autocast: fp32 x)
+FFN_CASES = {
+    "ffn-ftrs-bf16": (torch.bfloat16, 128, 128, 0.2),
+    "ffn-ctrs-fp32-x": (torch.float32, 256, 128, 0.2),
+    "ffn-vtrs-fp32-x": (torch.float32, 512, 256, 0.2),
+}
 # name -> (x dtype, compute dtype, N, C, mask kind, dropout): the fused block at the F-TRS shape (H 8 x D 64)
 BLOCK_CASES = {
     "block-ftrs-bf16": (torch.bfloat16, torch.bfloat16, 25, 128, fa.MASK_NONE, 0.2),
@@ -227,9 +273,30 @@ def _attention_launches(dtype, b, h, n, d, kind, cls_pos, allow_self, lengths, v
     q, k, v, do = (torch.randn(b, h, n, d, dtype=dtype) for _ in range(4))
     lens = torch.tensor(lengths) if lengths is not None else None
     mask = (lens, d ** -0.5, kind, 25, cls_pos, allow_self, True)
-    fwd = record_launches(fa, fa.frame_attention_fwd, q, k, v, *mask, variant=variant)
+    fwd = record_launches(fa.ops, fa.frame_attention_fwd, q, k, v, *mask, variant=variant)
     lse = torch.zeros(b, h, n)
-    return fwd + record_launches(fa, fa.frame_attention_bwd, do, q, k, v, q, lse, *mask, variant=variant)
+    return fwd + record_launches(fa.ops, fa.frame_attention_bwd, do, q, k, v, q, lse, *mask, variant=variant)
+
+
+def _feature_launches(dtype, b, h, n, d, kind, lengths, options) -> list[Launch]:
+    """The split kernels' launches (forward, backward, dBias) with the features of ``options``."""
+    q, k, v, do = (torch.randn(b, h, n, d, dtype=dtype) for _ in range(4))
+    ids = torch.randint(-1, 7, (b, n), dtype=torch.int32) if options.get("ids") else None
+    bias = torch.randn(*options["bias"], n, n, dtype=dtype) if "bias" in options else None
+    features = fa.Features(bias=bias, q_ids=ids, k_ids=ids,
+                           frame_source=fa.FRAMES_FROM_IDS if ids is not None else (
+                               fa.FRAMES_JOINT_MAJOR if options.get("joint_frames") else fa.FRAMES_FRAME_MAJOR),
+                           num_frames=options.get("joint_frames", 0), window=options.get("window", 0),
+                           seed=torch.zeros(1, dtype=torch.int64) if options.get("dropout") else None,
+                           dropout_p=0.1 if options.get("dropout") else 0.0)
+    lens = torch.tensor(lengths) if lengths is not None else None
+    mask = (lens, d ** -0.5, kind, 25, fa.CLS_NONE, True, False)
+    lse = torch.zeros(b, h, n)
+    launches = record_launches(fa.ops, fa.frame_attention_fwd, q, k, v, *mask, features=features)
+    launches += record_launches(fa.ops, fa.frame_attention_bwd, do, q, k, v, q, lse, *mask, features=features)
+    if bias is not None:
+        launches += record_launches(fa.ops, fa.frame_attention_dbias, do, q, k, v, q, lse, *mask, features)
+    return launches
 
 
 def _block_launches(x_dtype, compute_dtype, n, c, kind, dropout) -> list[Launch]:
@@ -239,8 +306,20 @@ def _block_launches(x_dtype, compute_dtype, n, c, kind, dropout) -> list[Launch]
     params = (torch.ones(c), torch.zeros(c), torch.randn(3 * heads * d, c, dtype=compute_dtype),
               torch.randn(c, heads * d, dtype=compute_dtype), torch.zeros(1, dtype=torch.int64) if dropout else None)
     mask = (heads, 1e-5, d ** -0.5, kind, 25, fa.CLS_LAST if kind == fa.MASK_FRAME else fa.CLS_NONE, True, dropout)
-    fwd = record_launches(ab, ab.attention_block_fwd, x, *params, *mask)
-    return fwd + record_launches(ab, ab.attention_block_bwd, torch.randn_like(x), x, *params, *mask)
+    fwd = record_launches(ab.ops, ab.attention_block_fwd, x, *params, *mask)
+    return fwd + record_launches(ab.ops, ab.attention_block_bwd, torch.randn_like(x), x, *params, *mask)
+
+
+def _ffn_launches(x_dtype, c, f, dropout) -> list[Launch]:
+    """The fused FFN sublayer's forward and backward launches: 4 096 rows, bf16 weights, fp32 LN and biases."""
+    x = torch.randn(4096, c, dtype=x_dtype)
+    params = (torch.ones(c), torch.zeros(c), torch.randn(f, c, dtype=torch.bfloat16), torch.zeros(f),
+              torch.randn(c, f, dtype=torch.bfloat16), torch.zeros(c))
+    seed = torch.zeros(1, dtype=torch.int64) if dropout else None
+    fwd = record_launches(ffn.ops, ffn.ffn_block_fwd, x, *params, seed, 1e-5, dropout, True)
+    stats = torch.zeros(4096)
+    return fwd + record_launches(ffn.ops, ffn.ffn_block_bwd, torch.randn_like(x), x, *params[:5], stats, stats,
+                                 seed, dropout)
 
 
 def _embedding_launches(out_dtype: torch.dtype) -> list[Launch]:
@@ -248,7 +327,7 @@ def _embedding_launches(out_dtype: torch.dtype) -> list[Launch]:
     every backward kernel (``je.BWD_VARIANTS``)."""
     x = torch.randn(64, 25, 3)
     params = [torch.randn(128, 3), torch.randn(128), torch.randn(128), torch.randn(128), torch.randn(25, 128)]
-    launches = record_launches(je, je.joint_embedding_fwd, x, *params, 1e-5, out_dtype, True)
+    launches = record_launches(je.ops, je.joint_embedding_fwd, x, *params, 1e-5, out_dtype, True)
     stats = torch.zeros(64 * 25)
     dy = torch.randn(64, 25, 128, dtype=out_dtype)
     weight, bias, ln_weight, _, _ = params
@@ -256,7 +335,7 @@ def _embedding_launches(out_dtype: torch.dtype) -> list[Launch]:
     try:
         for variant in je.BWD_VARIANTS:
             os.environ[je.BWD_VARIANT_ENV] = variant
-            launches += record_launches(je, je.joint_embedding_bwd, dy, x, weight, bias, ln_weight, stats, stats)
+            launches += record_launches(je.ops, je.joint_embedding_bwd, dy, x, weight, bias, ln_weight, stats, stats)
     finally:
         if saved is None:
             os.environ.pop(je.BWD_VARIANT_ENV, None)
@@ -292,6 +371,10 @@ def compile_cases(names: list[str], deepest_only: bool) -> dict:
                 launches = _embedding_launches(EMBEDDING_CASES[name])
             elif name in BLOCK_CASES:
                 launches = _block_launches(*BLOCK_CASES[name])
+            elif name in FEATURE_CASES:
+                launches = _feature_launches(*FEATURE_CASES[name])
+            elif name in FFN_CASES:
+                launches = _ffn_launches(*FFN_CASES[name])
             else:
                 variant = "resident" if name.startswith("resident") else "split"
                 launches = _attention_launches(*ATTENTION_CASES[name], variant=variant)
@@ -303,9 +386,9 @@ def binaries_across_shapes() -> dict:
     """Binaries compiled per kernel for one config over N = 13, 14, 15, 16 and B * H = 1, 3, 64, 4096
     (V-TRS-like: key padding, no frame mask): ``do_not_specialize`` should keep it at one each."""
     counts = {}
-    with fa.autotune_configs([fa._SAFE_FWD], [fa._SAFE_BWD]):
-        for kernel in (fa.frame_attention_fwd_kernel, fa.frame_attention_bwd_dkdv_kernel,
-                       fa.frame_attention_bwd_dq_kernel, fa.frame_attention_bwd_preprocess_kernel):
+    with fa.autotune_configs([fat.SAFE_FWD], [fat.SAFE_BWD]):
+        for kernel in (fak.frame_attention_fwd_kernel, fak.frame_attention_bwd_dkdv_kernel,
+                       fak.frame_attention_bwd_dq_kernel, fak.frame_attention_bwd_preprocess_kernel):
             before = sum(len(c[0]) for c in kernel.device_caches.values())
             for b, n in ((1, 13), (3, 14), (64, 15), (4096, 16)):
                 launches = _attention_launches(torch.bfloat16, b, 1, n, 64, fa.MASK_NONE, fa.CLS_NONE, True, [n] * b)

@@ -19,10 +19,12 @@ from hitrs_fast.attention import (
     TritonFrameAttention,
     frame_masked_attention,
 )
-from hitrs_fast.masks import FrameMask, KeyPaddingMask, NoMask
+from hitrs_fast.masks import DenseMask, FrameMask, KeyPaddingMask, NoMask
 from hitrs_fast.reference.attention import naive_attention
 from tests.support.devices import REQUIRES_CUDA, kernel_device
 from tests.support.tolerances import assert_close_verbose, tolerance
+
+FRAME2 = FrameMask(num_frames=2, cls="last")
 
 
 def qkv(b=2, h=2, n=51, d=16, dtype=torch.float32, device="cpu"):
@@ -34,20 +36,22 @@ def record_backend(monkeypatch):
     """Replaces the Triton call by a recorder, so dispatch is observed without running a kernel."""
     calls = []
 
-    def fake(q, k, v, mask, scale):
+    def fake(q, k, v, mask, scale, **extras):
         calls.append("triton")
-        return naive_attention(q, k, v, mask, scale)
+        return naive_attention(q, k, v, mask, scale, **extras)
 
     monkeypatch.setattr(TritonFrameAttention, "run", staticmethod(fake))
     return calls
 
 
 @pytest.mark.parametrize(("kwargs", "mask", "expected"), [
-    pytest.param({"dtype": torch.float64}, FrameMask(num_frames=2), "dtype torch.float64 not in", id="fp64"),
-    pytest.param({"d": 80}, FrameMask(num_frames=2), "head_dim 80 not in (16, 32, 64, 128)", id="head-dim-80"),
+    pytest.param({"dtype": torch.float64}, FRAME2, "dtype torch.float64 not in", id="fp64"),
+    pytest.param({"d": 160}, FRAME2, "head_dim 160 > 128", id="head-dim-160"),
     pytest.param({"n": 4097}, NoMask(), "N = 4097 not in [1, 4096]", id="N-4097"),
-    pytest.param({}, "not-a-mask", "mask type str not in", id="mask-type"),
-    pytest.param({"b": 2}, KeyPaddingMask(torch.tensor([1.0, 2.0])), "is not an integer type", id="float-lengths"),
+    pytest.param({}, DenseMask(torch.ones(51, 51, dtype=torch.bool)), "a dense mask tensor: the kernel computes",
+                 id="dense-mask"),
+    pytest.param({"b": 2}, KeyPaddingMask(torch.tensor([1.0, 2.0]), unit="tokens", cls="last"),
+                 "is not an integer type", id="float-lengths"),
 ])
 def test_reasons_name_each_capability(kwargs, mask, expected):
     q, k, v = qkv(**kwargs)
@@ -59,7 +63,7 @@ def test_reasons_empty_for_supported_inputs_on_kernel_device(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     q, k, v = qkv(dtype=torch.bfloat16, d=64)
     assert TritonFrameAttention.device_reasons(q.device, requested=True) == []
-    assert TritonFrameAttention.not_supported_reasons(AttentionInputs(q, k, v, FrameMask(num_frames=2))) == []
+    assert TritonFrameAttention.not_supported_reasons(AttentionInputs(q, k, v, FRAME2)) == []
 
 
 def test_auto_on_cpu_never_runs_the_interpreter_and_says_why(monkeypatch):
@@ -76,41 +80,40 @@ def test_auto_on_cpu_interpreter_does_not_use_triton(monkeypatch, record_backend
     q, k, v = qkv()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the plain CPU path must stay quiet
-        out = frame_masked_attention(q, k, v, FrameMask(num_frames=2))
+        out = frame_masked_attention(q, k, v, FrameMask(num_frames=2, cls="last"))
     assert record_backend == []
-    frame_masked_attention(q, k, v, FrameMask(num_frames=2), backend="triton")
+    frame_masked_attention(q, k, v, FrameMask(num_frames=2, cls="last"), backend="triton")
     assert record_backend == ["triton"]
     atol, rtol = tolerance("frame_attention", torch.float32)
-    assert_close_verbose(out, naive_attention(q, k, v, FrameMask(num_frames=2)), atol, rtol, "auto == reference")
+    assert_close_verbose(out, naive_attention(q, k, v, FRAME2), atol, rtol, "auto == reference")
 
 
 def test_auto_picks_triton_when_supported_unless_disabled(monkeypatch, record_backend):
     monkeypatch.setattr(TritonFrameAttention, "device_reasons", classmethod(lambda cls, *a, **k: []))
     q, k, v = qkv()
-    frame_masked_attention(q, k, v, FrameMask(num_frames=2))
+    frame_masked_attention(q, k, v, FrameMask(num_frames=2, cls="last"))
     assert record_backend == ["triton"]
     monkeypatch.setenv("HITRS_FAST_DISABLE_KERNELS", "1")
-    frame_masked_attention(q, k, v, FrameMask(num_frames=2))
+    frame_masked_attention(q, k, v, FrameMask(num_frames=2, cls="last"))
     assert record_backend == ["triton"], "HITRS_FAST_DISABLE_KERNELS=1 must force the reference"
-    frame_masked_attention(q, k, v, FrameMask(num_frames=2), backend="torch")
+    frame_masked_attention(q, k, v, FrameMask(num_frames=2, cls="last"), backend="torch")
     assert record_backend == ["triton"]
 
 
 def test_explicit_triton_with_unsupported_inputs_raises_with_reasons(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    q, k, v = qkv(dtype=torch.float64, d=80)
+    q, k, v = qkv(dtype=torch.float64, d=160)
     with pytest.raises(NotImplementedError) as info:
-        frame_masked_attention(q, k, v, FrameMask(num_frames=2), backend="triton")
+        frame_masked_attention(q, k, v, FrameMask(num_frames=2, cls="last"), backend="triton")
     assert str(info.value) == ("frame_masked_attention: triton backend not used: dtype torch.float64 not in "
-                               "(float32, bfloat16, float16); head_dim 80 not in (16, 32, 64, 128). "
-                               "(reference backend: 'torch')")
+                               "(float32, bfloat16, float16); head_dim 160 > 128. (reference backend: 'torch')")
 
 
 def test_strict_mode_turns_fallback_into_error(monkeypatch):
     monkeypatch.setenv("HITRS_FAST_STRICT", "1")
     q, k, v = qkv(dtype=torch.float64)
     with pytest.raises(NotImplementedError, match="dtype torch.float64"):
-        frame_masked_attention(q, k, v, FrameMask(num_frames=2))
+        frame_masked_attention(q, k, v, FrameMask(num_frames=2, cls="last"))
 
 
 @pytest.mark.parametrize(("args", "match"), [
@@ -120,7 +123,7 @@ def test_strict_mode_turns_fallback_into_error(monkeypatch):
 def test_bad_arguments_raise_value_error(args, match):
     q, k = args
     with pytest.raises(ValueError, match=match):
-        frame_masked_attention(q, k, k, FrameMask(num_frames=2))
+        frame_masked_attention(q, k, k, FrameMask(num_frames=2, cls="last"))
 
 
 def test_bad_backend_and_lengths_raise_value_error():
@@ -128,7 +131,7 @@ def test_bad_backend_and_lengths_raise_value_error():
     with pytest.raises(ValueError, match="backend must be one of"):
         frame_masked_attention(q, k, v, NoMask(), backend="cuda")
     with pytest.raises(ValueError, match=r"lengths must be \[B\] = \[2\]"):
-        frame_masked_attention(q, k, v, KeyPaddingMask(torch.tensor([3])))
+        frame_masked_attention(q, k, v, KeyPaddingMask(torch.tensor([3]), unit="tokens", cls="last"))
     with pytest.raises(ValueError, match="backend must be one of"):
         MultiHeadAttention(32, 2, 16, backend="fast")
 
@@ -151,8 +154,8 @@ def test_warning_names_the_backend_that_runs(monkeypatch):
     monkeypatch.setattr(TritonFrameAttention, "device_reasons", classmethod(lambda cls, *a, **k: []))
     q, k, v = qkv(dtype=torch.float64)
     with pytest.warns(UserWarning, match=r"triton backend not used: dtype torch\.float64 .*; running the sdpa backend"):
-        out = frame_masked_attention(q, k, v, FrameMask(num_frames=2))
-    torch.testing.assert_close(out, naive_attention(q, k, v, FrameMask(num_frames=2)))
+        out = frame_masked_attention(q, k, v, FrameMask(num_frames=2, cls="last"))
+    torch.testing.assert_close(out, naive_attention(q, k, v, FrameMask(num_frames=2, cls="last")))
 
 
 def test_import_loads_no_triton():
@@ -163,11 +166,13 @@ def test_import_loads_no_triton():
 
 @pytest.mark.parametrize(("mask", "row_counts"), [
     # joint rows: all but the 24 other joints of their frame; CLS row sees everything.
-    pytest.param(FrameMask(num_frames=7), {0: 152, 24: 152, 150: 152, 174: 152, 175: 176}, id="F7-cls-last-self"),
-    pytest.param(FrameMask(num_frames=7, allow_self=False), {0: 151, 174: 151, 175: 176}, id="F7-cls-last-noself"),
+    pytest.param(FrameMask(num_frames=7, cls="last"), {0: 152, 24: 152, 150: 152, 174: 152, 175: 176},
+                 id="F7-cls-last-self"),
+    pytest.param(FrameMask(num_frames=7, cls="last", allow_self=False), {0: 151, 174: 151, 175: 176},
+                 id="F7-cls-last-noself"),
     pytest.param(FrameMask(num_frames=7, cls="first"), {0: 176, 1: 152, 175: 152}, id="F7-cls-first"),
     pytest.param(FrameMask(num_frames=2, cls="none"), {0: 26, 49: 26}, id="F2-no-cls"),
-    pytest.param(FrameMask(num_frames=1), {0: 2, 24: 2, 25: 26}, id="F1-cls"),
+    pytest.param(FrameMask(num_frames=1, cls="last"), {0: 2, 24: 2, 25: 26}, id="F1-cls"),
 ])
 def test_frame_mask_materialize_counts(mask, row_counts):
     allowed = mask.materialize()
@@ -194,8 +199,8 @@ def test_frame_mask_materialize_pairs_small():
 
 @pytest.mark.interpreter
 @pytest.mark.parametrize("mask", [
-    pytest.param(FrameMask(num_frames=2), id="frame"),
-    pytest.param(KeyPaddingMask(torch.tensor([3, 25])), id="key-padding"),
+    pytest.param(FrameMask(num_frames=2, cls="last"), id="frame"),
+    pytest.param(KeyPaddingMask(torch.tensor([3, 25]), unit="tokens", cls="last"), id="key-padding"),
     pytest.param(NoMask(), id="no-mask"),
 ])
 def test_module_state_dict_and_outputs_across_backends(mask):
@@ -223,9 +228,9 @@ def test_torch_compile_fullgraph_traces_triton_path():
     """fullgraph=True: no graph break through dispatch, the autograd Function and the registered op.
 
     On CPU the interpreter cannot run Inductor's Triton codegen, so ``aot_eager`` is used; there
-    the op is an opaque custom op (see ``kernels/frame_attention.py::_register``).
+    the op is an opaque custom op (see ``hitrs_fast.kernels.common.registration.register``).
     """
-    mask = FrameMask(num_frames=1)
+    mask = FrameMask(num_frames=1, cls="last")
     q, k, v = (t.requires_grad_() for t in qkv(b=1, h=2, n=26, d=16, device=kernel_device()))
 
     def f(q, k, v):
@@ -246,11 +251,11 @@ def test_torch_compile_fullgraph_traces_triton_path():
 @pytest.mark.parametrize("dtype", [pytest.param(torch.bfloat16, id="bf16", marks=REQUIRES_CUDA)])
 def test_auto_uses_triton_on_cuda(record_backend, dtype):
     q, k, v = qkv(dtype=dtype, d=64, device="cuda")
-    frame_masked_attention(q, k, v, FrameMask(num_frames=2))
+    frame_masked_attention(q, k, v, FrameMask(num_frames=2, cls="last"))
     assert record_backend == ["triton"]
 
 
-@pytest.mark.parametrize("mask", [FrameMask(), FrameMask(cls="first", allow_self=False), NoMask()],
+@pytest.mark.parametrize("mask", [FrameMask(cls="last"), FrameMask(cls="first", allow_self=False), NoMask()],
                          ids=["frame-last", "frame-first-noself", "nomask"])
 def test_sdpa_backend_matches_reference(mask):
     n = 176 if not isinstance(mask, NoMask) else 25
@@ -261,17 +266,17 @@ def test_sdpa_backend_matches_reference(mask):
 
 def test_sdpa_backend_key_padding():
     q, k, v = (torch.randn(3, 2, 6, 16, dtype=torch.float64) for _ in range(3))
-    mask = KeyPaddingMask(torch.tensor([5, 2, 1]))
+    mask = KeyPaddingMask(torch.tensor([5, 2, 1]), unit="tokens", cls="last")
     torch.testing.assert_close(frame_masked_attention(q, k, v, mask, backend="sdpa"),
                                frame_masked_attention(q, k, v, mask, backend="torch"))
 
 
 def test_auto_on_cpu_uses_sdpa_unless_kernels_disabled(monkeypatch):
     calls = []
-    monkeypatch.setattr(SdpaFrameAttention, "run", staticmethod(lambda *a: calls.append("sdpa") or a[0]))
+    monkeypatch.setattr(SdpaFrameAttention, "run", staticmethod(lambda *a, **kw: calls.append("sdpa") or a[0]))
     q = torch.randn(1, 1, 176, 16)
-    attention.frame_masked_attention(q, q, q, FrameMask())
+    attention.frame_masked_attention(q, q, q, FrameMask(cls="last"))
     assert calls == ["sdpa"]
     monkeypatch.setenv("HITRS_FAST_DISABLE_KERNELS", "1")
-    attention.frame_masked_attention(q, q, q, FrameMask())
+    attention.frame_masked_attention(q, q, q, FrameMask(cls="last"))
     assert calls == ["sdpa"]

@@ -3,12 +3,14 @@ keys, its backends and their reasons, argument errors, and its use by the model'
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from hitrs_fast import FrameAttentionBlock, HiTRSConfig, frame_attention_block
 from hitrs_fast.attention import BLOCK_PRIORITY, BlockInputs, TritonAttentionBlock
-from hitrs_fast.masks import FrameMask, KeyPaddingMask, NoMask
+from hitrs_fast.masks import FrameMask, KeyPaddingMask, NoMask, SlidingWindowMask
 from hitrs_fast.models import TransformerLayer
 from tests.support.devices import kernel_device
 from tests.support.tolerances import assert_close_verbose, tolerance
@@ -34,7 +36,8 @@ def test_state_dict_keys_are_the_reference_sublayer():
 
 
 @pytest.mark.interpreter
-@pytest.mark.parametrize("mask", [NoMask(), FrameMask(frame_size=25, num_frames=2)], ids=["nomask", "frame"])
+@pytest.mark.parametrize("mask", [NoMask(), FrameMask(frame_size=25, num_frames=2, cls="last")],
+                         ids=["nomask", "frame"])
 def test_module_weights_move_between_backends(mask):
     """One set of weights, loaded strictly into the block on every backend, gives the same output."""
     torch.manual_seed(0)
@@ -55,7 +58,7 @@ def test_the_layer_is_the_block_then_the_ffn():
     torch.manual_seed(0)
     layer = TransformerLayer(32, 64, 2, 16, 0.0, "torch").eval()
     x = torch.randn(2, 51, 32)
-    mask = FrameMask(frame_size=25, num_frames=2)
+    mask = FrameMask(frame_size=25, num_frames=2, cls="last")
     attn = layer.attn
     after_attention = frame_attention_block(x, layer.attn_norm.weight, layer.attn_norm.bias, attn.q_proj.weight,
                                             attn.k_proj.weight, attn.v_proj.weight, attn.out_proj.weight, mask,
@@ -68,10 +71,11 @@ def test_the_layer_is_the_block_then_the_ffn():
     pytest.param(block_inputs(dtype=torch.float64), "compute dtype torch.float64 not in (float16, bfloat16)",
                  id="fp64-compute"),
     pytest.param(block_inputs(), "compute dtype torch.float32 not in (float16, bfloat16)", id="fp32-compute"),
-    pytest.param(block_inputs(n=176, mask=FrameMask(num_frames=7), dtype=torch.bfloat16),
+    pytest.param(block_inputs(n=176, mask=FrameMask(num_frames=7, cls="last"), dtype=torch.bfloat16),
                  "N = 176 tokens do not fit a 128-row tile at width 32", id="ctrs-too-long"),
     pytest.param(block_inputs(c=512, dtype=torch.bfloat16), "width C = 512 not in [1, 256]", id="wide"),
-    pytest.param(block_inputs(n=14, mask=KeyPaddingMask(torch.tensor([3, 14])), dtype=torch.bfloat16),
+    pytest.param(block_inputs(n=14, mask=KeyPaddingMask(torch.tensor([3, 14]), unit="tokens", cls="last"),
+                              dtype=torch.bfloat16),
                  "key padding is not fused", id="key-padding"),
     pytest.param(block_inputs(head_dim=80, dtype=torch.bfloat16), "head_dim 80 not in", id="head-dim-80"),
 ])
@@ -84,27 +88,29 @@ def test_fused_path_reasons(inputs, expected):
 def test_fused_path_taken_for_ftrs_in_16_bit():
     assert TritonAttentionBlock.fused_reasons(block_inputs(c=128, heads=8, head_dim=64, dtype=torch.bfloat16)) == []
     assert TritonAttentionBlock.fused_reasons(block_inputs(n=26, c=256, dtype=torch.float16,
-                                                           mask=FrameMask(num_frames=1))) == []
+                                                           mask=FrameMask(num_frames=1, cls="last"))) == []
 
 
 def test_triton_backend_reasons_are_the_composed_paths_when_not_fused():
     """A shape neither path takes lists the attention kernel's reasons; fp32 at N = 176 is composed, so fine."""
-    assert TritonAttentionBlock.not_supported_reasons(block_inputs(n=176, mask=FrameMask(num_frames=7))) == []
-    reasons = TritonAttentionBlock.not_supported_reasons(block_inputs(head_dim=80))
-    assert any("head_dim 80 not in (16, 32, 64, 128)" in r for r in reasons), reasons
+    assert TritonAttentionBlock.not_supported_reasons(block_inputs(n=176, mask=FrameMask(num_frames=7,
+                                                                                         cls="last"))) == []
+    reasons = TritonAttentionBlock.not_supported_reasons(block_inputs(head_dim=160))
+    assert any("head_dim 160 > 128" in r for r in reasons), reasons
 
 
 @pytest.mark.interpreter
 def test_explicit_triton_with_unsupported_inputs_raises(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    i = block_inputs(head_dim=80)
-    with pytest.raises(NotImplementedError, match="frame_attention_block: triton backend not used: .*head_dim 80"):
+    i = block_inputs(head_dim=160)
+    with pytest.raises(NotImplementedError,
+                       match="frame_attention_block: triton backend not used: .*head_dim 160 > 128"):
         frame_attention_block(i.x, i.ln_weight, i.ln_bias, i.w_q, i.w_k, i.w_v, i.w_o, heads=2, backend="triton")
 
 
 def test_auto_on_cpu_runs_sdpa_and_matches_the_reference():
     assert [b.NAME for b in BLOCK_PRIORITY] == ["triton", "sdpa", "torch"]
-    i = block_inputs(n=51, mask=FrameMask(num_frames=2))
+    i = block_inputs(n=51, mask=FrameMask(num_frames=2, cls="last"))
     args = (i.x, i.ln_weight, i.ln_bias, i.w_q, i.w_k, i.w_v, i.w_o, i.mask)
     atol, rtol = tolerance("attention_block", torch.float32)
     assert_close_verbose(frame_attention_block(*args, heads=2), frame_attention_block(*args, heads=2, backend="torch"),
@@ -116,7 +122,7 @@ def test_auto_on_cpu_runs_sdpa_and_matches_the_reference():
     pytest.param({"w_q": torch.randn(30, 32)}, r"expected w_q, w_k, w_v \[H\*D, C=32\]", id="w_q-shape"),
     pytest.param({"w_o": torch.randn(32, 16)}, r"w_o \[C, H\*D\]", id="w_o-shape"),
     pytest.param({"ln_weight": torch.ones(31)}, r"ln_weight and ln_bias must be \[C=32\]", id="ln-shape"),
-    pytest.param({"mask": FrameMask(num_frames=3)}, "covers 76 tokens, q has N = 25", id="mask-tokens"),
+    pytest.param({"mask": FrameMask(num_frames=3, cls="last")}, "covers 76 tokens, q has N = 25", id="mask-tokens"),
     pytest.param({"backend": "cuda"}, "backend must be one of", id="backend"),
 ])
 def test_bad_arguments_name_what_was_expected(change, match):
@@ -149,3 +155,53 @@ def test_model_levels_use_the_block_under_triton(monkeypatch):
     assert seen == ([((20, 25, 32), True)] * cfg.frame_layers  # 8 frames + 2 x 6 padding frames, fused
                     + [((2, 176, 64), False)] * cfg.clip_layers  # 2 clips of 7 x 25 + CLS, composed
                     + [((1, 3, 64), False)] * cfg.video_layers)  # key padding, composed
+
+
+def test_peer_options_take_the_composed_path_and_keep_the_default_fused():
+    """Projection biases, an attention bias, attention dropout and the masks the fused kernel does not compute
+    each send the block to the composed path, saying why; the model's plain F-TRS block stays fused."""
+    plain = block_inputs(c=128, heads=8, head_dim=64, dtype=torch.bfloat16)
+    assert TritonAttentionBlock.fused_reasons(plain) == []
+    inner = 8 * 64
+    with_biases = dataclasses.replace(plain, b_q=torch.zeros(inner), b_o=torch.zeros(128),
+                                      attn_bias=torch.zeros(8, 25, 25), attn_dropout=0.1)
+    assert TritonAttentionBlock.fused_reasons(with_biases) == ["b_q, b_o, attn_bias, attn_dropout not fused"]
+    window = dataclasses.replace(plain, mask=SlidingWindowMask(5, 5, 1, cls="none"))
+    assert "mask SlidingWindowMask is not fused" in TritonAttentionBlock.fused_reasons(window)[0]
+    assert TritonAttentionBlock.not_supported_reasons(with_biases) == []
+
+
+@pytest.mark.parametrize("backend", ["torch", "sdpa", pytest.param("triton", marks=pytest.mark.interpreter)])
+def test_peer_block_matches_float64(backend):
+    """A peer layer's attention half (fused qkv with bias, output bias, head_dim 12, a per-head bias, a sliding
+    window): output and the gradients of x, every weight and the bias against the float64 reference block."""
+    torch.manual_seed(0)
+    device = kernel_device()
+    mask = SlidingWindowMask(5, 5, 1, cls="last")
+    block = FrameAttentionBlock(24, 2, 12, backend=backend, fused_qkv=True, qkv_bias=True, out_bias=True).to(device)
+    oracle = FrameAttentionBlock(24, 2, 12, backend="torch", fused_qkv=True, qkv_bias=True,
+                                 out_bias=True).to(device, torch.float64)
+    oracle.load_state_dict(block.state_dict())
+    assert set(block.state_dict()) == {"attn_norm.weight", "attn_norm.bias", "attn.qkv.weight", "attn.qkv.bias",
+                                       "attn.proj.weight", "attn.proj.bias"}
+    x = torch.randn(2, 26, 24, device=device)
+    bias = torch.randn(2, 26, 26, device=device)
+
+    def run(module, dtype):
+        leaf, bias_leaf = (t.detach().to(dtype).requires_grad_() for t in (x, bias))
+        out = module(leaf, mask, bias_leaf)
+        out.backward(torch.ones_like(out))
+        return [out.detach(), leaf.grad, bias_leaf.grad] + [p.grad for p in module.parameters()]
+
+    atol, rtol = tolerance("attention_block", torch.float32)
+    for got, expected in zip(run(block, torch.float32), run(oracle, torch.float64), strict=True):
+        assert_close_verbose(got, expected, atol, rtol, f"peer block ({backend})")
+
+
+def test_block_attention_dropout_follows_training():
+    torch.manual_seed(0)
+    block = FrameAttentionBlock(32, 2, 16, attn_dropout=0.5, backend="sdpa")
+    x = torch.randn(2, 25, 32)
+    assert not torch.allclose(block(x), block(x)), "training: attention dropout on"
+    block.eval()
+    assert torch.equal(block(x), block(x))

@@ -53,6 +53,7 @@ def write_ntu_skeleton(
     crlf: bool = False,
     body_ids: list[list[int]] | None = None,
     motion: list[float] | None = None,
+    xyz: np.ndarray | None = None,
 ) -> NtuFile:
     """Write a valid ``.skeleton`` file.
 
@@ -60,6 +61,7 @@ def write_ntu_skeleton(
         bodies_per_frame: number of bodies listed in each frame (0 allowed).
         body_ids: optional explicit bodyIDs per frame (default: BODY_ID_BASE + position).
         motion: optional per-position motion scale (std of the per-frame jitter), for energy ranking tests.
+        xyz: optional coordinates ``[T, bodies, 25, 3]`` to write instead of the random ones.
     """
     f = NtuFile(path=path, name=path.stem)
     lines = [str(len(bodies_per_frame))]
@@ -70,11 +72,11 @@ def write_ntu_skeleton(
         for b in range(nb):
             bid = body_ids[t][b] if body_ids is not None else BODY_ID_BASE + 1000 + b
             scale = motion[b] if motion is not None else 0.05
-            xyz = base[b] + rng.normal(scale=scale, size=(25, 3))
+            xyz_b = base[b] + rng.normal(scale=scale, size=(25, 3)) if xyz is None else xyz[t, b]
             info = [str(bid), "0", "1", "1", "1", "1", "0", _fmt(rng.normal() * 0.1), _fmt(rng.normal() * 0.1), "2"]
             lines.append(" ".join(info))
             lines.append("25")
-            jl, exact = _joint_block(xyz, rng)
+            jl, exact = _joint_block(xyz_b, rng)
             lines.extend(jl)
             ids_t.append(bid)
             xyz_t.append(exact)

@@ -41,7 +41,8 @@ class Launch:
 
 
 def record_launches(module, fn, *args, **kwargs) -> list[Launch]:
-    """Runs launcher ``fn`` with ``module.launchable`` replaced by a recorder: each launch it would make, none made."""
+    """Runs launcher ``fn`` with ``module.launchable`` and ``module.launch_autotuned`` replaced by recorders: each
+    launch it would make, none made."""
     launches = []
 
     class Recorder:
@@ -51,10 +52,16 @@ def record_launches(module, fn, *args, **kwargs) -> list[Launch]:
         def __getitem__(self, grid):
             return lambda *a, **kw: launches.append(Launch(self.kernel, grid, a, kw))
 
-    saved = module.launchable
-    module.launchable = lambda kernel, *tensors: Recorder(kernel)
+    def autotuned(autotuner, grid, launch_args, meta, tensors):
+        launches.append(Launch(autotuner, grid, tuple(launch_args), dict(meta)))
+
+    replaced = {"launchable": lambda kernel, *tensors: Recorder(kernel), "launch_autotuned": autotuned}
+    saved = {name: getattr(module, name) for name in replaced if hasattr(module, name)}
+    for name in saved:
+        setattr(module, name, replaced[name])
     try:
         fn(*args, **kwargs)
     finally:
-        module.launchable = saved
+        for name, value in saved.items():
+            setattr(module, name, value)
     return launches

@@ -24,6 +24,10 @@ TOLERANCES: dict[tuple[str, torch.dtype], tuple[float, float]] = {
     ("attention_block", torch.float32): (1e-4, 1e-4),
     ("attention_block", torch.float16): (2e-3, 0.0),
     ("attention_block", torch.bfloat16): (2e-2, 0.0),
+    # The feed-forward sublayer: like the attention sublayer, its weight and bias gradients sum over every row.
+    ("ffn_block", torch.float32): (1e-4, 1e-4),
+    ("ffn_block", torch.float16): (2e-3, 0.0),
+    ("ffn_block", torch.bfloat16): (2e-2, 0.0),
     ("joint_embedding", torch.float32): (1e-4, 1e-4),
     ("joint_embedding", torch.float16): (1e-2, 0.0),
     ("joint_embedding", torch.bfloat16): (5e-2, 0.0),

@@ -298,7 +298,7 @@ def test_load_encoder_checkpoint_strict(tmp_path):
         load_encoder_checkpoint(partial)
     junk = tmp_path / "junk.pt"
     junk.write_text("not a checkpoint")
-    with pytest.raises(UsageError, match="not a readable"):
+    with pytest.raises(UsageError, match="not a torch checkpoint"):
         load_encoder_checkpoint(junk)
     with pytest.raises(UsageError, match="no such file"):
         load_encoder_checkpoint(tmp_path / "absent.pt")

@@ -46,6 +46,7 @@ def test_defaults_resolve():
     (["--steps", "0"], 1, "--steps must be >= 1"),
     (["--group-by-length", "-1"], 1, "--group-by-length must be >= 0"),
     (["--probe-repeats", "0"], 1, "--probe-repeats must be >= 1"),
+    (["--threads", "0"], 1, "--threads must be >= 1"),
 ])
 def test_bad_arguments_stop_before_training(argv, world, match):
     with pytest.raises(UsageError, match=match):

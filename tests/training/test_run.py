@@ -1,10 +1,13 @@
-"""Run helpers shared by pre-training and the downstream tasks (hitrs_fast.training.run): atomic writes
-and seed mixing."""
+"""Run helpers shared by pre-training and the downstream tasks (hitrs_fast.training.run): atomic writes,
+seed mixing and the heap trimmer."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -48,3 +51,46 @@ def test_mix_seed_is_seed_sequence_of_the_parts_mod_2_32():
     assert mix_seed(3, 5, 1) == int(np.random.SeedSequence([3, 5, 1]).generate_state(1)[0])
     assert mix_seed(-1, 2) == mix_seed(2**32 - 1, 2)
     assert len({mix_seed(0, step, 0, 0) for step in range(100)}) == 100
+
+
+# A training-like allocation pattern in a fresh process: per step, activations of batch-dependent sizes (freed at
+# the end of the step) and small tensors that outlive it; glibc's heap fragments and the resident size grows.
+HEAP_WORKLOAD = """
+import ctypes, json, sys
+from collections import deque
+import numpy as np, torch
+from hitrs_fast.training.run import HeapTrimmer
+ctypes.CDLL("libc.so.6").mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD where a long run's dynamic threshold ends up
+trimmer = HeapTrimmer(fraction=0.0, factor=1.0)
+rng, pins, rss = np.random.default_rng(0), deque(maxlen=400), []
+for step in range(300):
+    acts = []
+    for _ in range(8):  # an activation, then a small tensor allocated after it, which pins the heap
+        acts.append(torch.ones(int(rng.integers(64_000, 1_500_000))))
+        pins.append(torch.ones(int(rng.integers(16, 4096))))
+    del acts
+    if step == 49:
+        trimmer.floor = trimmer.resident_bytes() + (48 << 20)  # the budget: 48 MB above the warmed-up size
+    if step >= 50 and sys.argv[1] == "trim":
+        trimmer.step()
+    rss.append(trimmer.resident_bytes())
+print(json.dumps({"budget": trimmer.floor, "rss": rss[50:], "trims": trimmer.trims}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator and /proc/self/statm")
+def test_heap_trimmer_bounds_resident_memory_over_hundreds_of_steps():
+    """Without the trimmer the resident size climbs past the budget; with it, after each step it stays within
+    the budget (the steps between two trims add what one step allocates, a few MB here)."""
+    def run(mode):
+        out = subprocess.run([sys.executable, "-c", HEAP_WORKLOAD, mode], capture_output=True, text=True,
+                             timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    grown = run("none")
+    if max(grown["rss"]) <= grown["budget"]:
+        pytest.skip("this allocator does not fragment under the workload (not glibc?)")
+    trimmed = run("trim")
+    assert trimmed["trims"] >= 1
+    assert max(trimmed["rss"]) <= trimmed["budget"], (max(trimmed["rss"]) - trimmed["budget"]) >> 20

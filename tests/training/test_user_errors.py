@@ -3,6 +3,7 @@ the valid choices, never a traceback; pre-training reports them before DeepSpeed
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
@@ -122,3 +123,34 @@ def test_pretrain_help_does_not_start_deepspeed():
             "except SystemExit as e:\n    assert e.code == 0\nassert 'deepspeed' not in sys.modules\nprint('ok')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("usage: hitrs pretrain"), result.stderr
+
+
+@pytest.mark.parametrize("argv,prog,message", [
+    (["pretrain", "--steps", "x"], "hitrs pretrain", "argument --steps: invalid int value: 'x'"),
+    (["recognize", "--mode", "lin"], "hitrs recognize", "argument --mode: invalid choice: 'lin'"),
+    (["data", "convert", "ntu", "--output", "o"], "hitrs data convert ntu",
+     "the following arguments are required: --input"),
+    (["convert-checkpoint"], "hitrs convert-checkpoint", "the following arguments are required: checkpoint"),
+])
+def test_malformed_command_lines_are_one_line_with_help_pointer(argv, prog, message, capsys):
+    with pytest.raises(SystemExit) as ei:
+        hitrs(argv)
+    assert ei.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"{prog}: error: {message}"), err
+    assert err.rstrip().endswith(f"(see {prog} --help)"), err
+
+
+def test_init_that_is_not_a_checkpoint_says_what_it_is(store, tmp_path, capsys):
+    """A text file, and a pickle of objects other than tensors: one line saying what the file is, never torch's
+    advice to load it with weights_only=False (which would run code stored in the file)."""
+    text = tmp_path / "notes.txt"
+    text.write_text("step,loss\n1,2.0\n")
+    assert hitrs(["recognize", "--data", str(store), "--init", str(text)]) == 2
+    err = one_error_line(capsys, "recognize")
+    assert f"--init {text}: not a torch checkpoint" in err and "starts with 'step,loss'" in err, err
+    objects = tmp_path / "objects.pt"
+    torch.save({"args": argparse.Namespace(lr=0.1)}, objects)
+    assert hitrs(["recognize", "--data", str(store), "--init", str(objects)]) == 2
+    err = one_error_line(capsys, "recognize")
+    assert "holds Python objects other than tensors" in err and "weights_only" not in err, err
