@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="thread counts the spread seed's random-init and F+C+V columns are re-run with "
                    "(default 2 4; none to skip)")
     p.add_argument("--spread-seed", type=int, default=None, help="default: the first of --seeds")
+    p.add_argument("--levels", nargs="+", choices=list(LEVELS), default=list(LEVELS),
+                   help="pre-trained columns to run beside random init (default all: F F+C F+C+V)")
+    p.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS),
+                   help="downstream tasks whose rows to run (default all: recognize detect predict_motion)")
     p.add_argument("--device", default="cpu")
     return p
 
@@ -144,6 +148,13 @@ def column_runs(args: argparse.Namespace) -> tuple[RunSpec, ...]:
     (``head_warmup``): that stage is the frozen-encoder row, its end the start of fine-tuning."""
     det = args.untrimmed_sequences
     return (
+        RunSpec("motion-finetune", "predict_motion", "motion prediction (frozen, then fine-tuned)",
+                lambda init, c: ["--mode", "finetune", "--init", init, *c["motion"]],
+                _motion_values("motion_finetune", "motion_linear")),
+        RunSpec("detect-context-finetune", "detect", "detection, context head (frozen, then fine-tuned)",
+                _detect_argv("context", "finetune", det), _det_values("det_ctx_finetune", "det_ctx_linear")),
+        RunSpec("detect-clip-linear", "detect", "detection, clip head, frozen",
+                _detect_argv("clip", "linear", det), _det_values("det_clip_linear")),
         RunSpec("rec-linear", "recognize", "recognition, linear",
                 lambda init, c: ["--data", c["trimmed"], "--mode", "linear", "--init", init, *c["common"]],
                 lambda s: {"rec_linear_top1": s["last_epoch"]["top1"]}),
@@ -151,13 +162,6 @@ def column_runs(args: argparse.Namespace) -> tuple[RunSpec, ...]:
                 lambda init, c: ["--data", c["trimmed"], "--mode", "finetune", "--label-fraction", "0.1",
                                  "--init", init, *c["common"]],
                 lambda s: {"rec_semi_top1": s["last_epoch"]["top1"]}),
-        RunSpec("detect-context-finetune", "detect", "detection, context head (frozen, then fine-tuned)",
-                _detect_argv("context", "finetune", det), _det_values("det_ctx_finetune", "det_ctx_linear")),
-        RunSpec("detect-clip-linear", "detect", "detection, clip head, frozen",
-                _detect_argv("clip", "linear", det), _det_values("det_clip_linear")),
-        RunSpec("motion-finetune", "predict_motion", "motion prediction (frozen, then fine-tuned)",
-                lambda init, c: ["--mode", "finetune", "--init", init, *c["motion"]],
-                _motion_values("motion_finetune", "motion_linear")),
     )
 
 
@@ -267,18 +271,7 @@ def run_seed(seed: int, threads: int, columns: tuple[str, ...], args: argparse.N
         add({"probe": probe["pretrained"]["test_top1"]}, level)
         if level == "F+C+V":  # its probe also measures the random-init encoders (seeds seed + 1 + k)
             add({"probe": probe["random_init"]["test_top1"]}, RANDOM)
-    for column, init in encoders.items():
-        tag = column.replace(" ", "-").replace("+", "")
-        for spec in column_runs(args):
-            r = _run_script(spec.script, spec.argv(init, ctx), run_root / f"s{seed}-{tag}-{spec.tag}")
-            add(spec.values(r), column)
-            timed(spec.stage, r["wall_seconds"])
-            if per_frame is not None and spec.tag == "motion-finetune":
-                per_frame.setdefault(column, []).append(r["last_epoch"]["per_frame_mm"])
-    if per_frame is None:
-        return
-    specs = seed_runs(args) + ((upper_bound_run(args),) if seed == args.spread_seed else ())
-    for spec in specs:
+    def once(spec: RunSpec) -> None:  # a run of the seed, not of a column (shown in the random-init column)
         r = _run_script(spec.script, spec.argv("random", ctx), run_root / f"s{seed}-{spec.tag}")
         add(spec.values(r), RANDOM)
         timed(spec.stage, r["wall_seconds"])
@@ -287,6 +280,24 @@ def run_seed(seed: int, threads: int, columns: tuple[str, ...], args: argparse.N
                 r["last_epoch"]["per_frame_mm"])
             for name in ("zero_velocity", "constant_velocity"):
                 per_frame.setdefault(name.replace("_", "-"), []).append(r[name]["per_frame_mm"])
+
+    seed_level = per_frame is not None  # False: a thread re-run, of the columns' runs only
+    for spec in seed_runs(args) if seed_level else ():
+        if spec.script in args.tasks:
+            once(spec)
+    # Row by row (every column of a run, then the next run): an interrupted invocation leaves whole rows.
+    for spec in column_runs(args):
+        if spec.script not in args.tasks:
+            continue
+        for column, init in encoders.items():
+            tag = column.replace(" ", "-").replace("+", "")
+            r = _run_script(spec.script, spec.argv(init, ctx), run_root / f"s{seed}-{tag}-{spec.tag}")
+            add(spec.values(r), column)
+            timed(spec.stage, r["wall_seconds"])
+            if seed_level and spec.tag == "motion-finetune":
+                per_frame.setdefault(column, []).append(r["last_epoch"]["per_frame_mm"])
+    if seed_level and seed == args.spread_seed and upper_bound_run(args).script in args.tasks:
+        once(upper_bound_run(args))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -302,10 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, float] = {}
     per_frame: dict[str, list[list[float]]] = {}
     for seed in args.seeds:
-        run_seed(seed, args.threads, COLUMNS, args, root, rows, timings, per_frame)
+        run_seed(seed, args.threads, (RANDOM, *args.levels), args, root, rows, timings, per_frame)
     spread_seed = args.spread_seed
     by_threads: dict[int, Rows] = {}  # thread count -> rows of the spread seed
-    if args.spread_threads:
+    if args.spread_threads and SPREAD_COLUMN in args.levels:
         by_threads[args.threads] = {}
         run_seed(spread_seed, args.threads, (SPREAD_COLUMN,), args, root, by_threads[args.threads], {}, None)
         for n in sorted(set(args.spread_threads) - {args.threads}):
@@ -394,10 +405,61 @@ def verdict(pre: list[float], rnd: list[float], higher: bool, spread: float = 0.
     return "+" if diff > margin else ("−" if diff < -margin else "=")
 
 
+def goals(rows: Rows, spread: dict[str, float]) -> list[str]:
+    """One line per goal of the issue (motion prediction and the context detector), each ``met``, ``not met``
+    or ``not measured`` with the numbers that decide it (F+C+V column, means over the seeds)."""
+    fcv = "F+C+V"
+
+    def col(key: str, column: str) -> list[float] | None:
+        return rows.get(key, {}).get(column)
+
+    def line(name: str, ok: bool | None, why: str) -> str:
+        state = "not measured" if ok is None else ("met" if ok else "**not met**")
+        return f"- {name}: {state}{' (' + why + ')' if why else ''}."
+
+    out = []
+    pre, zero, const = (col(k, c) for k, c in (("motion_finetune_400ms", fcv), ("motion_zero_velocity_400ms", RANDOM),
+                                                ("motion_constant_velocity_400ms", RANDOM)))
+    if pre and zero and const:
+        p, z, c = np.mean(pre), np.mean(zero), np.mean(const)
+        out.append(line("motion, F+C+V fine-tuned at 400 ms at least 20 % below zero-velocity", p <= 0.8 * z,
+                        f"{p:.1f} vs {z:.1f} mm, {100 * (1 - p / z):+.0f} %"))
+        out.append(line("motion, F+C+V fine-tuned at 400 ms below constant-velocity", p < c, f"{p:.1f} vs {c:.1f} mm"))
+    else:
+        out.append(line("motion against the zero- and constant-velocity baselines", None, ""))
+    ablation = col("motion_ablation_400ms", RANDOM)
+    if pre and ablation:
+        v = verdict(pre, ablation, False, spread.get("motion_finetune_400ms", 0.0))
+        out.append(line("motion, the encoder ablation clearly worse (beyond the s.d.s and thread spread)", v == "+",
+                        f"{np.mean(ablation):.1f} mm without the encoder vs {np.mean(pre):.1f} mm with it"
+                        + ("; one seed, so no s.d. to clear" if len(pre) < 2 else "")))
+    rnd = col("motion_finetune_400ms", RANDOM)
+    if pre and rnd:
+        wins = sum(a < b for a, b in zip(pre, rnd, strict=True))
+        out.append(line("motion, pre-trained (F+C+V) better than random init on every seed (paired, 400 ms)",
+                        wins == len(pre), f"{wins} of {len(pre)} seed{'s' if len(pre) > 1 else ''}"))
+    det, det_rnd = col("det_ctx_finetune_mAP_a", fcv), col("det_ctx_finetune_mAP_a", RANDOM)
+    if det:
+        out.append(line("detection, context head fine-tuned, mAP_a >= 50 %", np.mean(det) >= 0.5,
+                        f"{100 * np.mean(det):.1f} %"))
+    if det and det_rnd:
+        v = verdict(det, det_rnd, True, spread.get("det_ctx_finetune_mAP_a", 0.0))
+        ok = v == "+" and len(det) > 1
+        out.append(line("detection, pre-training better than random init by more than the larger s.d.", ok,
+                        f"{100 * np.mean(det):.1f} vs {100 * np.mean(det_rnd):.1f} % mAP_a"
+                        + ("; one seed, so no s.d.: not established" if len(det) < 2 else "")))
+    if not det:
+        out.append(line("detection with the context head", None, ""))
+    return out
+
+
 def render(args, rows, timings, per_frame, total, argv, by_threads=None, spread_seed=None) -> str:
     by_threads = by_threads or {}
     spread = thread_spread(by_threads)
     n = len(args.seeds)
+    levels = list(args.levels)
+    columns = (RANDOM, *levels)
+    table = [row for row in TABLE if row[2] in rows]  # the rows of the tasks run
     cmd = "python training/results.py" + ("" if not argv else " " + " ".join(argv))
     steps = args.pretrain_steps or "the main job's default number of"
     out = [
@@ -424,23 +486,25 @@ def render(args, rows, timings, per_frame, total, argv, by_threads=None, spread_
         "and the data order.",
         f"- Pre-training: `tiny` preset, {steps} steps of 32 samples (`deepspeed training/pretrain.py`), synthetic "
         f"trimmed set with {args.per_class} samples per class (train/test split by subject). Columns: "
-        + "; ".join(f"**{level}**: {_tasks_of(level)}" for level in LEVELS) + ".",
+        + "; ".join(f"**{level}**: {_tasks_of(level)}" for level in levels)
+        + ("" if levels == list(LEVELS) else " (not run by this command: "
+           + ", ".join(level for level in LEVELS if level not in levels) + ")") + ".",
         f"- Data: detection on the synthetic untrimmed set ({args.untrimmed_sequences} sequences), motion "
         f"prediction on the synthetic long set ({args.long_sequences} sequences); train / test split by subject.",
         "- Recipes: `training/configs/downstream/*_synthetic.json`. All results are **last-epoch** numbers.",
         "",
-        "| task | metric | " + " | ".join(COLUMNS) + " |",
-        "|---|---|" + "---|" * len(COLUMNS),
+        "| task | metric | " + " | ".join(columns) + " |",
+        "|---|---|" + "---|" * len(columns),
     ]
-    for label, metric, key, scale, higher in TABLE:
-        means = {c: np.mean(rows[key][c]) for c in COLUMNS if c in rows.get(key, {})}
+    for label, metric, key, scale, higher in table:
+        means = {c: np.mean(rows[key][c]) for c in columns if c in rows[key]}
         best = max(means, key=means.get) if higher else min(means, key=means.get)
         cells = [(f"**{mean_std(rows[key][c], scale)}**" if c == best else mean_std(rows[key][c], scale))
-                 if c in means else "–" for c in COLUMNS]
+                 if c in means else "–" for c in columns]
         out.append(f"| {label} | {metric} | " + " | ".join(cells) + " |")
     for label, metric, key, scale in SEED_TABLE:
         if key in rows:
-            out.append(f"| {label} | {metric} | {mean_std(rows[key][RANDOM], scale)} |" + " – |" * len(LEVELS))
+            out.append(f"| {label} | {metric} | {mean_std(rows[key][RANDOM], scale)} |" + " – |" * len(levels))
     out += [
         "",
         "Best mean per row in bold. Chance level of recognition: 1 / number of classes (6.25 % for 16). The "
@@ -458,7 +522,7 @@ def render(args, rows, timings, per_frame, total, argv, by_threads=None, spread_
             + " | spread |",
             "|---|---|" + "---|" * (len(by_threads) + 1),
         ]
-        for label, metric, key, scale, _ in TABLE:
+        for label, metric, key, scale, _ in table:
             cells = [f"{by_threads[t][key][SPREAD_COLUMN][0] * scale:.1f}"
                      if SPREAD_COLUMN in by_threads[t].get(key, {}) else "–" for t in sorted(by_threads)]
             out.append(f"| {label} | {metric} | " + " | ".join(cells) + f" | {spread.get(key, 0.0) * scale:.1f} |")
@@ -468,14 +532,15 @@ def render(args, rows, timings, per_frame, total, argv, by_threads=None, spread_
         f"Pre-trained vs random init, per row (`+`: better by more than {margin}, `−`: worse by that much, `=`: "
         "within it):",
         "",
-        "| task | metric | " + " | ".join(LEVELS) + " |",
-        "|---|---|" + "---|" * len(LEVELS),
+        "| task | metric | " + " | ".join(levels) + " |",
+        "|---|---|" + "---|" * len(levels),
     ]
-    for label, metric, key, _, higher in TABLE:
+    for label, metric, key, _, higher in table:
         out.append(f"| {label} | {metric} | "
                    + " | ".join(verdict(rows[key][c], rows[key][RANDOM], higher, spread.get(key, 0.0))
-                                for c in LEVELS) + " |")
-    if "motion_finetune_400ms" in rows:
+                                if c in rows[key] and RANDOM in rows[key] else "–" for c in levels) + " |")
+    out += ["", "The issue's goals on these sets, checked on the rows above:", ""] + goals(rows, spread)
+    if "F+C+V" in rows.get("motion_finetune_400ms", {}):
         fcv, rnd = rows["motion_finetune_400ms"]["F+C+V"], rows["motion_finetune_400ms"][RANDOM]
         pairs = ", ".join(f"seed {s}: {a - b:+.1f}" for s, a, b in zip(args.seeds, fcv, rnd, strict=True))
         out += ["", "Motion prediction, encoder fine-tuned, F+C+V minus random init at 400 ms, per seed (paired; "
@@ -504,10 +569,13 @@ def render(args, rows, timings, per_frame, total, argv, by_threads=None, spread_
         "- The probe row is the main job's own evaluation (`make pretrain` prints it): a linear probe on 10 % of "
         "the train labels, averaged over 3 label draws (and 3 random-init encoders for the random column).",
         "- Detection: the context head (`--head context`, the default) reads the stride-1 clip embeddings "
-        "around each frame through V-TRS; the clip head (`--head clip`) is the paper's per-frame rule. Frozen "
-        "rows compute the features once and train a linear layer on them. Segments come from the majority-filter "
-        "post-processing of the recipe; ground truth is the runs of the per-frame labels. The upper bound is what "
-        "the same head reaches without pre-training when labelled data and steps are plentiful.",
+        "centred on the frame and on 8 frames every 4 on each side (+-32 frames) through a small temporal "
+        "convolution (one hidden layer whose kernel spans the 17 clips); the clip head (`--head clip`) is the "
+        "paper's per-frame rule, a linear layer on the clip centred on the frame. Frozen rows compute the clip "
+        "embeddings once and train only the head on them; the fine-tuned row starts from that head (the frozen "
+        "row's run is its warm-up). Segments come from the majority-filter post-processing of the recipe; ground "
+        "truth is the runs of the per-frame labels. The upper bound is the context head and encoder trained from "
+        "scratch for 3x the fine-tuning steps, all train labels.",
         "- Motion prediction: a residual GRU decoder reads the last observed pose and smoothed velocity, then its "
         "own predictions, conditioned on the encoder's sequence features and last clip embedding; the ablation "
         "zeroes that conditioning. The constant-velocity baseline repeats the velocity the decoder starts from "

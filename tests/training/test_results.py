@@ -28,9 +28,9 @@ def _rows(results, seeds: list[int]) -> dict:
     return rows
 
 
-def _args(seeds: list[int], threads: int = 1) -> argparse.Namespace:
+def _args(seeds: list[int], threads: int = 1, levels: tuple[str, ...] = ("F", "F+C", "F+C+V")) -> argparse.Namespace:
     return argparse.Namespace(seeds=seeds, spread_seed=seeds[0], pretrain_steps=None, per_class=150, threads=threads,
-                              device="cpu", untrimmed_sequences=48, long_sequences=96)
+                              device="cpu", untrimmed_sequences=48, long_sequences=96, levels=list(levels))
 
 
 def test_verdict_needs_a_margin_beyond_the_spread():
@@ -103,3 +103,26 @@ def test_render_of_one_seed_says_so_and_shows_single_values():
     assert "python training/results.py --seeds 0" in page and "**One seed only** (0)" in page
     probe_row = next(line for line in page.splitlines() if line.startswith("| pre-training probe"))
     assert probe_row.endswith("| 30.0 | 40.0 | 50.0 | **60.0** |") and "±" not in probe_row
+
+
+def test_render_of_some_levels_and_tasks_shows_only_those_and_checks_the_goals():
+    """A page of the F+C+V column and the motion and detection rows only (``--levels F+C+V --tasks detect
+    predict_motion``): no empty column, no recognition row, and every goal says met / not met with its numbers."""
+    results = _results_module()
+    rows = {key: {c: v for c, v in cols.items() if c in (results.RANDOM, "F+C+V")}
+            for key, cols in _rows(results, [0]).items() if not key.startswith("rec_")}
+    rows["motion_finetune_400ms"] = {results.RANDOM: [55.0], "F+C+V": [50.0]}
+    rows["motion_zero_velocity_400ms"] = {results.RANDOM: [60.0]}
+    rows["motion_constant_velocity_400ms"] = {results.RANDOM: [80.0]}
+    rows["motion_ablation_400ms"] = {results.RANDOM: [52.0]}
+    rows["det_ctx_finetune_mAP_a"] = {results.RANDOM: [0.30], "F+C+V": [0.40]}
+    page = results.render(_args([0], levels=("F+C+V",)), rows, {}, {}, 60.0, ["--levels", "F+C+V"])
+    assert "| task | metric | random init | F+C+V |" in page and "| recognition" not in page
+    assert "(not run by this command: F, F+C)." in page
+    goal = "- motion, F+C+V fine-tuned at 400 ms at least 20 % below zero-velocity: **not met** (50.0 vs 60.0 mm"
+    assert goal in page
+    assert "- motion, F+C+V fine-tuned at 400 ms below constant-velocity: met (50.0 vs 80.0 mm)." in page
+    assert "- motion, pre-trained (F+C+V) better than random init on every seed (paired, 400 ms): met (1 of 1 seed)." \
+        in page
+    assert "- detection, context head fine-tuned, mAP_a >= 50 %: **not met** (40.0 %)." in page
+    assert "one seed, so no s.d.: not established" in page  # one seed cannot show a win beyond an s.d.
