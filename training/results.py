@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pre-trained columns to run beside random init (default all: F F+C F+C+V)")
     p.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS),
                    help="downstream tasks whose rows to run (default all: recognize detect predict_motion)")
+    p.add_argument("--gather", action="store_true",
+                   help="run nothing: write the page from the runs under --run-dir that finished (a missing run "
+                   "leaves its cell empty)")
     p.add_argument("--device", default="cpu")
     return p
 
@@ -192,12 +195,15 @@ def upper_bound_run(args: argparse.Namespace) -> RunSpec:
                    lambda init, c: scratch("random", c) + ["--epochs", str(epochs)], _det_values("det_upper"))
 
 
-def _run_script(name: str, argv: list[str], run_dir: Path) -> dict[str, Any]:
-    """``training/<name>.py ARGV --run-dir RUN_DIR``, run in this process (reused when finished)."""
+def _run_script(name: str, argv: list[str], run_dir: Path, gather: bool = False) -> dict[str, Any] | None:
+    """``training/<name>.py ARGV --run-dir RUN_DIR``, run in this process (reused when finished; ``gather``:
+    never run, None unless finished)."""
     summary = run_dir / "summary.json"
     argv_file = run_dir / "argv.json"
     if summary.exists() and argv_file.exists() and json.loads(argv_file.read_text()) == argv:
         return json.loads(summary.read_text())  # an identical finished run (re-invocation after an interruption)
+    if gather:
+        return None
     if run_dir.exists():
         shutil.rmtree(run_dir)
     t0 = time.perf_counter()
@@ -212,9 +218,9 @@ def _run_script(name: str, argv: list[str], run_dir: Path) -> dict[str, Any]:
 
 
 def pretrain(level: str, seed: int, args: argparse.Namespace, run_root: Path, data_dir: Path,
-             threads: int) -> tuple[Path, dict[str, Any], float]:
+             threads: int) -> tuple[Path, dict[str, Any], float] | None:
     """One pre-training run (DeepSpeed, in a subprocess, ``threads`` torch threads) with its probe; returns
-    (encoder.pt, probe, seconds)."""
+    (encoder.pt, probe, seconds) (``args.gather``: None unless finished)."""
     run = run_root / f"pretrain-{level}-seed{seed}"
     options = ["--seed", str(seed), "--synthetic-per-class", str(args.per_class), "--cache-dir", str(data_dir)]
     options += ["--steps", str(args.pretrain_steps)] if args.pretrain_steps else []
@@ -225,6 +231,8 @@ def pretrain(level: str, seed: int, args: argparse.Namespace, run_root: Path, da
         record = json.loads(done.read_text())
         if record["options"] == options and record.get("threads", threads) == threads:
             return run / "encoder.pt", json.loads((run / "probe.json").read_text()), record["seconds"]
+    if args.gather:
+        return None
     if run.exists():
         shutil.rmtree(run)
     launcher = shutil.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
@@ -265,14 +273,20 @@ def run_seed(seed: int, threads: int, columns: tuple[str, ...], args: argparse.N
     for level in LEVELS:
         if level not in columns:
             continue
-        enc, probe, secs = pretrain(level, seed, args, run_root, data_dir, threads)
+        done = pretrain(level, seed, args, run_root, data_dir, threads)
+        if done is None:
+            continue
+        enc, probe, secs = done
         timed("pre-training (with its probe)", secs)
         encoders[level] = str(enc)
         add({"probe": probe["pretrained"]["test_top1"]}, level)
         if level == "F+C+V":  # its probe also measures the random-init encoders (seeds seed + 1 + k)
             add({"probe": probe["random_init"]["test_top1"]}, RANDOM)
+
     def once(spec: RunSpec) -> None:  # a run of the seed, not of a column (shown in the random-init column)
-        r = _run_script(spec.script, spec.argv("random", ctx), run_root / f"s{seed}-{spec.tag}")
+        r = _run_script(spec.script, spec.argv("random", ctx), run_root / f"s{seed}-{spec.tag}", args.gather)
+        if r is None:
+            return
         add(spec.values(r), RANDOM)
         timed(spec.stage, r["wall_seconds"])
         if spec.tag == "motion-ablation":
@@ -291,7 +305,9 @@ def run_seed(seed: int, threads: int, columns: tuple[str, ...], args: argparse.N
             continue
         for column, init in encoders.items():
             tag = column.replace(" ", "-").replace("+", "")
-            r = _run_script(spec.script, spec.argv(init, ctx), run_root / f"s{seed}-{tag}-{spec.tag}")
+            r = _run_script(spec.script, spec.argv(init, ctx), run_root / f"s{seed}-{tag}-{spec.tag}", args.gather)
+            if r is None:
+                continue
             add(spec.values(r), column)
             timed(spec.stage, r["wall_seconds"])
             if seed_level and spec.tag == "motion-finetune":
@@ -434,7 +450,10 @@ def goals(rows: Rows, spread: dict[str, float]) -> list[str]:
                         f"{np.mean(ablation):.1f} mm without the encoder vs {np.mean(pre):.1f} mm with it"
                         + ("; one seed, so no s.d. to clear" if len(pre) < 2 else "")))
     rnd = col("motion_finetune_400ms", RANDOM)
-    if pre and rnd:
+    if pre and rnd and len(pre) != len(rnd):
+        out.append(line("motion, pre-trained (F+C+V) better than random init on every seed", None,
+                        "some seeds' runs are missing, so the seeds cannot be paired"))
+    elif pre and rnd:
         wins = sum(a < b for a, b in zip(pre, rnd, strict=True))
         out.append(line("motion, pre-trained (F+C+V) better than random init on every seed (paired, 400 ms)",
                         wins == len(pre), f"{wins} of {len(pre)} seed{'s' if len(pre) > 1 else ''}"))
@@ -491,7 +510,9 @@ def render(args, rows, timings, per_frame, total, argv, by_threads=None, spread_
            + ", ".join(level for level in LEVELS if level not in levels) + ")") + ".",
         f"- Data: detection on the synthetic untrimmed set ({args.untrimmed_sequences} sequences), motion "
         f"prediction on the synthetic long set ({args.long_sequences} sequences); train / test split by subject.",
-        "- Recipes: `training/configs/downstream/*_synthetic.json`. All results are **last-epoch** numbers.",
+        "- Recipes: `training/configs/downstream/*_synthetic.json`. All results are **last-epoch** numbers."
+        + (" Gathered (`--gather`): each cell holds the runs that had finished; `–` marks a run not made."
+           if args.gather else ""),
         "",
         "| task | metric | " + " | ".join(columns) + " |",
         "|---|---|" + "---|" * len(columns),
@@ -540,8 +561,9 @@ def render(args, rows, timings, per_frame, total, argv, by_threads=None, spread_
                    + " | ".join(verdict(rows[key][c], rows[key][RANDOM], higher, spread.get(key, 0.0))
                                 if c in rows[key] and RANDOM in rows[key] else "–" for c in levels) + " |")
     out += ["", "The issue's goals on these sets, checked on the rows above:", ""] + goals(rows, spread)
-    if "F+C+V" in rows.get("motion_finetune_400ms", {}):
-        fcv, rnd = rows["motion_finetune_400ms"]["F+C+V"], rows["motion_finetune_400ms"][RANDOM]
+    paired = rows.get("motion_finetune_400ms", {})
+    if len(paired.get("F+C+V", [])) == len(paired.get(RANDOM, [])) == n:
+        fcv, rnd = paired["F+C+V"], paired[RANDOM]
         pairs = ", ".join(f"seed {s}: {a - b:+.1f}" for s, a, b in zip(args.seeds, fcv, rnd, strict=True))
         out += ["", "Motion prediction, encoder fine-tuned, F+C+V minus random init at 400 ms, per seed (paired; "
                 f"negative = pre-training helps): {pairs} mm."]

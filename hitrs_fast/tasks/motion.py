@@ -58,10 +58,9 @@ class MotionPredictor(nn.Module):
     The encoder conditions every step: its context (:meth:`context`: the sequence features of
     ``feature_readout`` and the embedding of the last clip, ``[B, context_dim]``) is squeezed to
     ``condition_dim`` numbers (linear + tanh), which set the GRU's initial state (linear + tanh) and are
-    part of its input at every step. (Fed to every step at full width, the context made the forecast worse
-    than none on the synthetic long set; squeezed, it helps: docs/downstream.md.) With
-    ``ablate_encoder=True`` the context is zeroed: the decoder then forecasts from the last pose and
-    velocity alone, and the difference measures what the encoder contributes.
+    part of its input at every step. With ``ablate_encoder=True`` the context is zeroed: the decoder then
+    forecasts from the last pose and velocity alone, and the difference measures what the encoder
+    contributes.
 
     The output layer starts at zero, so an untrained decoder is the zero-velocity baseline (the last
     observed pose repeated). The context enters as ``(context - feature_mean) / feature_std`` (identity

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from hitrs_fast.training.loop import FitResult, fit
+from hitrs_fast.training.run import RunSession
 
 
 def wants_head_warmup(job) -> bool:
@@ -42,6 +43,8 @@ def warm_up_head(job, *, batches: Callable[[int], Iterable[Any]], loss_fn: Calla
     / ``evaluate`` read the frozen encoder's cached features, ``batches`` with the warm-up's sampling
     settings. Returns the warm-up's :class:`FitResult`."""
     recipe = head_warmup_recipe(job)
+    # Its checkpoints are not the run's: an interruption during the warm-up reports that the run has no
+    # checkpoint to resume from (a --resume skips the warm-up and needs the fine-tuning's checkpoint).
     trainable = [p for p in job.model.encoder.parameters() if p.requires_grad]
     for p in trainable:
         p.requires_grad_(False)
@@ -49,7 +52,7 @@ def warm_up_head(job, *, batches: Callable[[int], Iterable[Any]], loss_fn: Calla
         return fit(model=job.model, mode="linear", recipe=recipe, run_dir=job.run_dir / "head-warmup",
                    batches=batches, loss_fn=loss_fn, evaluate=evaluate, primary=primary,
                    higher_is_better=higher_is_better, seed=job.args.seed, resume=False, desc=f"{desc} head warm-up",
-                   progress=not job.args.no_progress)
+                   progress=not job.args.no_progress, session=RunSession("head warm-up", []))
     finally:
         for p in trainable:
             p.requires_grad_(True)

@@ -30,7 +30,8 @@ def _rows(results, seeds: list[int]) -> dict:
 
 def _args(seeds: list[int], threads: int = 1, levels: tuple[str, ...] = ("F", "F+C", "F+C+V")) -> argparse.Namespace:
     return argparse.Namespace(seeds=seeds, spread_seed=seeds[0], pretrain_steps=None, per_class=150, threads=threads,
-                              device="cpu", untrimmed_sequences=48, long_sequences=96, levels=list(levels))
+                              device="cpu", untrimmed_sequences=48, long_sequences=96, levels=list(levels),
+                              gather=False)
 
 
 def test_verdict_needs_a_margin_beyond_the_spread():
