@@ -70,6 +70,8 @@ LEVELS: dict[str, dict[str, bool]] = {
 }
 COLUMNS = (RANDOM, *LEVELS)
 SPREAD_COLUMN = "F+C+V"  # re-run at other thread counts: the main job (its probe also re-runs random init's)
+# Reused pre-training runs whose record has no thread count (older results.py): listed on the page.
+UNRECORDED_THREADS: list[str] = []
 UPPER_BOUND_STEPS = 3  # the detection upper bound trains from scratch for 3x the fine-tuning steps
 
 
@@ -230,6 +232,8 @@ def pretrain(level: str, seed: int, args: argparse.Namespace, run_root: Path, da
     if (run / "probe.json").exists() and done.exists():
         record = json.loads(done.read_text())
         if record["options"] == options and record.get("threads", threads) == threads:
+            if "threads" not in record:  # written before the thread count was recorded: the page says so
+                UNRECORDED_THREADS.append(run.name)
             return run / "encoder.pt", json.loads((run / "probe.json").read_text()), record["seconds"]
     if args.gather:
         return None
@@ -510,6 +514,9 @@ def render(args, rows, timings, per_frame, total, argv, by_threads=None, spread_
            + ", ".join(level for level in LEVELS if level not in levels) + ")") + ".",
         f"- Data: detection on the synthetic untrimmed set ({args.untrimmed_sequences} sequences), motion "
         f"prediction on the synthetic long set ({args.long_sequences} sequences); train / test split by subject.",
+        *([f"- Reused pre-training runs whose thread count was not recorded (an earlier results.py; their "
+           f"numbers may differ from a run with `--threads {args.threads}`): {', '.join(UNRECORDED_THREADS)}."]
+          if UNRECORDED_THREADS else []),
         "- Recipes: `training/configs/downstream/*_synthetic.json`. All results are **last-epoch** numbers."
         + (" Gathered (`--gather`): each cell holds the runs that had finished; `–` marks a run not made."
            if args.gather else ""),
