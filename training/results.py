@@ -443,7 +443,7 @@ def goals(rows: Rows, spread: dict[str, float]) -> list[str]:
     if pre and zero and const:
         p, z, c = np.mean(pre), np.mean(zero), np.mean(const)
         out.append(line("motion, F+C+V fine-tuned at 400 ms at least 20 % below zero-velocity", p <= 0.8 * z,
-                        f"{p:.1f} vs {z:.1f} mm, {100 * (1 - p / z):+.0f} %"))
+                        f"{p:.1f} vs {z:.1f} mm, {100 * (1 - p / z):.0f} % below"))
         out.append(line("motion, F+C+V fine-tuned at 400 ms below constant-velocity", p < c, f"{p:.1f} vs {c:.1f} mm"))
     else:
         out.append(line("motion against the zero- and constant-velocity baselines", None, ""))
@@ -610,7 +610,10 @@ def render(args, rows, timings, per_frame, total, argv, by_threads=None, spread_
         "zeroes that conditioning. The constant-velocity baseline repeats the velocity the decoder starts from "
         "(the mean of the last 4 frame differences). @400 ms is the 12th predicted frame.",
         "- A run's outcome depends on the order of its float sums, so on the torch thread count (`--threads`): "
-        "the thread spread above measures how far that moves each row, and every verdict needs a margin beyond it.",
+        + ("the thread spread above measures how far that moves each row, and every verdict needs a margin beyond "
+           "it." if spread else "**no thread spread was measured by this command** (`--spread-threads` given no "
+           "counts, or F+C+V not run), so the verdicts use the s.d.s alone; `--spread-threads 2 4` (the default) "
+           "re-runs the spread seed's F+C+V column, pre-training included, with 2 and 4 threads."),
     ]
     return "\n".join(out) + "\n"
 
