@@ -521,6 +521,15 @@ def render(args, rows, timings, per_frame, total, argv, by_threads=None, spread_
         + (" Gathered (`--gather`): each cell holds the runs that had finished; `–` marks a run not made."
            if args.gather else ""),
         "",
+    ]
+    missing = [what for what, left in (("seeds 0 1 2", n < 3), ("the levels " + ", ".join(
+        level for level in LEVELS if level not in levels), levels != list(LEVELS)), ("the tasks " + ", ".join(
+        task for task in TASKS if task not in args.tasks), list(args.tasks) != list(TASKS)), (
+        "the thread spread", not spread)) if left]
+    if missing:
+        out += ["", f"**A partial page**: it lacks {'; '.join(missing)}. `python training/results.py` (the "
+                "defaults) makes the whole page, reusing the finished runs of this one.", ""]
+    out += [
         "| task | metric | " + " | ".join(columns) + " |",
         "|---|---|" + "---|" * len(columns),
     ]
