@@ -473,6 +473,11 @@ def goals(rows: Rows, spread: dict[str, float]) -> list[str]:
                         + ("; one seed, so no s.d.: not established" if len(det) < 2 else "")))
     if not det:
         out.append(line("detection with the context head", None, ""))
+    upper = col("det_upper_mAP_a", RANDOM)
+    if upper and det and np.mean(upper) < np.mean(det):
+        out.append(f"- the detection upper bound (context head and encoder from scratch, {UPPER_BOUND_STEPS}x the "
+                   f"fine-tuning steps) is no bound: {100 * np.mean(upper):.1f} % mAP_a, below the pre-trained "
+                   f"context head's {100 * np.mean(det):.1f} %; what the data allow is not measured.")
     return out
 
 
@@ -527,7 +532,7 @@ def render(args, rows, timings, per_frame, total, argv, by_threads=None, spread_
         task for task in TASKS if task not in args.tasks), list(args.tasks) != list(TASKS)), (
         "the thread spread", not spread)) if left]
     if missing:
-        out += ["", f"**A partial page**: it lacks {'; '.join(missing)}. `python training/results.py` (the "
+        out += [f"**A partial page**: it lacks {'; '.join(missing)}. `python training/results.py` (the "
                 "defaults) makes the whole page, reusing the finished runs of this one.", ""]
     out += [
         "| task | metric | " + " | ".join(columns) + " |",
