@@ -31,8 +31,11 @@ pretrain: install
 	$(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC) MALLOC_CONF=dirty_decay_ms:-1$(comma)muzzy_decay_ms:-1) \
 	$(VENV)/bin/deepspeed training/pretrain.py $(ARGS)
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist; auto: one per core, 0: in this process): most of its
+# time is the single-threaded Triton interpreter, so two cores nearly halve it.
+TEST_WORKERS ?= auto
 test: install
-	$(PY) -m pytest tests -q --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest tests -q --durations=15 -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check hitrs_fast kernels training tests benchmarks

@@ -100,7 +100,7 @@ TEST_PATHS = {"gpu": ("tests/kernels", "tests/ops", "tests/models/test_model_bac
               "dry-run-quick": ("tests/kernels/test_ffn_block.py", "tests/kernels/test_attention_block.py")}
 # The ahead-of-time sm_90 compile sweep (marked slow) proves on CPU what a GPU run shows natively.
 TEST_MARKERS = "not slow"
-TOTAL_BUDGET_S = {"gpu": 1340, "dry-run": 1200, "gpu-quick": 480, "dry-run-quick": 900}
+TOTAL_BUDGET_S = {"gpu": 1460, "dry-run": 1290, "gpu-quick": 480, "dry-run-quick": 900}
 TEST_FILE_MIN_S = 45  # the least a test file is given (a cold Triton cache compiles every kernel it runs)
 REPORT_RESERVE_S = 15  # kept back from the last parts for writing the report
 MAX_LOG_LINES_PER_PART = 20000
@@ -439,6 +439,9 @@ PARTS = (
          lambda c: pytest_cmd(c, "attention", ["benchmarks/test_frame_attention.py"])),
     Part("blocks", {"gpu": 190, "dry-run": 150}, "attention sublayer (C-TRS, F-TRS) vs peer compositions, B = 8192",
          lambda c: pytest_cmd(c, "blocks", ["benchmarks/test_attention_block.py"])),
+    Part("features", {"gpu": 120, "dry-run": 90},
+         "drop-in attention at the peers' shapes (bias, sliding window): ours vs SDPA float mask vs FlexAttention",
+         lambda c: pytest_cmd(c, "features", ["benchmarks/test_attention_features.py"])),
     Part("embedding", {"gpu": 120, "dry-run": 120}, "fused joint embedding vs eager / compiled, 8192 frames",
          lambda c: pytest_cmd(c, "embedding", ["benchmarks/test_joint_embedding.py"]),
          {"HITRS_BENCH_BATCHES": "8192"}),

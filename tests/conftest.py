@@ -8,6 +8,16 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
+# Under pytest-xdist (`make test`: one worker per core) each worker gets its share of the cores, so the workers'
+# intra-op threads do not oversubscribe the machine (OpenMP threads spinning on a busy core cost far more than
+# they win); a command a test starts inherits the same share. An explicit OMP_NUM_THREADS is kept.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
+    _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    _SHARE = max(1, _CORES // _WORKERS)
+    os.environ["OMP_NUM_THREADS"] = str(_SHARE)
+    torch.set_num_threads(_SHARE)
+
 
 @pytest.fixture(autouse=True)
 def _seed():
