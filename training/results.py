@@ -31,7 +31,9 @@ For each seed (0, 1, 2 by default):
    thread spread), the command, the device, versions, the date and timings.
 
 Every run is reused when its directory under ``--run-dir`` already holds a finished run of the same
-command, so seeds may run as parallel invocations with one ``--seeds S`` each (and ``--spread-threads``
+command and the same code (:func:`code_fingerprint`: the package, the training scripts and the recipes; after
+any change to them every run is made again, where the command line alone would miss a changed recipe), so seeds
+may run as parallel invocations with one ``--seeds S`` each (and ``--spread-threads``
 with nothing, or the spread seed's invocation alone with them) and one last invocation gathers them. Every
 number in the page is read from the runs' ``summary.json`` / ``probe.json`` files.
 """
@@ -39,6 +41,8 @@ number in the page is read from the runs' ``summary.json`` / ``probe.json`` file
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import os
 import platform
@@ -70,8 +74,6 @@ LEVELS: dict[str, dict[str, bool]] = {
 }
 COLUMNS = (RANDOM, *LEVELS)
 SPREAD_COLUMN = "F+C+V"  # re-run at other thread counts: the main job (its probe also re-runs random init's)
-# Reused pre-training runs whose record has no thread count (older results.py): listed on the page.
-UNRECORDED_THREADS: list[str] = []
 UPPER_BOUND_STEPS = 3  # the detection upper bound trains from scratch for 3x the fine-tuning steps
 
 
@@ -197,12 +199,25 @@ def upper_bound_run(args: argparse.Namespace) -> RunSpec:
                    lambda init, c: scratch("random", c) + ["--epochs", str(epochs)], _det_values("det_upper"))
 
 
+@functools.cache
+def code_fingerprint() -> str:
+    """sha256 of what a run's numbers depend on besides its command line: the package and kernel sources, the
+    training scripts and the recipes (this page's own renderer excluded, so re-rendering reuses every run)."""
+    digest = hashlib.sha256()
+    files = [*REPO.glob("hitrs_fast/**/*.py"), *REPO.glob("hitrs_fast/**/*.json"), *REPO.glob("kernels/**/*.py"),
+             *REPO.glob("training/**/*.py"), *REPO.glob("training/**/*.json")]
+    for path in sorted(f for f in files if f.name != "results.py"):
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def _run_script(name: str, argv: list[str], run_dir: Path, gather: bool = False) -> dict[str, Any] | None:
     """``training/<name>.py ARGV --run-dir RUN_DIR``, run in this process (reused when finished; ``gather``:
     never run, None unless finished)."""
     summary = run_dir / "summary.json"
     argv_file = run_dir / "argv.json"
-    if summary.exists() and argv_file.exists() and json.loads(argv_file.read_text()) == argv:
+    record = {"argv": argv, "code": code_fingerprint()}
+    if summary.exists() and argv_file.exists() and json.loads(argv_file.read_text()) == record:
         return json.loads(summary.read_text())  # an identical finished run (re-invocation after an interruption)
     if gather:
         return None
@@ -212,7 +227,7 @@ def _run_script(name: str, argv: list[str], run_dir: Path, gather: bool = False)
     rc = TASKS[name](argv + ["--run-dir", str(run_dir), "--no-progress"])
     if rc != 0:
         raise SystemExit(f"results.py: {name}.py {' '.join(argv)} failed with exit code {rc}")
-    atomic_write_json(argv_file, argv)
+    atomic_write_json(argv_file, record)
     out = json.loads(summary.read_text())
     out["wall_seconds"] = time.perf_counter() - t0
     atomic_write_json(summary, out)
@@ -231,9 +246,7 @@ def pretrain(level: str, seed: int, args: argparse.Namespace, run_root: Path, da
     done = run / "results-run.json"  # the options of the finished run, its thread count and wall time
     if (run / "probe.json").exists() and done.exists():
         record = json.loads(done.read_text())
-        if record["options"] == options and record.get("threads", threads) == threads:
-            if "threads" not in record:  # written before the thread count was recorded: the page says so
-                UNRECORDED_THREADS.append(run.name)
+        if record["options"] == options and record.get("code") == code_fingerprint() and record["threads"] == threads:
             return run / "encoder.pt", json.loads((run / "probe.json").read_text()), record["seconds"]
     if args.gather:
         return None
@@ -249,7 +262,7 @@ def pretrain(level: str, seed: int, args: argparse.Namespace, run_root: Path, da
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     seconds = time.perf_counter() - t0
-    atomic_write_json(done, {"options": options, "threads": threads, "seconds": seconds})
+    atomic_write_json(done, {"options": options, "code": code_fingerprint(), "threads": threads, "seconds": seconds})
     return run / "encoder.pt", json.loads((run / "probe.json").read_text()), seconds
 
 
@@ -519,9 +532,6 @@ def render(args, rows, timings, per_frame, total, argv, by_threads=None, spread_
            + ", ".join(level for level in LEVELS if level not in levels) + ")") + ".",
         f"- Data: detection on the synthetic untrimmed set ({args.untrimmed_sequences} sequences), motion "
         f"prediction on the synthetic long set ({args.long_sequences} sequences); train / test split by subject.",
-        *([f"- Reused pre-training runs whose thread count was not recorded (an earlier results.py; their "
-           f"numbers may differ from a run with `--threads {args.threads}`): {', '.join(UNRECORDED_THREADS)}."]
-          if UNRECORDED_THREADS else []),
         "- Recipes: `training/configs/downstream/*_synthetic.json`. All results are **last-epoch** numbers."
         + (" Gathered (`--gather`): each cell holds the runs that had finished; `–` marks a run not made."
            if args.gather else ""),

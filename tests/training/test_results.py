@@ -129,3 +129,52 @@ def test_render_of_some_levels_and_tasks_shows_only_those_and_checks_the_goals()
         in page
     assert "- detection, context head fine-tuned, mAP_a >= 50 %: **not met** (40.0 %)." in page
     assert "one seed, so no s.d.: not established" in page  # one seed cannot show a win beyond an s.d.
+
+
+def test_a_finished_run_is_reused_only_for_the_same_command_and_code(tmp_path, monkeypatch):
+    """A re-invocation reuses a finished run; a changed recipe file (same command line) makes it again."""
+    import json
+
+    results = _results_module()
+    calls = []
+
+    def fake_task(argv):
+        calls.append(argv)
+        run_dir = Path(argv[argv.index("--run-dir") + 1])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "summary.json").write_text(json.dumps({"value": len(calls)}))
+        return 0
+
+    monkeypatch.setitem(results.TASKS, "recognize", fake_task)
+    monkeypatch.setattr(results, "code_fingerprint", lambda: "code-a")
+    first = results._run_script("recognize", ["--mode", "linear"], tmp_path / "run")
+    again = results._run_script("recognize", ["--mode", "linear"], tmp_path / "run")
+    assert len(calls) == 1 and first["value"] == again["value"] == 1
+    assert results._run_script("recognize", ["--mode", "finetune"], tmp_path / "run")["value"] == 2
+    monkeypatch.setattr(results, "code_fingerprint", lambda: "code-b")  # e.g. a recipe file edited
+    assert results._run_script("recognize", ["--mode", "finetune"], tmp_path / "run")["value"] == 3
+    assert results._run_script("recognize", ["--mode", "finetune"], tmp_path / "run", gather=True)["value"] == 3
+
+
+def test_the_code_fingerprint_covers_the_recipes_and_not_the_page_renderer(tmp_path, monkeypatch):
+    results = _results_module()
+    recipe = tmp_path / "training" / "configs" / "downstream" / "recognition_synthetic.json"
+    recipe.parent.mkdir(parents=True)
+    recipe.write_text('{"lr": 0.001}')
+    (tmp_path / "hitrs_fast").mkdir()
+    (tmp_path / "hitrs_fast" / "heads.py").write_text("A = 1\n")
+    (tmp_path / "training" / "results.py").write_text("# the renderer\n")
+    monkeypatch.setattr(results, "REPO", tmp_path)
+
+    def fingerprint():
+        results.code_fingerprint.cache_clear()
+        return results.code_fingerprint()
+
+    base = fingerprint()
+    (tmp_path / "training" / "results.py").write_text("# the renderer, changed\n")
+    assert fingerprint() == base
+    recipe.write_text('{"lr": 0.002}')
+    assert fingerprint() != base
+    recipe.write_text('{"lr": 0.001}')
+    (tmp_path / "hitrs_fast" / "heads.py").write_text("A = 2\n")
+    assert fingerprint() != base
