@@ -432,7 +432,8 @@ def pytest_cmd(c: Campaign, name: str, paths: list[str], benchmark: bool = True)
 PARTS = (
     Part("provenance", {"gpu": 30, "dry-run": 60}, "GPU, driver, CUDA, torch, triton, cuDNN, commit, date"),
     Part("install", {"gpu": 60, "dry-run": 120}, "pip install --no-deps --no-build-isolation -e ."),
-    Part("tests", {"gpu": 300, "dry-run": 420}, "kernel correctness tests (native on the GPU), a process per file",
+    # Dry run: tests/kernels under the image's triton 3.6, cold cache (the sm_90 compiles alone ~3 min): ~8 min.
+    Part("tests", {"gpu": 300, "dry-run": 600}, "kernel correctness tests (native on the GPU), a process per file",
          env={"HITRS_FAST_SINGLE_CONFIG": "1"}),
     Part("bandwidth", {"gpu": 30, "dry-run": 60}, "device-to-device copy bandwidth, 1 GiB",
          lambda c: [sys.executable, "-m", "benchmarks.bandwidth", *(["--smoke"] if c.dry_run else [])]),
