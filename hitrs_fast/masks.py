@@ -102,8 +102,21 @@ class NoMask(_Combinable):
         return "NoMask()"
 
 
+class _FrameLayout(_Combinable):
+    """Tokens laid out as ``num_frames`` frames of ``frame_size`` joints (``order``) plus an optional CLS
+    (``cls``): what :class:`FrameMask` and :class:`SlidingWindowMask` share (their fields, not declared here)."""
+
+    @property
+    def num_tokens(self) -> int:
+        return self.frame_size * self.num_frames + (self.cls != "none")
+
+    def frame_ids(self, n: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """Frame id of each of ``n`` tokens, int64 ``[n]``; CLS gets -1."""
+        return frame_ids(n, self.frame_size, self.num_frames, self.cls, self.order, device)
+
+
 @dataclass(frozen=True)
-class FrameMask(_Combinable):
+class FrameMask(_FrameLayout):
     """C-TRS clip mask: tokens of the same frame do not see each other.
 
         allowed(q, k) = frame(q) != frame(k)  or  (allow_self and q == k)
@@ -134,14 +147,6 @@ class FrameMask(_Combinable):
         _check_order("FrameMask", self.order)
         if self.cls == "none" and self.num_frames == 1 and not self.allow_self:
             raise ValueError("FrameMask: one frame, no CLS and allow_self=False leaves rows with no allowed key")
-
-    @property
-    def num_tokens(self) -> int:
-        return self.frame_size * self.num_frames + (self.cls != "none")
-
-    def frame_ids(self, n: int, device: torch.device | str | None = None) -> torch.Tensor:
-        """Frame id of each of ``n`` tokens, int64 ``[n]``; CLS gets -1."""
-        return frame_ids(n, self.frame_size, self.num_frames, self.cls, self.order, device)
 
     def materialize(self, n_q: int | None = None, n_k: int | None = None,
                     device: torch.device | str | None = None) -> torch.Tensor:
@@ -174,7 +179,7 @@ class FrameMask(_Combinable):
 
 
 @dataclass(frozen=True)
-class SlidingWindowMask(_Combinable):
+class SlidingWindowMask(_FrameLayout):
     """Sliding temporal window: a token attends to the tokens of the frames within ``radius`` of its own.
 
         allowed(q, k) = |frame(q) - frame(k)| <= radius
@@ -197,13 +202,6 @@ class SlidingWindowMask(_Combinable):
                              f"{self.frame_size}, {self.num_frames}, {self.radius}")
         _check_cls("SlidingWindowMask", self.cls)
         _check_order("SlidingWindowMask", self.order)
-
-    @property
-    def num_tokens(self) -> int:
-        return self.frame_size * self.num_frames + (self.cls != "none")
-
-    def frame_ids(self, n: int, device: torch.device | str | None = None) -> torch.Tensor:
-        return frame_ids(n, self.frame_size, self.num_frames, self.cls, self.order, device)
 
     def materialize(self, n_q: int | None = None, n_k: int | None = None,
                     device: torch.device | str | None = None) -> torch.Tensor:
