@@ -58,6 +58,7 @@ from hitrs_fast.masks import (
     TokenIdMask,
 )
 from hitrs_fast.reference.attention import allowed_and_additive, naive_attention, naive_attention_block
+from hitrs_fast.reference.layer_norm import layer_norm
 
 OP_NAME = "frame_masked_attention"
 
@@ -629,7 +630,7 @@ class TritonAttentionBlock(TritonBackend):
                 x, inputs.ln_weight, inputs.ln_bias, wqkv, inputs.w_o.to(cdt), seed, inputs.heads, float(eps),
                 scale, mask["mask_kind"], mask.get("frame_size", 1), _cls_code(mask["cls"]),
                 mask.get("allow_self", True), float(dropout) if active else 0.0)
-        xn = nn.functional.layer_norm(x, (x.shape[-1],), inputs.ln_weight, inputs.ln_bias, eps)
+        xn = layer_norm(x, inputs.ln_weight, inputs.ln_bias, eps)
         qkv = nn.functional.linear(xn, torch.cat([inputs.w_q, inputs.w_k, inputs.w_v]), _qkv_bias(inputs))
         attended = _attend_qkv(qkv, inputs, scale)
         return x + nn.functional.dropout(nn.functional.linear(attended, inputs.w_o, inputs.b_o), dropout, training)

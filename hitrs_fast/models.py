@@ -225,6 +225,19 @@ def run_on_prefixes(fn: Callable[[torch.Tensor], torch.Tensor], gather: Callable
     return out.new_zeros(n, width, *out.shape[1:]).index_put((rows, slots), out)
 
 
+def gather_frames(frames: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``frames[rows[:, None], positions]``: ``[N, T, ...]``, rows ``[n]``, positions ``[n, F]`` -> ``[n, F, ...]``.
+
+    Clips overlap, so the backward adds several gradients into one frame. On the CPU this is an ``index_select``,
+    whose backward adds them one index after another (the same bits at any thread count; the advanced index's
+    backward, ``index_put`` with accumulation, splits the additions over threads). Elsewhere: the advanced index.
+    """
+    if frames.device.type != "cpu":
+        return frames[rows[:, None], positions]
+    flat = (rows[:, None] * frames.shape[1] + positions).reshape(-1)
+    return frames.flatten(0, 1).index_select(0, flat).view(*positions.shape, *frames.shape[2:])
+
+
 def validate_skeletons(x: torch.Tensor, lengths: torch.Tensor | None, config: HiTRSConfig, *, min_length: int = 1,
                        name: str = "x") -> None:
     """Checks a ``[B, M, T, V, C]`` batch and its ``lengths [B]`` (any device); raises ValueError naming the
@@ -398,7 +411,7 @@ class HiTRS(nn.Module):
         frames ``[N, T', V, frame_dim]``, rows ``[n]``, positions ``[n, F]`` (frame indices of ``frames``)
         -> ``[n, clip_dim]``.
         """
-        return self.clip_encoder(frames[rows[:, None], positions])
+        return self.clip_encoder(gather_frames(frames, rows, positions))
 
     def encode_clips(self, batch: PreparedBatch, frames: torch.Tensor, positions: torch.Tensor, counts: torch.Tensor,
                      total: int | None) -> torch.Tensor:
@@ -418,7 +431,7 @@ class HiTRS(nn.Module):
         width = positions.shape[-2]
 
         def gather(rows: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-            return frames[rows[:, None], positions[rows, slots] if per_row else positions[slots]]
+            return gather_frames(frames, rows, positions[rows, slots] if per_row else positions[slots])
 
         return run_on_prefixes(self.clip_encoder, gather, counts, width, None if batch.static else total)
 

@@ -210,7 +210,9 @@ class HiTRSForPretraining(nn.Module):
         else:
             per = (pred - x.float()).abs()
             count = selected.sum()  # L1 summed over xyz, mean over joints
-        local = (per * weight).sum()
+        # Per-sample sums first: a single sum over every element is split over CPU threads, the last bits of the
+        # logged loss would then depend on the thread count (the gradient does not).
+        local = (per * weight).flatten(1).sum(1).sum()
         loss, global_count = global_mean_loss(local, count)
         return loss, (global_sum(local) / global_count.clamp_min(1)).detach()
 

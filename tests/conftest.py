@@ -8,6 +8,11 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
+from hitrs_fast.training.run import reproducible_cpu_gemms  # noqa: E402
+
+# As every command does: MKL's GEMMs give the same bits at any thread count (before the first matrix product).
+reproducible_cpu_gemms()
+
 # Under pytest-xdist (`make test`: one worker per core) each worker gets its share of the cores, so the workers'
 # intra-op threads do not oversubscribe the machine (OpenMP threads spinning on a busy core cost far more than
 # they win); a command a test starts inherits the same share. An explicit OMP_NUM_THREADS is kept.

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from hitrs_fast.masks import AttentionMask, DenseMask, NoMask
+from hitrs_fast.reference.layer_norm import layer_norm
 
 
 def allowed_and_additive(mask: AttentionMask, n: int, device: torch.device) -> tuple[torch.Tensor | None,
@@ -96,7 +97,7 @@ def naive_attention_block(x: torch.Tensor, ln_weight: torch.Tensor, ln_bias: tor
     """
     attend = naive_attention if attend is None else attend
     b, n, c = x.shape
-    xn = nn.functional.layer_norm(x, (c,), ln_weight, ln_bias, eps)
+    xn = layer_norm(x, ln_weight, ln_bias, eps)
     q, k, v = (nn.functional.linear(xn, w, bias).view(b, n, heads, -1).transpose(1, 2)
                for w, bias in ((w_q, b_q), (w_k, b_k), (w_v, b_v)))
     extras = {}

@@ -11,6 +11,8 @@ import functools
 import torch
 from torch import nn
 
+from hitrs_fast.reference.layer_norm import layer_norm
+
 
 def naive_joint_embedding(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, ln_weight: torch.Tensor,
                           ln_bias: torch.Tensor, pos: torch.Tensor, eps: float = 1e-5,
@@ -42,5 +44,5 @@ def naive_joint_embedding(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     x, weight, bias, ln_weight, ln_bias, pos = (t.to(compute) for t in tensors)
     with torch.autocast(x.device.type, enabled=False):
         h = nn.functional.gelu(nn.functional.linear(x, weight, bias))
-        h = nn.functional.layer_norm(h, (h.shape[-1],), ln_weight, ln_bias, eps)
+        h = layer_norm(h, ln_weight, ln_bias, eps)
         return (h + pos).to(tensors[1].dtype if out_dtype is None else out_dtype)

@@ -81,6 +81,20 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
+def reproducible_cpu_gemms() -> None:
+    """Asks MKL, PyTorch's CPU BLAS, for its strict reproducible mode (``MKL_CBWR=AUTO,STRICT``) unless the
+    environment already chooses one.
+
+    By default MKL splits some GEMMs differently with the thread count (the motion decoder's ``[256, 128] x
+    [128, 75]`` products change in the last bits between 1 and 4 threads), and training amplifies the last bits
+    into a different model. In strict mode a GEMM gives the same bits at every thread count; it cost the
+    default pre-training job no measurable speed on this project's CPU. MKL reads the variable when it first
+    runs, so this must come before the process's first matrix product: every command calls it first (it does
+    nothing for a process that has already multiplied, nor on a CUDA device).
+    """
+    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+
+
 JEMALLOC_HINT = ("jemalloc keeps the memory flat at full speed: LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 "
                  "MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 (apt install libjemalloc2; docs/training.md)")
 
@@ -262,6 +276,7 @@ def run_cli(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace]
     in a :class:`RunSession`, and returns its exit status: 0, 2 with one line ``PROG: error: ...`` on a
     :class:`UsageError`, 130 / 143 with one line naming the last complete checkpoint and the command that
     resumes on SIGINT / SIGTERM (no traceback)."""
+    reproducible_cpu_gemms()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     session = RunSession(parser.prog, argv)

@@ -121,7 +121,7 @@ def test_render_of_some_levels_and_tasks_shows_only_those_and_checks_the_goals()
     page = results.render(_args([0], levels=("F+C+V",)), rows, {}, {}, 60.0, ["--levels", "F+C+V"])
     assert "| task | metric | random init | F+C+V |" in page and "| recognition" not in page
     assert "(not run by this command: F, F+C)." in page
-    assert "**A partial page**: it lacks seeds 0 1 2; the levels F, F+C; the thread spread." in page
+    assert "**A partial page**: it lacks seeds 0 1 2; the levels F, F+C." in page
     goal = "- motion, F+C+V fine-tuned at 400 ms at least 20 % below zero-velocity: **not met** (50.0 vs 60.0 mm"
     assert goal in page
     assert "- motion, F+C+V fine-tuned at 400 ms below constant-velocity: met (50.0 vs 80.0 mm)." in page
