@@ -87,8 +87,8 @@ def reproducible_cpu_gemms() -> None:
 
     By default MKL splits some GEMMs differently with the thread count (the motion decoder's ``[256, 128] x
     [128, 75]`` products change in the last bits between 1 and 4 threads), and training amplifies the last bits
-    into a different model. In strict mode a GEMM gives the same bits at every thread count; it cost the
-    default pre-training job no measurable speed on this project's CPU. MKL reads the variable when it first
+    into a different model. In strict mode a GEMM gives the same bits at every thread count (on a 2-core CPU the
+    default pre-training job ran about 4 % slower with it, one noisy measurement). MKL reads the variable when it first
     runs, so this must come before the process's first matrix product: every command calls it first (it does
     nothing for a process that has already multiplied, nor on a CUDA device).
     """
