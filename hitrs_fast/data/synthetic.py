@@ -1040,8 +1040,18 @@ def cached_synthetic(cache_dir: str | os.PathLike, kind: str, seed: int, size: i
     """
     path = synthetic_cache_path(cache_dir, kind, seed, size)
     meta = path / "meta.json"
-    if not meta.exists() or json.loads(meta.read_text()).get("generator_version") != GENERATOR_VERSION:
+
+    def current() -> bool:
+        return meta.exists() and json.loads(meta.read_text()).get("generator_version") == GENERATOR_VERSION
+
+    if not current():
         print(f"generating the synthetic {kind} set in {path} ...", flush=True)
         sizes = {"samples_per_class": size} if kind == "trimmed" else {"num_sequences": size}
-        write_synthetic(path, kind, seed=seed, overwrite=path.exists(), **sizes)
+        try:
+            write_synthetic(path, kind, seed=seed, overwrite=path.exists(), **sizes)
+        except FileExistsError:
+            # Another command sharing the cache wrote the same set (a pure function of kind, seed and size)
+            # while this one was generating it: use theirs.
+            if not current():
+                raise
     return path

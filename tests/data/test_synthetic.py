@@ -282,6 +282,23 @@ def test_cached_synthetic_is_generated_once_under_one_name(tmp_path, capsys):
         syn.cached_synthetic(tmp_path, "short", seed=0, size=3)
 
 
+def test_cached_synthetic_uses_the_set_another_command_wrote_meanwhile(tmp_path, monkeypatch):
+    """Two commands sharing a cache generate the same set at once: the one that finishes second used to fail
+    with FileExistsError; it now uses the finished set."""
+    write = syn.write_synthetic
+
+    def other_command_finishes_first(path, *args, **kwargs):
+        write(path, *args, **kwargs)  # the other command's store lands first ...
+        return write(path, *args, **kwargs)  # ... so this one finds it there
+
+    monkeypatch.setattr(syn, "write_synthetic", other_command_finishes_first)
+    path = syn.cached_synthetic(tmp_path, "long", seed=0, size=3)
+    assert len(SkeletonStore(path)) == 3
+    monkeypatch.setattr(syn, "write_synthetic", lambda *a, **k: (_ for _ in ()).throw(FileExistsError("x")))
+    with pytest.raises(FileExistsError):  # not a finished set of this generator: the error stands
+        syn.cached_synthetic(tmp_path / "other", "long", seed=0, size=3)
+
+
 def test_cached_synthetic_regenerates_a_set_of_another_generator_version(tmp_path, capsys):
     path = syn.cached_synthetic(tmp_path, "long", seed=1, size=3)
     meta = json.loads((path / "meta.json").read_text())
