@@ -3,10 +3,11 @@
 PyTorch's CPU ``native_layer_norm_backward`` sums the weight and bias gradients over rows in one partial sum per
 thread and then adds the partials, so ``dweight`` / ``dbias`` change in the last bits with
 ``torch.set_num_threads``; a training run amplifies that into a different model (the main job's probe moved from
-0.799 with two threads to 0.719 with one). Every other op of a CPU training step here gives the same bits at any
-thread count (checked op by op in ``tests/models/test_thread_invariance.py``), so this is the one place that needs
-it: :func:`layer_norm` keeps PyTorch's forward and input gradient bit for bit and computes ``dweight`` and
-``dbias`` as column sums, which PyTorch splits over columns only (each column is summed in one fixed order).
+0.799 with two threads to 0.719 with one). :func:`layer_norm` keeps PyTorch's forward and input gradient bit for
+bit and computes ``dweight`` and ``dbias`` as column sums, which PyTorch splits over columns only (each column is
+summed in one fixed order). The other two thread-dependent pieces of a CPU step are MKL's GEMMs
+(``hitrs_fast.training.run.reproducible_cpu_gemms``) and the clip gather's backward
+(``hitrs_fast.models.gather_frames``); ``tests/models/test_thread_invariance.py`` checks the whole step op by op.
 """
 
 from __future__ import annotations

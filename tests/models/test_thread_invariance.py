@@ -114,10 +114,9 @@ def test_layer_norm_matches_pytorch_and_its_affine_gradients_do_not_depend_on_th
     assert gx.dtype == torch.bfloat16 and gw.dtype == torch.float32
 
 
-@pytest.mark.parametrize("backend", ["auto"])
-def test_pretraining_step_is_the_same_at_every_thread_count(backend):
+def test_pretraining_step_is_the_same_at_every_thread_count():
     torch.manual_seed(0)
-    model = HiTRSForPretraining(HiTRSConfig.preset("tiny"), backend=backend)
+    model = HiTRSForPretraining(HiTRSConfig.preset("tiny"))  # backend auto: SDPA on the CPU, as the commands run
     x = _skeletons(4, 1, 40)
     lengths = torch.tensor([40, 33, 40, 21])
 
