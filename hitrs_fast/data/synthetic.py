@@ -84,7 +84,7 @@ __all__ = [
     "write_synthetic",
 ]
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 FPS = 30
 KINDS = ("trimmed", "untrimmed", "long")
 
@@ -368,20 +368,40 @@ def _keyframes(start: np.ndarray, segments: list[tuple[np.ndarray, float]]) -> t
     return keys[k] + s * (keys[k + 1] - keys[k]), knots
 
 
-class _Draw:
-    """Per-sample random draws of one action: posture angles and phase durations."""
+@dataclass(frozen=True)
+class _Pace:
+    """How one performer moves through a whole "long" sequence: one tempo and one effort level for every
+    action, and phases that last exactly as long as the tempo says (no per-phase factor), so that what a
+    body has done so far tells when its next phase starts and ends, as in real motion."""
 
-    def __init__(self, rng: np.random.Generator) -> None:
+    tempo: float
+    amp: float
+
+
+class _Draw:
+    """Per-sample random draws of one action: posture angles and phase durations.
+
+    Without a ``pace`` (trimmed, untrimmed) the action draws its own effort level and tempo and every phase
+    a factor U(0.8, 1.25); with one (long) it takes the sequence's effort and tempo and no per-phase factor.
+    """
+
+    def __init__(self, rng: np.random.Generator, pace: _Pace | None = None) -> None:
         self.rng = rng
-        self.amp = rng.uniform(0.85, 1.15)    # one effort level per sample scales every posture
-        self.tempo = rng.uniform(0.85, 1.25)   # and one tempo stretches every phase
+        self.steady = pace is not None
+        if pace is None:
+            self.amp = rng.uniform(0.85, 1.15)    # one effort level per sample scales every posture
+            self.tempo = rng.uniform(0.85, 1.25)   # and one tempo stretches every phase
+        else:
+            self.amp, self.tempo = pace.amp, pace.tempo
 
     def u(self, lo: float, hi: float) -> float:
         return float(self.rng.uniform(lo, hi))
 
     def dur(self, seconds: float) -> float:
-        """Frames of a phase of nominal length ``seconds``: the sample's tempo x a per-phase factor
-        U(0.8, 1.25) (phases differ in speed from sample to sample)."""
+        """Frames of a phase of nominal length ``seconds``: the sample's tempo, x a per-phase factor
+        U(0.8, 1.25) unless the draw is steady (phases differ in speed from sample to sample)."""
+        if self.steady:
+            return seconds * FPS * self.tempo
         return seconds * FPS * self.tempo * float(self.rng.uniform(0.8, 1.25))
 
     def pose(self, p: np.ndarray) -> np.ndarray:
@@ -477,9 +497,10 @@ def _kick_posture(d: _Draw) -> np.ndarray:
 
 
 def _periodic_frames(d: _Draw) -> tuple[int, np.ndarray, float]:
-    """Length (40-120 frames), time axis in seconds scaled by the tempo, and a phase of a periodic action."""
-    t = int(d.rng.integers(40, 121))
-    return t, np.arange(t, dtype=np.float64) / FPS / d.tempo, d.u(0.0, 2.0 * math.pi)
+    """Length (40-120 frames; steady draws, i.e. the long set: :data:`_LONG_PERIODIC_FRAMES`), time axis in
+    seconds scaled by the tempo, and a phase of a periodic action."""
+    t = int(d.rng.integers(*(_LONG_PERIODIC_FRAMES if d.steady else (40, 121))))
+    return t, np.arange(t, dtype=np.float64) / FPS / d.tempo, float(d.rng.uniform(0.0, 2.0 * math.pi))
 
 
 def _wave(d: _Draw) -> _Motion:
@@ -574,12 +595,14 @@ _PERIODIC = {"wave": _wave, "clap": _clap, "walk in place": _walk_in_place}
 _INTERACTIONS = {"handshake": _handshake, "push": _push}
 
 
-def _action_motions(action: int, rng: np.random.Generator) -> tuple[_Motion, _Motion | None]:
+def _action_motions(action: int, rng: np.random.Generator, pace: _Pace | None = None
+                    ) -> tuple[_Motion, _Motion | None]:
     """Joint-angle curves of ``ACTIONS[action]``: ``(actor, partner)``; the partner is None except for the
     two-person interactions. The action sets its own length: a chain of phases lasts as long as its
-    phases at the sample's tempo (about 2-4 s); a periodic action 40-120 frames."""
+    phases at the sample's tempo (about 2-4 s); a periodic action 40-120 frames (with a ``pace``, i.e. in
+    the long set, :data:`_LONG_PERIODIC_FRAMES`)."""
     name = ACTIONS[action]
-    d = _Draw(rng)
+    d = _Draw(rng, pace)
     if name in REVERSED_PAIRS.values():
         base = next(k for k, v in REVERSED_PAIRS.items() if v == name)
         return _PHASED[base](d).reversed_in_time(), None
@@ -883,6 +906,14 @@ def _trimmed_sample(plan: _Plan, cls: int, k: int, subject_id: int) -> StoreSamp
 
 _LONG_MIN = 381  # frames of action at least in a "long" sequence
 _MAX_TURN_PER_FRAME = 5.0 * _DEG  # how fast an idle gap carries a joint from one action's posture to the next
+# The long set (motion prediction) follows one performer's pace (_Pace); half of its actions are periodic
+# (drawn among PERIODIC_ACTIONS, the other half among all classes) and last 4-8 s, as long recordings of real
+# motion are dominated by repetitive movement; a gap is a pause of 0.4 s at the tempo, longer where the move
+# to the next action's first posture needs it at 3 degrees per frame (at tempo 1).
+_LONG_PERIODIC_SHARE = 0.5
+_LONG_PERIODIC_FRAMES = (120, 241)
+_LONG_PAUSE_SECONDS = 0.4
+_LONG_TURN_PER_FRAME = 3.0 * _DEG
 
 
 def _sequence_sample(plan: _Plan, k: int, subject_id: int) -> StoreSample:
@@ -898,11 +929,15 @@ def _sequence_sample(plan: _Plan, k: int, subject_id: int) -> StoreSample:
     subject = make_subject(subject_id, plan.seed)
     cam = sample_camera(rng)
     n_actions = int(rng.integers(3, 7)) if untrimmed else int(rng.integers(6, 10))
-    gap = (20, 71) if untrimmed else (3, 16)
+    pace = None if untrimmed else _Pace(tempo=float(rng.uniform(0.85, 1.25)), amp=float(rng.uniform(0.85, 1.15)))
+    periodic = [c for c in range(plan.num_classes) if ACTIONS[c] in PERIODIC_ACTIONS]
     actions: list[tuple[int, _Motion, _Motion | None]] = []
     while len(actions) < n_actions or (not untrimmed and sum(a[1].angles.shape[0] for a in actions) < _LONG_MIN):
-        cls = int(rng.integers(0, plan.num_classes))
-        actions.append((cls, *_action_motions(cls, rng)))
+        if pace is not None and periodic and rng.random() < _LONG_PERIODIC_SHARE:
+            cls = int(rng.choice(periodic))
+        else:
+            cls = int(rng.integers(0, plan.num_classes))
+        actions.append((cls, *_action_motions(cls, rng, pace)))
     # Frames: gap, action, gap, ..., action, gap.
     pieces: list[np.ndarray] = []
     labels: list[np.ndarray] = []
@@ -910,7 +945,11 @@ def _sequence_sample(plan: _Plan, k: int, subject_id: int) -> StoreSample:
     prev, start = _rest(), 0
     for item in actions + [None]:
         nxt = item[1].angles[0] if item is not None else _rest()
-        g = max(int(rng.integers(*gap)), int(math.ceil(np.abs(nxt - prev).max() / _MAX_TURN_PER_FRAME)))
+        turn = float(np.abs(nxt - prev).max())
+        if pace is None:
+            g = max(int(rng.integers(20, 71)), int(math.ceil(turn / _MAX_TURN_PER_FRAME)))
+        else:
+            g = int(math.ceil(pace.tempo * max(_LONG_PAUSE_SECONDS * FPS, turn / _LONG_TURN_PER_FRAME)))
         s = _smoothstep(np.arange(1, g + 1) / (g + 1))[:, None, None]
         pieces.append(prev + s * (nxt - prev))
         labels.append(np.zeros(g, dtype=np.int16))

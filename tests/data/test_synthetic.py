@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -246,11 +247,55 @@ def test_untrimmed_store(tmp_path):
 def test_long_store(tmp_path):
     st = SkeletonStore(syn.write_synthetic(tmp_path / "l", "long", num_sequences=3, num_subjects=3))
     assert len(st) == 3 and st.lengths.min() >= 381
+    periodic = [syn.ACTIONS.index(n) + 1 for n in syn.PERIODIC_ACTIONS]
     for i in range(len(st)):
         fl = np.asarray(st.frame_labels(i))
         assert (fl > 0).mean() > 0.8  # mostly action, short gaps
         x = st.sequence(i)[:, 0]
         assert np.all(np.any(x != 0, axis=(1, 2)))  # the actor is present in every frame
+        change = np.flatnonzero(np.diff(fl) != 0) + 1
+        runs = np.split(fl, change)
+        # one pause length at the sequence's tempo (longer only where the next posture is far)
+        pauses = [len(r) for r in runs if r[0] == 0]
+        assert min(pauses) >= syn._LONG_PAUSE_SECONDS * syn.FPS * 0.85 and pauses.count(min(pauses)) >= 2
+        assert all(len(r) >= syn._LONG_PERIODIC_FRAMES[0] for r in runs if r[0] in periodic)
+
+
+def _digest(kind: str, **kwargs) -> str:
+    """sha256 (16 hex digits) of every sample's name, index fields, frame labels and joints rounded to 0.01 mm
+    (the rounding keeps the digest from depending on the last bit of a platform's sin / cos)."""
+    h = hashlib.sha256()
+    for s in syn.iter_synthetic(kind, **kwargs):
+        h.update(s.name.encode())
+        h.update(np.int64([s.label, s.camera, s.performer, s.replication]).tobytes())
+        h.update(np.round(s.data.astype(np.float64) * 1e5).astype(np.int64).tobytes())
+        if s.frame_labels is not None:
+            h.update(np.asarray(s.frame_labels, np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def test_trimmed_and_untrimmed_sets_are_those_of_generator_version_2():
+    """The long set's change (generator version 3: one pace per sequence) leaves the other kinds as they were:
+    the digests were computed with the version-2 code (commit 40fbd15), all 16 classes, second bodies and
+    interactions included."""
+    small = dict(seed=7, num_subjects=3, two_person_prob=0.5)
+    assert _digest("trimmed", samples_per_class=2, **small) == "321b6ec27b860caf"
+    assert _digest("untrimmed", num_sequences=6, **small) == "89038197ddbcb4b9"
+
+
+def test_long_set_phases_follow_the_pace_alone():
+    """Under one pace (a long sequence) an action's phases last what the tempo says: two draws of a phased
+    action have the same length; without a pace (trimmed) every phase has its own factor."""
+    pace = syn._Pace(tempo=1.1, amp=1.0)
+    for name in ("drink water", "stand up", "bow-stretch-kick", "push"):
+        cls = syn.ACTIONS.index(name)
+        steady = {syn._action_motions(cls, np.random.default_rng(k), pace)[0].angles.shape[0] for k in range(4)}
+        free = {syn._action_motions(cls, np.random.default_rng(k))[0].angles.shape[0] for k in range(4)}
+        assert len(steady) == 1 and len(free) > 1, name
+    drink = syn.ACTIONS.index("drink water")
+    slow, fast = (syn._action_motions(drink, np.random.default_rng(0), syn._Pace(tempo=t, amp=1.0))[0].angles.shape[0]
+                  for t in (1.2, 0.9))
+    assert (slow - 1) / (fast - 1) == pytest.approx(1.2 / 0.9, abs=0.02)  # the length follows the tempo
 
 
 def test_bad_arguments(tmp_path):
