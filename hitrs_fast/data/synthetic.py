@@ -24,9 +24,10 @@ depth away from the sensor, ~2.3-3.8 m):
    occasional short "inferred joint" glitches where a distal joint collapses towards its parent for 2-8
    frames, as Kinect does when it loses a hand or foot.
 
-The 16 actions (:data:`ACTIONS`, generator version 2) are built so that telling them apart needs what a
-hierarchical encoder exists to learn, as real data does (NTU-60 has sit down / stand up, put on / take off
-a jacket, a shoe, glasses, a hat, and mostly multi-phase actions such as drink water):
+The 16 actions (:data:`ACTIONS`; generator version 3 changed the long set only) are built so that telling
+them apart needs what a hierarchical encoder exists to learn, as real data does (NTU-60 has sit down /
+stand up, put on / take off a jacket, a shoe, glasses, a hat, and mostly multi-phase actions such as drink
+water):
 
 - non-periodic multi-phase actions (drink water: reach, lift, tilt the head and drink, lower, put back);
 - time-reversed pairs (:data:`REVERSED_PAIRS`: sit down / stand up, put on / take off a hat, put on / take
@@ -42,7 +43,11 @@ Store kinds (:func:`write_synthetic`):
 - ``"untrimmed"``: 3-6 actions separated by idle motion, per-frame labels (0 = background, class k -> k+1),
   label -1, for temporal detection;
 - ``"long"``: several hundred frames of back-to-back actions with short idle gaps (per-frame labels kept),
-  label -1, for motion prediction.
+  label -1, for motion prediction. So that the future follows from the past as in real motion, one
+  performer's pace runs through the whole sequence (generator version 3): one tempo and effort level for
+  every action, phases exactly as long as the tempo says (no per-phase factor), pauses of 0.4 s at the
+  tempo; half of the actions are periodic (wave, clap, walk in place, 4-8 s each: long recordings of real
+  motion are dominated by repetitive movement). Trimmed and untrimmed samples are those of version 2.
 """
 
 from __future__ import annotations
@@ -918,7 +923,8 @@ _LONG_TURN_PER_FRAME = 3.0 * _DEG
 
 def _sequence_sample(plan: _Plan, k: int, subject_id: int) -> StoreSample:
     """An untrimmed (3-6 actions, idle gaps of 20-70 frames) or long (6-9 actions, more until >= 381 frames;
-    gaps of 3-15) multi-action sequence of one camera view.
+    one :class:`_Pace` for all of them, half of them periodic; pauses of 0.4 s at the tempo) multi-action
+    sequence of one camera view.
 
     An idle gap also carries the body from one action's last posture to the next one's first (a gap is
     lengthened where that needs more frames). An interaction brings its partner in for the action and a few
