@@ -1,10 +1,11 @@
 """Temporal action detection with a Hi-TRS encoder (paper §4.5, PKU-MMD protocol).
 
 Every frame is classified over ``K + 1`` classes (0 = background) from stride-1 clip embeddings (F-TRS +
-C-TRS) by one of two heads (:class:`~hitrs_fast.tasks.FrameDetector`): ``--head context`` (default) reads
-the clips centred on ``f + k * S`` for ``|k| <= R`` (``--context-clips`` R, ``--context-stride`` S: 8 and
-4 read +-32 frames around the frame) through a small temporal convolution; ``--head clip`` is the paper's
-rule, a linear layer on the clip centred on the frame alone. Per-frame probabilities become action
+C-TRS) by one of three heads (:class:`~hitrs_fast.tasks.FrameDetector`): ``--head tcn`` (default) reads the
+clips centred on the 127 frames around it (``--tcn-layers`` 6: +-63) through a dilated temporal convolution
+(one MS-TCN stage); ``--head context`` reads the clips centred on ``f + k * S`` for ``|k| <= R``
+(``--context-clips`` R, ``--context-stride`` S: 8 and 4 read +-32 frames) through one hidden layer; ``--head
+clip`` is the paper's rule, a linear layer on the clip centred on the frame alone. Per-frame probabilities become action
 segments with confidences by a documented post-processing (``hitrs_fast.eval.detection``), which are
 scored with
 
@@ -18,13 +19,12 @@ Examples::
     python training/detect.py --data stores/pku1 --init runs/pre/encoder.pt --protocol A
 
 Training samples windows of ``window`` frames (plus the head's context on each side, zeros past the
-sequence ends exactly like the pre-training padding) and classifies ``frames_per_window`` random frames
-of each (the context head: the frames on one random residue mod ``--context-stride``, which read mostly
-the same clips); evaluation classifies every
-frame of every test video in windows. Ground-truth segments are the maximal runs of one non-zero label in
-the store's per-frame labels (0-based inclusive frames; proposals use the same coordinates, so the frame
-base cancels out). No augmentation: the temporal ops would move
-frames away from their labels.
+sequence ends exactly like the pre-training padding) and classifies every frame of each; while the encoder
+is frozen (``--mode linear``, the head warm-up) the windows are cut from every frame's cached clip
+embedding. Evaluation classifies every frame of every test video. Ground-truth segments are the maximal
+runs of one non-zero label in the store's per-frame labels (0-based inclusive frames; proposals use the
+same coordinates, so the frame base cancels out). No augmentation: the temporal ops would move frames away
+from their labels.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from torch import nn
 
 from hitrs_fast.eval.detection import evaluate_detection
 from hitrs_fast.eval.segments import proposals_from_frame_probs
-from hitrs_fast.tasks import DETECTION_HEADS, FrameDetector
+from hitrs_fast.tasks import DETECTION_HEADS, FRAME_FEATURES, FrameDetector
 from hitrs_fast.training.head_warmup import head_warmup_recipe, wants_head_warmup, warm_up_head
 from hitrs_fast.training.run import UsageError, atomic_torch_save
 from hitrs_fast.training.task_run import TaskRun, run_cli, task_parser
@@ -49,15 +49,22 @@ TASK = "detection"
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = task_parser("detect", __doc__, "the synthetic untrimmed set", prog)
-    p.add_argument("--synthetic-sequences", type=int, default=48, help="sequences of the synthetic untrimmed set")
+    p.add_argument("--synthetic-sequences", type=int, default=144, help="sequences of the synthetic untrimmed set")
     p.add_argument("--protocol", default="both", choices=["A", "B", "both"],
                    help="A: official PKU-MMD mAP_a / mAP_v; B: VOC-style mAP; both (default)")
     p.add_argument("--theta", type=float, default=0.5, help="overlap / IoU threshold (default 0.5)")
     p.add_argument("--postprocess", default=None, choices=["majority", "jhang2020"],
                    help="frames -> segments method (default: the recipe's)")
-    p.add_argument("--head", default="context", choices=DETECTION_HEADS,
-                   help="context (default): a temporal convolution over the stride-1 clip embeddings around each "
-                   "frame; clip: the paper's per-frame rule (a linear layer on the clip centred on the frame)")
+    p.add_argument("--head", default="tcn", choices=DETECTION_HEADS,
+                   help="tcn (default): a dilated temporal convolution over the stride-1 clip embeddings around "
+                   "each frame; context: one hidden layer over every --context-stride-th of them; clip: the "
+                   "paper's per-frame rule (a linear layer on the clip centred on the frame)")
+    p.add_argument("--tcn-layers", type=int, default=6,
+                   help="tcn head: dilated layers; a frame reads the clips 2^layers - 1 frames each side (default 6)")
+    p.add_argument("--features", default="clips", choices=FRAME_FEATURES,
+                   help="what the head reads per frame: clips (default): the encoder's stride-1 clip embeddings; "
+                   "skeleton: the raw skeleton (root-relative joints and velocities), no encoder, --mode linear "
+                   "--init random only: a supervised reference of what the data allow")
     p.add_argument("--context-clips", type=int, default=8,
                    help="context head: clips read each side of the frame (default 8)")
     p.add_argument("--context-stride", type=int, default=4,
@@ -132,21 +139,24 @@ def video_clips(model: FrameDetector, store, vid: int, window: int, max_frames: 
 
 class ClipCache:
     """Per-frame clip embeddings of several videos (:func:`video_clips`), each padded with ``radius`` empty
-    frames at both ends, so that a frame's context clips are one gather: :meth:`inputs`."""
+    frames at both ends, so that the clips a window's frames read are one gather: :meth:`windows`."""
 
     def __init__(self, model: FrameDetector, videos: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        r = model.radius
-        self.offsets = model.offsets
-        lengths = torch.tensor([e.shape[0] for e, _ in videos])
-        self.starts = torch.cumsum(lengths + 2 * r, 0) - lengths - r  # padded index of each video's frame 0
+        self.radius = r = model.radius
+        self.lengths = torch.tensor([e.shape[0] for e, _ in videos])
+        self.starts = torch.cumsum(self.lengths + 2 * r, 0) - self.lengths - r  # padded index of each frame 0
         self.emb = torch.cat([torch.nn.functional.pad(e, (0, 0, r, r)) for e, _ in videos])
         self.occupied = torch.cat([torch.nn.functional.pad(o, (r, r)) for _, o in videos])
 
-    def inputs(self, video: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`FrameDetector.classify` inputs of frames ``frames [N]`` of the ``video [N]``-th videos."""
-        at = (self.starts[video] + frames)[:, None] + self.offsets[None, :]  # [N, W]
-        at = at.to(self.emb.device)
-        return self.emb[at], self.occupied[at]
+    def windows(self, video: torch.Tensor, starts: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`FrameDetector.classify_windows` inputs of frames ``starts .. starts + length - 1`` of the
+        ``video [B]``-th videos: ``([B, length + 2 radius, clip_dim], occupied [B, length + 2 radius])``,
+        empty (zeros, not occupied) past each video's ends as in :func:`gather_windows`."""
+        rel = starts[:, None] - self.radius + torch.arange(length + 2 * self.radius)  # [B, span] video frames
+        inside = (rel >= -self.radius) & (rel < self.lengths[video][:, None] + self.radius)
+        at = torch.where(inside, self.starts[video][:, None] + rel, 0).to(self.emb.device)
+        inside = inside.to(self.emb.device)
+        return self.emb[at] * inside[..., None], self.occupied[at] & inside
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -155,6 +165,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.context_clips < 1 or args.context_stride < 1:
         raise UsageError(f"--context-clips and --context-stride must be >= 1, got {args.context_clips}, "
                          f"{args.context_stride}")
+    if not 1 <= args.tcn_layers <= 12:
+        raise UsageError(f"--tcn-layers must be in [1, 12] (a frame reads 2^layers - 1 frames each side), got "
+                         f"{args.tcn_layers}")
+    if args.features == "skeleton" and (args.mode != "linear" or args.init != "random"):
+        raise UsageError(f"--features skeleton reads no encoder: it needs --mode linear and --init random (got --mode "
+                         f"{args.mode} --init {args.init})")
     job = TaskRun(args, TASK, synthetic=("untrimmed", args.synthetic_sequences))
     store, device = job.store, job.device
     if store.frame_labels(0) is None:
@@ -163,23 +179,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          "convert pku ...`, or the synthetic untrimmed set (no --data)")
     k = num_action_classes(store)
     train_vids, test_vids = store.split_indices(args.split), store.split_indices(args.test_split)
-    recipe = job.load_recipe(required=("window", "frames_per_window", "eval_window", "postprocess"))
+    recipe = job.load_recipe(required=("window", "eval_window", "postprocess"))
+    stale = [f"{where}frames_per_window" for where, r in (("", recipe), ("head_warmup.", recipe.get("head_warmup")))
+             if r and "frames_per_window" in r]
+    if stale:
+        raise UsageError(f"recipe {job.recipe_path}: {', '.join(stale)} is no longer read: every frame of a training "
+                         "window is classified (remove it; `window` and `batch_size` set a step's frames)")
     # A pass = as many classified frames as the training split holds; an epoch is one unless the recipe says.
-    per_step = int(recipe["batch_size"]) * int(recipe["frames_per_window"])
+    per_step = int(recipe["batch_size"]) * int(recipe["window"])
     pass_steps = math.ceil(int(store.lengths[train_vids].sum()) / per_step)
     recipe = job.plan(int(recipe.get("steps_per_epoch", pass_steps)), pass_steps)
     post = dict(recipe["postprocess"])
     method = args.postprocess or post.pop("method", "majority")
     post.pop("method", None)
     model = job.build_model(lambda encoder: FrameDetector(encoder, k, args.head, args.context_clips,
-                                                                  args.context_stride),
+                                                          args.context_stride, tcn_layers=args.tcn_layers,
+                                                          features=args.features, skeleton_bodies=store.shape_tail[0]),
                             num_action_classes=k, postprocess={"method": method, **post})
 
-    window = int(recipe["window"])
     draw: dict[str, int] = {}  # what an epoch draws: the run's recipe, or the head warm-up's while it runs
 
     def draw_by(r: dict[str, Any]) -> None:
-        draw.update(batch_size=int(r["batch_size"]), per_window=int(r["frames_per_window"]),
+        draw.update(batch_size=int(r["batch_size"]), window=int(r["window"]),
                     steps=int(r.get("steps_per_epoch", pass_steps)))
 
     draw_by(recipe)
@@ -206,43 +227,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             model.set_feature_norm(caches["train"].emb[caches["train"].occupied])
         frozen["now"] = True
 
-    labels = [torch.as_tensor(np.asarray(store.frame_labels(v), dtype=np.int64)) for v in train_vids.tolist()]
-    train_video = torch.cat([torch.full((len(y),), i) for i, y in enumerate(labels)])
-    train_frame = torch.cat([torch.arange(len(y)) for y in labels])
-    train_labels = torch.cat(labels).to(device)
     if args.mode == "linear":
         freeze(bool(recipe.get("standardize", False)))
 
     def batches(epoch: int):
+        # Windows of `window` frames drawn uniformly over the training frames' positions, every frame classified
+        # (labels -1 past a sequence's end): cut from the cached clips while the encoder is frozen, else from
+        # the store with the head's context.
         rng = np.random.default_rng([args.seed, epoch, 17])
-        batch_size, per_window = draw["batch_size"], draw["per_window"]
+        batch_size, window = draw["batch_size"], draw["window"]
         for _ in range(draw["steps"]):
-            if frozen["now"]:
-                sel = torch.from_numpy(rng.integers(0, train_labels.shape[0], batch_size * per_window))
-                yield (*caches["train"].inputs(train_video[sel], train_frame[sel]), train_labels[sel.to(device)])
-                continue
-            vids = rng.choice(train_vids, size=batch_size, p=weights)
+            picks = rng.choice(len(train_vids), size=batch_size, p=weights)
+            vids = train_vids[picks]
             starts = (rng.random(batch_size) * np.maximum(store.lengths[vids] - window + 1, 1)).astype(np.int64)
+            if frozen["now"]:
+                _, y = gather_windows(store, vids, starts, window, 0)
+                clips, occupied = caches["train"].windows(torch.from_numpy(picks), torch.from_numpy(starts), window)
+                yield clips, occupied, y.to(device)
+                continue
             x, y = gather_windows(store, vids, starts, window, ctx)
-            valid = np.minimum(store.lengths[vids] - starts, window)
-            if args.head == "context":
-                # Frames context_stride apart read mostly the same clips, so a window's frames on one random
-                # residue mod context_stride are classified together (every clip they read is encoded once).
-                stride = model.context_stride
-                first = rng.integers(0, stride, batch_size)
-                picks = [np.arange(r, n, stride) for r, n in zip(first.tolist(), valid.tolist(), strict=True)]
-            else:  # random frames of each window, drawn inside the sequence (positions < valid)
-                picks = [(rng.random(min(per_window, window)) * n).astype(np.int64) for n in valid.tolist()]
-            owner = torch.from_numpy(np.concatenate([np.full(len(p), b) for b, p in enumerate(picks)]))
-            frames = torch.from_numpy(np.concatenate(picks))
-            yield x.to(device), frames.to(device), owner.to(device), y[owner, frames].to(device)
+            yield x.to(device), y.to(device)
 
     def loss_fn(batch) -> torch.Tensor:
         if frozen["now"]:
             clips, occupied, y = batch
-            return ce(model.classify(clips, occupied), y)
-        x, frames, owner, y = batch
-        return ce(model(x, frames, owner), y)
+            return ce(model.classify_windows(clips, occupied).flatten(0, 1), y.flatten())
+        x, y = batch
+        return ce(model.window_logits(x).flatten(0, 1), y.flatten())
 
     protocols = ("A", "B") if args.protocol == "both" else (args.protocol,)
     gt: dict[str, np.ndarray] = {}
@@ -263,7 +274,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cache = caches["test"] if frozen["now"] else clip_cache(test_vids)
         for i, vid in enumerate(test_vids.tolist()):
             t = int(store.lengths[vid])
-            p = model.classify(*cache.inputs(torch.full((t,), i), torch.arange(t))).softmax(-1).cpu()
+            p = model.classify_windows(*cache.windows(torch.tensor([i]), torch.tensor([0]), t))[0].softmax(-1).cpu()
             probs[store.names[vid]] = p
             lab = torch.as_tensor(np.asarray(store.frame_labels(vid), dtype=np.int64))
             correct += int((p.argmax(1) == lab).sum())
@@ -302,8 +313,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         float(np.mean(test_labels == majority)), "train longer (--epochs), fine-tune (--mode finetune) or start "
         "from a pre-trained encoder (--init)")
     result = job.finish({"task": TASK, "mode": args.mode, "init": job.encoder_info["init"], "head": args.head,
+                         "features": args.features,
                          "context_clips": model.context_clips, "context_stride": model.context_stride,
-                         "context_frames": model.context, "theta": args.theta,
+                         "context_frames": model.context,
+                         "tcn_layers": args.tcn_layers if args.head == "tcn" else None, "theta": args.theta,
                          "protocols": list(protocols), "postprocess": {"method": method, **post},
                          "num_action_classes": k, "classes_without_test_segments": absent,
                          "test_videos": int(test_vids.size),

@@ -49,7 +49,7 @@ BUDGET = {
                  "--threads", "1"],
     "recognize": ["--mode", "linear"],
     "import": ["--class-names", "my_takes/classes.txt"],
-    "detect": ["--mode", "linear"],
+    "detect": ["--mode", "linear", "--epochs", "3"],
     "predict-motion": ["--mode", "linear", "--epochs", "1"],
 }
 

@@ -132,18 +132,15 @@ def test_downstream_steps_are_the_same_at_every_thread_count():
     motion = MotionPredictor(HiTRS(cfg), horizon=12, hidden=128)
     torch.nn.init.normal_(motion.out.weight, std=0.01)  # a zero output layer would hide its input's bits
     windows = _skeletons(64, 36, seed=1)
-    detector = FrameDetector(HiTRS(cfg), num_classes=5, head="context", context_clips=2,
-                             context_stride=2)
+    detector = FrameDetector(HiTRS(cfg), num_classes=5, head="tcn", tcn_layers=2)
     x_ctx = _skeletons(2, 2, 30 + 2 * detector.context, seed=2)
-    frames = torch.arange(30).repeat(2)
-    owner = torch.arange(2).repeat_interleave(30)
     labels = torch.randint(0, 6, (60,), generator=torch.Generator().manual_seed(3))
     recognizer = ActionRecognizer(HiTRS(cfg), num_classes=7)
     clips = _skeletons(8, 2, 30, seed=4)
 
     def step():
         euclidean_loss(motion(windows[:, :24]), windows[:, 24:]).backward()
-        torch.nn.functional.cross_entropy(detector(x_ctx, frames, owner), labels).backward()
+        torch.nn.functional.cross_entropy(detector.window_logits(x_ctx).flatten(0, 1), labels).backward()
         torch.nn.functional.cross_entropy(recognizer(clips), torch.arange(8) % 7).backward()
 
     check_step(step)

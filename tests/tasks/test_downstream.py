@@ -231,7 +231,45 @@ def test_context_detector_reads_only_its_window():
     with pytest.raises(ValueError, match="frames must lie"):
         det.frame_inputs(x, torch.tensor([window]), torch.tensor([0]))
     with pytest.raises(ValueError, match="head must be one of"):
-        FrameDetector(enc, 3, head="tcn")
+        FrameDetector(enc, 3, head="gru")
+
+
+@pytest.mark.parametrize(("head", "features"), [("tcn", "clips"), ("context", "clips"), ("clip", "clips"),
+                                               ("tcn", "skeleton")])
+def test_detector_window_logits_are_its_per_frame_outputs(head, features):
+    """Every head: the dense path (a window's frames at once, the training and evaluation path) equals the
+    per-frame forward, and a frame's output moves with the first and last raw frame it reads and with nothing
+    outside them (the tcn head's valid convolutions never see the window's edge)."""
+    torch.manual_seed(0)
+    enc = HiTRS(_tiny(), backend="torch").eval()
+    det = FrameDetector(enc, 3, head=head, context_clips=2, context_stride=3, tcn_layers=2, hidden=16,
+                        features=features).eval()
+    torch.nn.init.normal_(det.feature_mean)  # a head that ignored the normalisation or the zeros would show
+    p, window = det.context, 5
+    assert p == enc.config.clip_pad + {"tcn": 3, "context": 6, "clip": 0}[head]
+    if features == "skeleton":  # the raw frames read: the clips' centres and the frame before the first
+        p_read = 3 + 1
+    else:
+        p_read = p
+    x = torch.randn(2, 2, window + 2 * p, 25, 3)
+    x[1, :, :p - 1] = 0  # window 1 starts one frame after its sequence's first frame would have context
+    frames, owner = torch.arange(window).repeat(2), torch.arange(2).repeat_interleave(window)
+    with torch.no_grad():
+        dense = det.window_logits(x)
+        assert dense.shape == (2, window, 4)
+        torch.testing.assert_close(dense.flatten(0, 1), det(x, frames, owner), rtol=1e-5, atol=1e-5)
+        f = 2
+        first, last = f + p - p_read, f + p + (p_read if features == "clips" else p_read - 1)
+        outside = x.clone()
+        outside[0, :, :first] += 1.0
+        outside[0, :, last + 1:] += 1.0
+        torch.testing.assert_close(det.window_logits(outside)[0, f], dense[0, f], rtol=1e-5, atol=1e-5)
+        for t in (first, last):
+            inside = x.clone()
+            inside[0, 0, t] += 1.0
+            assert (det.window_logits(inside)[0, f] - dense[0, f]).abs().max() > 1e-5, (head, t)
+    with pytest.raises(ValueError, match="x_ctx: expected"):
+        det.window_logits(x[:, :, :2 * p])
 
 
 # ----------------------------------------------------------------------------- streams
@@ -327,7 +365,7 @@ def stores(tmp_path_factory):
     long = write_synthetic(root / "long", "long", num_sequences=3, **common)
     recipes = {}
     for task, extra in (("recognition", {}),
-                        ("detection", {"steps_per_epoch": 2, "window": 16, "frames_per_window": 4, "eval_window": 128,
+                        ("detection", {"steps_per_epoch": 2, "window": 16, "eval_window": 128,
                                        "eval_max_frames": 512, "standardize": True,
                                        "postprocess": {"method": "majority", "smooth_window": 3, "min_length": 5}}),
                         ("motion", {"hidden": 8, "train_stride": 150, "test_stride": 300})):
@@ -391,7 +429,8 @@ def test_detect_end_to_end(stores):
     base = ["--data", stores["untrimmed"], "--recipe", str(stores["recipes"]["detection"])]
     # SDPA (what "auto" picks on CPU): the reference attention's masked_fill over every frame's clip took 3/4
     # of this test's time.
-    assert _run("detect", base + ["--init", stores["ckpt"], "--mode", "finetune", "--run-dir", str(root / "det")],
+    assert _run("detect", base + ["--init", stores["ckpt"], "--mode", "finetune", "--tcn-layers", "3",
+                                  "--run-dir", str(root / "det")],
                 backend="sdpa") == 0
     s = json.loads((root / "det" / "summary.json").read_text())
     for key in ("mAP_a", "mAP_v", "mAP_b", "frame_acc"):
@@ -400,12 +439,16 @@ def test_detect_end_to_end(stores):
     assert s["head_warmup"]["last_epoch"]["epoch"] == 1 and (root / "det" / "head-warmup" / "metrics.jsonl").is_file()
     probs = torch.load(root / "det" / "test_frame_probs.pt", weights_only=True)
     assert all(p.shape[1] == 4 for p in probs.values())  # 3 classes + background
-    assert s["head"] == "context" and s["context_frames"] == 6 + 8 * 4  # the default head reads +-38 frames
+    assert s["head"] == "tcn" and s["context_frames"] == 6 + 7  # the default head, 3 layers: +-13 raw frames
     assert _run("detect", base + ["--mode", "linear", "--protocol", "B", "--head", "clip",
                                   "--run-dir", str(root / "det-lin")], backend="sdpa") == 0
     s = json.loads((root / "det-lin" / "summary.json").read_text())
     assert "mAP_b" in s["last_epoch"] and "mAP_a" not in s["last_epoch"]
     assert s["head"] == "clip" and s["context_frames"] == 6
+    assert _run("detect", base + ["--mode", "linear", "--features", "skeleton", "--tcn-layers", "2", "--protocol", "A",
+                                  "--run-dir", str(root / "det-skeleton")]) == 0
+    s = json.loads((root / "det-skeleton" / "summary.json").read_text())
+    assert s["features"] == "skeleton" and s["head"] == "tcn" and 0 <= s["last_epoch"]["mAP_a"] <= 1
 
 
 def test_predict_motion_end_to_end(stores):
@@ -428,6 +471,9 @@ def test_detection_ground_truth_runs():
 
 def test_bad_arguments_are_clear(stores, capsys):
     root, rec = stores["root"], str(stores["recipes"]["recognition"])
+    stale = root / "detection-frames-per-window.json"  # a recipe written for the old per-frame sampling
+    old = json.loads(stores["recipes"]["detection"].read_text())
+    stale.write_text(json.dumps({**old, "common": {**old["common"], "frames_per_window": 4}}))
     base = ["--data", stores["trimmed"], "--recipe", rec]
     cases = [
         ("recognize", base + ["--mode", "scratch", "--init", stores["ckpt"]], "--mode scratch"),
@@ -441,6 +487,11 @@ def test_bad_arguments_are_clear(stores, capsys):
         ("detect", ["--data", stores["trimmed"], "--recipe", str(stores["recipes"]["detection"])], "per-frame labels"),
         ("detect", ["--data", stores["untrimmed"], "--recipe", str(stores["recipes"]["detection"]),
                     "--context-clips", "0"], "--context-clips and --context-stride must be >= 1"),
+        ("detect", ["--data", stores["untrimmed"], "--recipe", str(stores["recipes"]["detection"]),
+                    "--tcn-layers", "0"], "--tcn-layers must be in [1, 12]"),
+        ("detect", ["--data", stores["untrimmed"], "--recipe", str(stale)], "frames_per_window is no longer read"),
+        ("detect", ["--data", stores["untrimmed"], "--recipe", str(stores["recipes"]["detection"]),
+                    "--features", "skeleton"], "--features skeleton reads no encoder: it needs --mode linear"),
         ("predict_motion", ["--data", stores["long"], "--recipe", str(stores["recipes"]["motion"]),
                             "--velocity-frames", "0"], "and --velocity-frames must be >= 1"),
         ("predict_motion", ["--data", stores["long"], "--recipe", str(stores["recipes"]["motion"]), "--observe", "900"],
