@@ -148,7 +148,7 @@ class FrameDetector(nn.Module):
         """Every frame of windows of stride-1 clip embeddings: ``clips [B, T + 2 radius, clip_dim]`` (the clip
         centred on every frame from ``radius`` before the first to ``radius`` after the last) and ``occupied
         [B, T + 2 radius]`` -> ``[B, T, num_classes + 1]``; frame ``t`` = :meth:`classify` of its clips."""
-        b, span, dim = clips.shape
+        b, span = clips.shape[:2]
         t = span - 2 * self.radius
         if t < 1 or occupied.shape != clips.shape[:2]:
             raise ValueError(f"classify_windows: expected clips [B, T + {2 * self.radius}, D] with T >= 1 and "
