@@ -138,11 +138,15 @@ class FrameDetector(nn.Module):
     def classify(self, clips: torch.Tensor, occupied: torch.Tensor) -> torch.Tensor:
         """The head on each frame's clip embeddings ``[N, W, clip_dim]`` (those at :attr:`offsets`) with
         ``occupied [N, W]`` (False: a clip past the sequence, read as zeros) -> ``[N, num_classes + 1]``."""
-        x = (clips - self.feature_mean) / self.feature_std
         if self.head_kind == "clip":  # the frame's own clip, as released (the frame lies in its sequence)
-            return self.head(x[:, 0])
-        x = x * occupied[..., None].to(x.dtype)
+            return self.head(self._normalised(clips[:, :1], None)[:, 0])
+        x = self._normalised(clips, occupied)
         return self.head(x)[:, 0] if self.head_kind == "tcn" else self.head(x)
+
+    def _normalised(self, clips: torch.Tensor, occupied: torch.Tensor | None) -> torch.Tensor:
+        """``(clips - feature_mean) / feature_std``, zero where ``occupied`` is False (not masked when None)."""
+        x = (clips - self.feature_mean) / self.feature_std
+        return x if occupied is None else x * occupied[..., None].to(x.dtype)
 
     def classify_windows(self, clips: torch.Tensor, occupied: torch.Tensor) -> torch.Tensor:
         """Every frame of windows of stride-1 clip embeddings: ``clips [B, T + 2 radius, clip_dim]`` (the clip
@@ -155,8 +159,7 @@ class FrameDetector(nn.Module):
                              f"occupied [B, T + {2 * self.radius}], got {tuple(clips.shape)} and "
                              f"{tuple(occupied.shape)}")
         if self.head_kind == "tcn":  # the convolution slides over the window: each clip is read once
-            x = (clips - self.feature_mean) / self.feature_std
-            return self.head(x * occupied[..., None].to(x.dtype))
+            return self.head(self._normalised(clips, occupied))
         at = torch.arange(t, device=clips.device)[:, None] + self.radius + self.offsets.to(clips.device)  # [T, W]
         logits = self.classify(clips[:, at].flatten(0, 1), occupied[:, at].flatten(0, 1))
         return logits.view(b, t, -1)

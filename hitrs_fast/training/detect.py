@@ -85,19 +85,25 @@ def gather_windows(store, videos: np.ndarray, starts: np.ndarray, window: int, c
     """Cuts windows with clip context from the store.
 
     Returns ``x_ctx [B, M, window + 2 context, V, C]`` float32 (zeros outside each sequence) and
-    ``labels [B, window]`` int64 per-frame labels (-1 past the sequence end).
+    ``labels [B, window]`` (:func:`window_labels`).
     """
     m, v, c = store.shape_tail
     x = np.zeros((len(videos), window + 2 * context, m, v, c), dtype=np.float32)
+    for b, (vid, s) in enumerate(zip(videos.tolist(), starts.tolist(), strict=True)):
+        seq = store.sequence(vid)
+        lo, hi = max(0, s - context), min(seq.shape[0], s + window + context)
+        x[b, lo - (s - context):hi - (s - context)] = seq[lo:hi]
+    return torch.from_numpy(x).permute(0, 2, 1, 3, 4).contiguous(), window_labels(store, videos, starts, window)
+
+
+def window_labels(store, videos: np.ndarray, starts: np.ndarray, window: int) -> torch.Tensor:
+    """``[B, window]`` int64 per-frame labels of frames ``starts .. starts + window - 1`` (-1 past the sequence
+    end); reads no skeleton data."""
     y = np.full((len(videos), window), -1, dtype=np.int64)
     for b, (vid, s) in enumerate(zip(videos.tolist(), starts.tolist(), strict=True)):
-        seq, lab = store.sequence(vid), store.frame_labels(vid)
-        t = seq.shape[0]
-        lo, hi = max(0, s - context), min(t, s + window + context)
-        x[b, lo - (s - context):hi - (s - context)] = seq[lo:hi]
-        e = min(t, s + window)
-        y[b, :e - s] = lab[s:e]
-    return torch.from_numpy(x).permute(0, 2, 1, 3, 4).contiguous(), torch.from_numpy(y)
+        e = min(int(store.lengths[vid]), s + window)
+        y[b, :e - s] = store.frame_labels(vid)[s:e]
+    return torch.from_numpy(y)
 
 
 def ground_truth_segments(labels: np.ndarray) -> tuple[np.ndarray, int]:
@@ -151,12 +157,12 @@ class ClipCache:
     def windows(self, video: torch.Tensor, starts: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`FrameDetector.classify_windows` inputs of frames ``starts .. starts + length - 1`` of the
         ``video [B]``-th videos: ``([B, length + 2 radius, clip_dim], occupied [B, length + 2 radius])``,
-        empty (zeros, not occupied) past each video's ends as in :func:`gather_windows`."""
+        not occupied past each video's ends (the heads read an unoccupied clip as zeros; the clip head's own
+        frame lies in its video, and frames past a video's end carry no label)."""
         rel = starts[:, None] - self.radius + torch.arange(length + 2 * self.radius)  # [B, span] video frames
         inside = (rel >= -self.radius) & (rel < self.lengths[video][:, None] + self.radius)
         at = torch.where(inside, self.starts[video][:, None] + rel, 0).to(self.emb.device)
-        inside = inside.to(self.emb.device)
-        return self.emb[at] * inside[..., None], self.occupied[at] & inside
+        return self.emb[at], self.occupied[at] & inside.to(self.emb.device)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -241,7 +247,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             vids = train_vids[picks]
             starts = (rng.random(batch_size) * np.maximum(store.lengths[vids] - window + 1, 1)).astype(np.int64)
             if frozen["now"]:
-                _, y = gather_windows(store, vids, starts, window, 0)
+                y = window_labels(store, vids, starts, window)
                 clips, occupied = caches["train"].windows(torch.from_numpy(picks), torch.from_numpy(starts), window)
                 yield clips, occupied, y.to(device)
                 continue
