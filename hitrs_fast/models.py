@@ -340,7 +340,7 @@ class HiTRS(nn.Module):
         self.video_encoder = VideoEncoder(config, backend)
 
     def prepare(self, x: torch.Tensor, lengths: torch.Tensor | None = None, *, min_length: int = 1,
-                static_shapes: bool | None = None, name: str = "x") -> PreparedBatch:
+                static_shapes: bool | None = None, name: str = "x", centering: str | None = None) -> PreparedBatch:
         """Validates, centres (``config.centering``) and folds a batch; crops it to its longest sample.
 
         Args:
@@ -350,6 +350,8 @@ class HiTRS(nn.Module):
             static_shapes: None = True exactly while ``torch.compile`` traces. Under static shapes device
                 lengths are not checked; they are clamped into ``[min_length, T]`` so that no bad value
                 can index out of bounds.
+            centering: the rule instead of ``config.centering`` (``"none"``: ``x`` was centred by the caller,
+                e.g. windows cut from a video centred as a whole).
 
         Returns:
             :class:`PreparedBatch` with ``x [B * M, T', V, C]``.
@@ -370,7 +372,7 @@ class HiTRS(nn.Module):
             host = lengths
             t = int(host.max()) if b else t
             lengths = lengths.to(x.device, non_blocking=True)
-        x = apply_centering(x[:, :, :t], lengths, cfg.centering, cfg.center_joint)
+        x = apply_centering(x[:, :, :t], lengths, centering or cfg.centering, cfg.center_joint)
         folded_lengths = lengths.repeat_interleave(m)
         folded = zero_beyond_lengths(x.flatten(0, 1), folded_lengths)
         return PreparedBatch(folded, folded_lengths, None if host is None else host.repeat_interleave(m), m)

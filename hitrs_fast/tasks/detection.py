@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from hitrs_fast.models import HiTRS, reduce_bodies
+from hitrs_fast.normalize import apply_centering
 from hitrs_fast.tasks.features import set_feature_norm
 
 DETECTION_HEADS = ("clip", "tcn", "context")
@@ -63,9 +64,11 @@ class FrameDetector(nn.Module):
     :meth:`window_logits` classifies every frame of the windows at once (``[B, L, num_classes + 1]``).
 
     ``x_ctx`` holds ``B`` windows with ``P = self.context`` frames of context on each side (zeros where the
-    window runs past its sequence, which is what the pre-training padding looks like). ``frames[n]`` is a
-    0-based frame inside window ``owner[n]`` (``0 <= frames < L``); its output depends on window frames
-    ``frames[n] .. frames[n] + 2 P`` only (raw frames ``f - P .. f + P``).
+    window runs past its sequence, which is what the pre-training padding looks like), cut from videos that
+    :meth:`centre_video` centred as a whole: the encoder's centring applied to each window would move its
+    origin with the window's start, so a frame's clip embedding would depend on how a video is windowed.
+    ``frames[n]`` is a 0-based frame inside window ``owner[n]`` (``0 <= frames < L``); its output depends on
+    window frames ``frames[n] .. frames[n] + 2 P`` only (raw frames ``f - P .. f + P``).
 
     Every head reads stride-1 clip embeddings: the clip centred on raw frame ``c`` (frames ``c - 6, c - 4,
     .., c + 6`` for 7 / 2) through F-TRS + C-TRS, bodies reduced by ``body_reduce`` (:meth:`clip_embeddings`),
@@ -131,6 +134,14 @@ class FrameDetector(nn.Module):
         """Clip centres relative to the frame: ``[W]`` int64, ``-radius .. radius`` step ``context_stride``."""
         return torch.arange(-self.context_clips, self.context_clips + 1) * self.context_stride
 
+    def centre_video(self, video: torch.Tensor) -> torch.Tensor:
+        """A whole video ``[M, T, V, C]`` in the coordinates its windows are cut from: the encoder's
+        ``config.centering`` applied to the video as one sample (the clip embeddings of a frame are then those
+        of the whole video encoded at once, whatever window it is read through)."""
+        cfg = self.encoder.config
+        lengths = torch.tensor([video.shape[1]], device=video.device)
+        return apply_centering(video[None], lengths, cfg.centering, cfg.center_joint)[0]
+
     def set_feature_norm(self, features: torch.Tensor) -> None:
         """Fix the clip embeddings' normalisation to the mean / std of ``features [N, clip_dim]``."""
         set_feature_norm(self.feature_mean, self.feature_std, features, "FrameDetector")
@@ -177,7 +188,7 @@ class FrameDetector(nn.Module):
             return self.skeleton_features(x_ctx, centres, owner)
         cfg = self.encoder.config
         enc = self.encoder
-        batch = enc.prepare(x_ctx, name="x_ctx")  # a window is the sequence: centred by the encoder's rule
+        batch = enc.prepare(x_ctx, name="x_ctx", centering="none")  # the video was centred (centre_video)
         frames = enc.encode_frames(batch, pad=False)  # [B * M, L + 2P, V, d]: the windows carry their context
         m = x_ctx.shape[1]
         idx = centres[:, None] - cfg.clip_pad + torch.arange(cfg.clip_len, device=x_ctx.device) * cfg.clip_dilation

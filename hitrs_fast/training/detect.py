@@ -19,7 +19,9 @@ Examples::
     python training/detect.py --data stores/pku1 --init runs/pre/encoder.pt --protocol A
 
 Training samples windows of ``window`` frames (plus the head's context on each side, zeros past the
-sequence ends exactly like the pre-training padding) and classifies every frame of each; while the encoder
+sequence ends exactly like the pre-training padding) and classifies every frame of each; every window is cut
+from its video centred as a whole by the encoder's rule (``FrameDetector.centre_video``), so the clips of a
+frame are the same in training windows, cached clips and test videos; while the encoder
 is frozen (``--mode linear``, the head warm-up) the windows are cut from every frame's cached clip
 embedding. Evaluation classifies every frame of every test video. Ground-truth segments are the maximal
 runs of one non-zero label in the store's per-frame labels (0-based inclusive frames; proposals use the
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -80,20 +83,21 @@ def num_action_classes(store) -> int:
     return int(max(int(np.max(store.frame_labels(i))) for i in range(len(store))))
 
 
-def gather_windows(store, videos: np.ndarray, starts: np.ndarray, window: int, context: int) -> tuple[
-        torch.Tensor, torch.Tensor]:
-    """Cuts windows with clip context from the store.
+def gather_windows(store, videos: np.ndarray, starts: np.ndarray, window: int, context: int,
+                   centre: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cuts windows with clip context from the store's videos, each centred as a whole by ``centre``
+    (:meth:`FrameDetector.centre_video`, ``[M, T, V, C] -> [M, T, V, C]``).
 
     Returns ``x_ctx [B, M, window + 2 context, V, C]`` float32 (zeros outside each sequence) and
     ``labels [B, window]`` (:func:`window_labels`).
     """
     m, v, c = store.shape_tail
-    x = np.zeros((len(videos), window + 2 * context, m, v, c), dtype=np.float32)
+    x = torch.zeros(len(videos), m, window + 2 * context, v, c)
     for b, (vid, s) in enumerate(zip(videos.tolist(), starts.tolist(), strict=True)):
-        seq = store.sequence(vid)
-        lo, hi = max(0, s - context), min(seq.shape[0], s + window + context)
-        x[b, lo - (s - context):hi - (s - context)] = seq[lo:hi]
-    return torch.from_numpy(x).permute(0, 2, 1, 3, 4).contiguous(), window_labels(store, videos, starts, window)
+        seq = centre(torch.from_numpy(np.asarray(store.sequence(vid), dtype=np.float32)).permute(1, 0, 2, 3))
+        lo, hi = max(0, s - context), min(seq.shape[1], s + window + context)
+        x[b, :, lo - (s - context):hi - (s - context)] = seq[:, lo:hi]
+    return x, window_labels(store, videos, starts, window)
 
 
 def window_labels(store, videos: np.ndarray, starts: np.ndarray, window: int) -> torch.Tensor:
@@ -133,7 +137,7 @@ def video_clips(model: FrameDetector, store, vid: int, window: int, max_frames: 
     embs, occupied = [], []
     for i in range(0, len(starts), per_batch):
         st = starts[i:i + per_batch]
-        x, _ = gather_windows(store, np.full(len(st), vid), st, window, ctx)
+        x, _ = gather_windows(store, np.full(len(st), vid), st, window, ctx, model.centre_video)
         valid = torch.as_tensor(np.minimum(t - st, window))
         owner = torch.repeat_interleave(torch.arange(len(st)), valid).to(device)
         frames = torch.cat([torch.arange(int(n)) for n in valid]).to(device)
@@ -251,7 +255,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 clips, occupied = caches["train"].windows(torch.from_numpy(picks), torch.from_numpy(starts), window)
                 yield clips, occupied, y.to(device)
                 continue
-            x, y = gather_windows(store, vids, starts, window, ctx)
+            x, y = gather_windows(store, vids, starts, window, ctx, model.centre_video)
             yield x.to(device), y.to(device)
 
     def loss_fn(batch) -> torch.Tensor:

@@ -24,7 +24,7 @@ from hitrs_fast.tasks import (
     euclidean_loss,
     smoothed_velocity,
 )
-from hitrs_fast.training.detect import ground_truth_segments
+from hitrs_fast.training.detect import gather_windows, ground_truth_segments
 from hitrs_fast.training.encoder import load_encoder_checkpoint
 from hitrs_fast.training.optim import lr_factor
 from hitrs_fast.training.run import UsageError
@@ -172,19 +172,22 @@ def test_motion_encoder_helps_where_the_history_decides_the_future():
     assert losses[True] > 0.8 * zero, (losses, zero)
 
 
-def test_detector_clip_matches_whole_sequence_stride1_clip():
-    """The windowed per-frame clip equals the stride-1 clip of the whole zero-padded sequence."""
+@pytest.mark.parametrize("centering", ["none", "first_frame"])
+def test_detector_clip_matches_whole_sequence_stride1_clip(centering):
+    """The windowed per-frame clip equals the stride-1 clip of the whole zero-padded sequence, also when the
+    encoder centres its input (the windows are cut from the video centred as a whole)."""
     torch.manual_seed(0)
-    enc = HiTRS(_tiny(), backend="torch").eval()
+    enc = HiTRS(_tiny(centering=centering), backend="torch").eval()
     det = FrameDetector(enc, 3).eval()
     cfg, t = enc.config, 17
-    seq = torch.randn(1, 1, t, 25, 3)
+    seq = torch.randn(1, 1, t, 25, 3) + 2.0  # away from the origin: centring changes every frame
     feats = enc.encode_frames(enc.prepare(seq))  # [1, T + 2P, V, d]
     want = enc.encode_clip_positions(feats, torch.zeros(t, dtype=torch.long), stride1_clip_indices(t, cfg))  # [T, d]
     # Two windows of 9 and 8 frames, each with its context (zeros beyond the sequence).
     p = cfg.clip_pad
     x_ctx = torch.zeros(2, 1, 9 + 2 * p, 25, 3)
-    full = torch.cat([torch.zeros(1, 1, p, 25, 3), seq, torch.zeros(1, 1, p + 9, 25, 3)], dim=2)
+    video = det.centre_video(seq[0])[None]
+    full = torch.cat([torch.zeros(1, 1, p, 25, 3), video, torch.zeros(1, 1, p + 9, 25, 3)], dim=2)
     x_ctx[0], x_ctx[1] = full[0, :, 0:9 + 2 * p], full[0, :, 9:18 + 2 * p]
     frames = torch.cat([torch.arange(9), torch.arange(8)])
     owner = torch.cat([torch.zeros(9, dtype=torch.long), torch.ones(8, dtype=torch.long)])
@@ -194,6 +197,36 @@ def test_detector_clip_matches_whole_sequence_stride1_clip():
     torch.testing.assert_close(got[:, 0], want.detach(), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="frames must lie"):
         det.frame_inputs(x_ctx, torch.tensor([9]), torch.tensor([0]))
+
+
+def test_detection_windows_share_their_videos_origin():
+    """Windows cut at different starts of one video hold a frame at the same coordinates (the video's origin,
+    not the window's) and give it the same clip embedding under first-frame centring: training windows,
+    cached clips and test videos agree."""
+    torch.manual_seed(0)
+    t, window = 30, 10
+    video = torch.randn(t, 1, 25, 3) + torch.linspace(0, 3, t)[:, None, None, None]  # walks away from frame 0
+
+    class Store:
+        shape_tail, lengths = (1, 25, 3), np.array([t])
+
+        def sequence(self, i):
+            return video.numpy()
+
+        def frame_labels(self, i):
+            return np.zeros(t, dtype=np.int64)
+
+    det = FrameDetector(HiTRS(_tiny(centering="first_frame"), backend="torch"), 3).eval()
+    context = det.context  # 6: the clip head reads the clip around the frame
+    x, _ = gather_windows(Store(), np.array([0, 0]), np.array([0, 7]), window, context, det.centre_video)
+    # window 0 holds frames -6..15 at 0..21, window 1 frames 1..22 at 0..21: frames 1..15 are shared
+    centred = det.centre_video(video.permute(1, 0, 2, 3))
+    assert float(centred[0, 0, det.encoder.config.center_joint].abs().max()) == 0.0
+    torch.testing.assert_close(x[0, :, 7:22], centred[:, 1:16])
+    torch.testing.assert_close(x[1, :, 0:15], centred[:, 1:16])
+    with torch.no_grad():  # the clip centred on frame 9 from each window
+        emb, _ = det.clip_embeddings(x, torch.tensor([15, 8]), torch.tensor([0, 1]))
+    torch.testing.assert_close(emb[0], emb[1], rtol=1e-5, atol=1e-6)
 
 
 def test_context_detector_reads_only_its_window():
