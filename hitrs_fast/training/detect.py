@@ -94,7 +94,8 @@ def gather_windows(store, videos: np.ndarray, starts: np.ndarray, window: int, c
     m, v, c = store.shape_tail
     x = torch.zeros(len(videos), m, window + 2 * context, v, c)
     for b, (vid, s) in enumerate(zip(videos.tolist(), starts.tolist(), strict=True)):
-        seq = centre(torch.from_numpy(np.asarray(store.sequence(vid), dtype=np.float32)).permute(1, 0, 2, 3))
+        video = np.array(store.sequence(vid), dtype=np.float32)  # a copy: a store's arrays are read-only maps
+        seq = centre(torch.from_numpy(video).permute(1, 0, 2, 3))
         lo, hi = max(0, s - context), min(seq.shape[1], s + window + context)
         x[b, :, lo - (s - context):hi - (s - context)] = seq[:, lo:hi]
     return x, window_labels(store, videos, starts, window)
