@@ -73,8 +73,10 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise UsageError("nothing to train: every parameter is frozen")
-    optimizer = torch.optim.AdamW(parameter_groups(model, float(recipe["weight_decay"])), lr=float(recipe["lr"]),
-                                  betas=(0.9, 0.999), eps=1e-8)
+    # A recipe's encoder_lr_scale (fine-tuning) trains model.encoder at lr x that scale, same schedule.
+    optimizer = torch.optim.AdamW(parameter_groups(model, float(recipe["weight_decay"]),
+                                                   recipe.get("encoder_lr_scale")),
+                                  lr=float(recipe["lr"]), betas=(0.9, 0.999), eps=1e-8)
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {}
     last: dict[str, Any] = {}
@@ -99,7 +101,7 @@ def fit(
         torch.manual_seed(mix_seed(seed, epoch, 1))
         factor = lr_factor(recipe["schedule"], epoch, epochs)
         for group in optimizer.param_groups:
-            group["lr"] = float(recipe["lr"]) * factor
+            group["lr"] = float(recipe["lr"]) * factor * group.get("lr_scale", 1.0)
         set_train_mode(model, mode)
         losses: list[float] = []
         optimizer.zero_grad(set_to_none=True)

@@ -17,13 +17,20 @@ def is_no_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim <= 1 or any(marker in name for marker in NO_DECAY_MARKERS)
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups: decayed weights, and biases / norms / PEs / CLS tokens without decay."""
-    decay, no_decay = [], []
+def parameter_groups(model: nn.Module, weight_decay: float, encoder_lr_scale: float | None = None) -> list[dict]:
+    """Two AdamW groups: decayed weights, and biases / norms / PEs / CLS tokens without decay.
+
+    With ``encoder_lr_scale`` (a downstream recipe's, for fine-tuning) each is split in two, the
+    parameters of ``model.encoder`` with ``"lr_scale": encoder_lr_scale`` and the rest with ``"lr_scale": 1``
+    (the epoch loop sets a group's lr to the recipe's lr x schedule x ``lr_scale``)."""
+    scales = (None,) if encoder_lr_scale is None else (1.0, float(encoder_lr_scale))
+    groups: dict[tuple[bool, float | None], list[nn.Parameter]] = {(d, s): [] for d in (True, False) for s in scales}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (no_decay if is_no_decay(name, param) else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            scale = scales[-1] if name.startswith("encoder.") else scales[0]
+            groups[(not is_no_decay(name, param), scale)].append(param)
+    return [{"params": params, "weight_decay": weight_decay if decays else 0.0}
+            | ({} if scale is None else {"lr_scale": scale}) for (decays, scale), params in groups.items()]
 
 
 def warmup_linear_decay(warmup_steps: int, total_steps: int, final_ratio: float) -> Callable[[int], float]:

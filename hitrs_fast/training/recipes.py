@@ -138,6 +138,10 @@ def resolve_recipe(task: str, name: str | None, size: int, mode: str, overrides:
     if int(recipe["epochs"]) < 1 or int(recipe["batch_size"]) < 1 or not float(recipe["lr"]) > 0:
         raise UsageError(f"recipe {path} ({mode}): epochs and batch_size must be >= 1 and lr > 0, got "
                          f"{recipe['epochs']}, {recipe['batch_size']}, {recipe['lr']}")
+    scale = recipe.get("encoder_lr_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
+        raise UsageError(f"recipe {path} ({mode}): encoder_lr_scale (the encoder's lr / lr) must be a number > 0, "
+                         f"got {scale!r}")
     if recipe.get("schedule", "constant") not in SCHEDULES:
         raise UsageError(f"recipe {path} ({mode}): schedule {recipe.get('schedule')!r} not in {SCHEDULES}")
     if int(recipe.get("grad_accum", 1)) < 1:

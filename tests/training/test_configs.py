@@ -130,6 +130,7 @@ def test_recipe_checks(tmp_path):
         (("recognition", str(path), 100, "linear", {}), "is a recipe for task 'motion'"),
         (("motion", str(path), 100, "finetune", {}), r"no section for mode 'finetune' \(has \['linear'\]\)"),
         (("motion", str(path), 100, "linear", {"lr": -1.0}), "lr > 0"),
+        (("motion", str(path), 100, "linear", {"encoder_lr_scale": 0}), "encoder_lr_scale .* must be a number > 0"),
     ]:
         with pytest.raises(UsageError, match=match):
             resolve_recipe(*args)

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from hitrs_fast.training.checkpoint import CheckpointManager
+from hitrs_fast.training.loop import fit
 from hitrs_fast.training.optim import parameter_groups, warmup_linear_decay
 from hitrs_fast.training.pretrain import UsageError, build_parser, resolve
 
@@ -93,6 +94,31 @@ def test_schedule_released_shape():
     assert f(0) == 0 and f(500) == 0.5 and f(1000) == 1.0
     assert abs(f(30_000) * 4e-4 - 1.64e-4) < 1e-6  # the released checkpoint's lr
     assert f(50_000) == f(80_000) == 2e-6 / 4e-4
+
+
+def test_encoder_lr_scale_trains_the_encoder_at_its_own_lr(tmp_path):
+    """A fine-tuning recipe's encoder_lr_scale: parameter_groups splits off model.encoder's parameters and the
+    epoch loop gives them lr x scale. AdamW's first step moves every weight by its group's lr (the update is
+    m / sqrt(v) = sign(g) after bias correction), so the step sizes show the lrs."""
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.encoder, model.head = torch.nn.Linear(4, 4), torch.nn.Linear(4, 3)
+    groups = parameter_groups(model, 0.01, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert sorted((g["lr_scale"], g["weight_decay"], sorted(names[id(p)] for p in g["params"])) for g in groups) == [
+        (0.1, 0.0, ["encoder.bias"]), (0.1, 0.01, ["encoder.weight"]),
+        (1.0, 0.0, ["head.bias"]), (1.0, 0.01, ["head.weight"])]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    recipe = {"epochs": 1, "grad_accum": 1, "lr": 1e-2, "weight_decay": 0.0, "schedule": "constant",
+              "eval_every": 1, "encoder_lr_scale": 0.1}
+    fit(model=model, mode="finetune", recipe=recipe, run_dir=tmp_path, batches=lambda epoch: [(x, y)],
+        loss_fn=lambda b: torch.nn.functional.cross_entropy(model.head(model.encoder(b[0])), b[1]),
+        evaluate=lambda epoch: ({"acc": 0.0}, None), primary="acc", higher_is_better=True, seed=0, resume=False,
+        desc="t", progress=False)
+    for name, lr in (("encoder.weight", 1e-3), ("encoder.bias", 1e-3), ("head.weight", 1e-2), ("head.bias", 1e-2)):
+        moved = (dict(model.named_parameters())[name].detach() - before[name]).abs()
+        torch.testing.assert_close(moved, torch.full_like(moved, lr), rtol=1e-3, atol=0.0)
 
 
 def test_no_decay_groups():
