@@ -92,11 +92,20 @@ def test_pretraining_losses_are_translation_invariant_with_centring():
 
 
 def test_detector_uses_the_encoder_centring():
+    """The detector reads windows of videos that ``centre_video`` centred as a whole by the encoder's rule
+    (not each window on its own): a translated video gives the same outputs; uncentred, it would not."""
     torch.manual_seed(0)
     det = FrameDetector(HiTRS(CENTRED, backend="torch").eval(), num_classes=3)
     p = CENTRED.clip_pad
     x_ctx, _ = _bodies(b=2, m=2, t=10 + 2 * p)
     x_ctx[:, :, :p] = 0  # context padding before the sequence start
     frames, owner = torch.tensor([0, 5, 9]), torch.tensor([0, 1, 1])
-    torch.testing.assert_close(det(_translated(x_ctx, (0.9, 0.1, -0.5)), frames, owner), det(x_ctx, frames, owner),
-                               atol=1e-5, rtol=1e-5)
+    moved = _translated(x_ctx, (0.9, 0.1, -0.5))
+
+    def centred(x):
+        return torch.stack([det.centre_video(video) for video in x])
+
+    with torch.no_grad():
+        torch.testing.assert_close(det(centred(moved), frames, owner), det(centred(x_ctx), frames, owner),
+                                   atol=1e-5, rtol=1e-5)
+        assert (det(moved, frames, owner) - det(x_ctx, frames, owner)).abs().max() > 1e-3
