@@ -93,9 +93,12 @@ def gather_windows(store, videos: np.ndarray, starts: np.ndarray, window: int, c
     """
     m, v, c = store.shape_tail
     x = torch.zeros(len(videos), m, window + 2 * context, v, c)
+    centred: dict[int, torch.Tensor] = {}  # each video once, however many windows are cut from it
     for b, (vid, s) in enumerate(zip(videos.tolist(), starts.tolist(), strict=True)):
-        video = np.array(store.sequence(vid), dtype=np.float32)  # a copy: a store's arrays are read-only maps
-        seq = centre(torch.from_numpy(video).permute(1, 0, 2, 3))
+        if vid not in centred:
+            video = np.array(store.sequence(vid), dtype=np.float32)  # a copy: a store's arrays are read-only maps
+            centred[vid] = centre(torch.from_numpy(video).permute(1, 0, 2, 3))
+        seq = centred[vid]
         lo, hi = max(0, s - context), min(seq.shape[1], s + window + context)
         x[b, :, lo - (s - context):hi - (s - context)] = seq[:, lo:hi]
     return x, window_labels(store, videos, starts, window)
