@@ -630,9 +630,10 @@ def render(args, rows, timings, per_frame, total, argv, by_threads=None, spread_
         "train label with each frame's raw skeleton (root-relative joints and velocities, `--features "
         "skeleton`) where the clip embedding was: what the data allow this head without the encoder.",
         "- Motion prediction: a residual GRU decoder reads the last observed pose and smoothed velocity, then its "
-        "own predictions, conditioned on the encoder's sequence features and last clip embedding; the ablation "
-        "zeroes that conditioning. The constant-velocity baseline repeats the velocity the decoder starts from "
-        "(the mean of the last 4 frame differences). @400 ms is the 12th predicted frame.",
+        "own predictions, conditioned on the encoder's sequence features and its clip embeddings read in time "
+        "order by a small GRU; the ablation zeroes that conditioning. The constant-velocity baseline repeats the "
+        "velocity the decoder starts from (the mean of the last 4 frame differences). @400 ms is the 12th "
+        "predicted frame.",
         "- Every run gives the same bits at any torch thread count (`--threads`; MKL's strict reproducible mode, "
         "thread-invariant LayerNorm gradients and clip gathers, checked op by op in "
         "tests/models/test_thread_invariance.py); "

@@ -44,9 +44,9 @@ def constant_velocity_baseline(observed: torch.Tensor, horizon: int, frames: int
 
 
 class MotionPredictor(nn.Module):
-    """Observe ``T_obs`` frames, predict the next ``horizon`` (paper §4.6: 60 -> 12 at 30 fps).
+    """Observe ``observe`` frames, predict the next ``horizon`` (paper §4.6: 60 -> 12 at 30 fps).
 
-    ``forward(observed [B, T_obs, V, C]) -> future [B, horizon, V, C]`` (one body, metres).
+    ``forward(observed [B, observe, V, C]) -> future [B, horizon, V, C]`` (one body, metres).
 
     A residual GRU decoder after Martinez et al. (CVPR 2017), which the paper's decoder follows. Step ``k``
     reads the previous pose and velocity, its own prediction from step ``k - 1``; step 1 reads the last
@@ -55,10 +55,15 @@ class MotionPredictor(nn.Module):
     Poses enter relative to the last observed ``config.center_joint`` (the forecast does not depend on
     where the body stands); velocities in cm per frame (:data:`VELOCITY_SCALE`).
 
-    The encoder conditions every step: its context (:meth:`context`: the sequence features of
-    ``feature_readout`` and the embedding of the last clip, ``[B, context_dim]``) is squeezed to
-    ``condition_dim`` numbers (linear + tanh), which set the GRU's initial state (linear + tanh) and are
-    part of its input at every step. With ``ablate_encoder=True`` the context is zeroed: the decoder then
+    The encoder conditions every step. Its context (:meth:`context`, ``[B, context_dim]``) holds the sequence
+    features of ``feature_readout`` and, with ``context_reader="clips"`` (the default), the C-TRS embeddings
+    of all ``W = ceil(observe / clip_stride)`` clips: a small GRU (``clip_reader_dim``) reads the clips in
+    time order and its last state, with the sequence features, is squeezed to ``condition_dim`` numbers
+    (linear + tanh). ``context_reader="last_clip"`` (the earlier wiring, kept for comparison) squeezes the
+    sequence features and the last clip's embedding instead. Reading the clips in order measured better than
+    the last clip or any pooled summary: the forecast needs the recent dynamics, which the pooled features
+    blur (docs/downstream.md). The condition sets the GRU decoder's initial state (linear + tanh) and is part
+    of its input at every step. With ``ablate_encoder=True`` the context is zeroed: the decoder then
     forecasts from the last pose and velocity alone, and the difference measures what the encoder
     contributes.
 
@@ -67,20 +72,38 @@ class MotionPredictor(nn.Module):
     buffers unless :meth:`set_feature_norm` fixes them from a frozen encoder's training contexts).
     """
 
-    def __init__(self, encoder: HiTRS, horizon: int = 12, hidden: int = 256, *, ablate_encoder: bool = False,
-                 velocity_frames: int = 4, condition_dim: int = 16) -> None:
+    CONTEXT_READERS = ("clips", "last_clip")
+
+    def __init__(self, encoder: HiTRS, horizon: int = 12, hidden: int = 256, *, observe: int = 60,
+                 ablate_encoder: bool = False, velocity_frames: int = 4, condition_dim: int = 16,
+                 context_reader: str = "clips", clip_reader_dim: int = 64) -> None:
         super().__init__()
-        if min(horizon, hidden, velocity_frames, condition_dim) < 1:
-            raise ValueError(f"MotionPredictor: horizon, hidden, velocity_frames and condition_dim must be >= 1, "
-                             f"got {horizon}, {hidden}, {velocity_frames}, {condition_dim}")
+        if min(horizon, hidden, velocity_frames, condition_dim, clip_reader_dim) < 1:
+            raise ValueError(f"MotionPredictor: horizon, hidden, velocity_frames, condition_dim and clip_reader_dim "
+                             f"must be >= 1, got {horizon}, {hidden}, {velocity_frames}, {condition_dim}, "
+                             f"{clip_reader_dim}")
+        if observe <= velocity_frames:
+            raise ValueError(f"MotionPredictor: observe must be > velocity_frames = {velocity_frames}, got {observe}")
+        if context_reader not in self.CONTEXT_READERS:
+            raise ValueError(f"MotionPredictor: context_reader must be one of {self.CONTEXT_READERS}, "
+                             f"got {context_reader!r}")
         cfg = encoder.config
         self.encoder = encoder
         self.horizon = horizon
+        self.observe = observe
         self.ablate_encoder = ablate_encoder
         self.velocity_frames = velocity_frames
-        self.context_dim = cfg.feature_dim + cfg.clip_dim
+        self.context_reader = context_reader
+        self.num_clips = -(-observe // cfg.clip_stride)  # every observed frame is present: W = ceil(T / stride)
+        read_clips = self.num_clips if context_reader == "clips" else 1
+        self.context_dim = cfg.feature_dim + read_clips * cfg.clip_dim
         pose = cfg.num_joints * cfg.in_channels
-        self.condition = nn.Sequential(nn.Linear(self.context_dim, condition_dim), nn.Tanh())
+        if context_reader == "clips":
+            self.clip_reader = nn.GRU(cfg.clip_dim, clip_reader_dim, batch_first=True)
+            squeezed = cfg.feature_dim + clip_reader_dim
+        else:
+            squeezed = self.context_dim
+        self.condition = nn.Sequential(nn.Linear(squeezed, condition_dim), nn.Tanh())
         self.init_hidden = nn.Sequential(nn.Linear(condition_dim, hidden), nn.Tanh())
         self.gru = nn.GRUCell(condition_dim + 2 * pose, hidden)
         self.out = nn.Linear(hidden + pose, pose)  # reads the state and the step's input velocity
@@ -94,22 +117,36 @@ class MotionPredictor(nn.Module):
         set_feature_norm(self.feature_mean, self.feature_std, features, "MotionPredictor")
 
     def context(self, observed: torch.Tensor) -> torch.Tensor:
-        """What the encoder tells the decoder: ``[B, T_obs, V, C] -> [B, context_dim]``, the sequence features
-        (``feature_readout``; the V-TRS CLS in the paper) followed by the C-TRS embedding of the last clip
-        (the latest motion in detail)."""
+        """What the encoder tells the decoder: ``[B, observe, V, C] -> [B, context_dim]``, the sequence features
+        (``feature_readout``; the V-TRS CLS in the paper) followed by the C-TRS embeddings of all ``num_clips``
+        clips in time order, flattened (``context_reader="clips"``), or of the last clip (``"last_clip"``)."""
+        self._check_observed(observed)
         out = self.encoder(observed[:, None])
-        rows = torch.arange(observed.shape[0], device=observed.device)
-        last_clip = out.clip_embeddings[rows, 0, out.num_clips - 1]  # [B, clip_dim]
-        return torch.cat([out.sequence_features[:, 0], last_clip], dim=-1)
+        clips = out.clip_embeddings[:, 0, :self.num_clips]  # [B, W, clip_dim]
+        if self.context_reader == "last_clip":
+            clips = clips[:, -1:]
+        return torch.cat([out.sequence_features[:, 0], clips.flatten(1)], dim=-1)
+
+    def _check_observed(self, observed: torch.Tensor) -> None:
+        if observed.dim() != 4 or observed.shape[1] != self.observe:
+            raise ValueError(f"observed: expected [B, observe = {self.observe}, V, C], got shape "
+                             f"{tuple(observed.shape)}")
+        validate_skeletons(observed[:, None], None, self.encoder.config, name="observed")
+
+    def _condition(self, context: torch.Tensor) -> torch.Tensor:
+        """Standardised context ``[B, context_dim]`` -> condition ``[B, condition_dim]``."""
+        if self.context_reader == "clips":
+            features = self.encoder.config.feature_dim
+            clips = context[:, features:].unflatten(1, (self.num_clips, -1))  # [B, W, clip_dim]
+            _, last_state = self.clip_reader(clips)  # [1, B, clip_reader_dim]
+            context = torch.cat([context[:, :features], last_state[0]], dim=-1)
+        return self.condition(context)
 
     def forward(self, observed: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """``observed [B, T_obs, V, C]`` -> ``[B, horizon, V, C]``. ``context`` (``[B, context_dim]``, from
+        """``observed [B, observe, V, C]`` -> ``[B, horizon, V, C]``. ``context`` (``[B, context_dim]``, from
         :meth:`context`) may be passed precomputed, e.g. cached once for a frozen encoder."""
         cfg = self.encoder.config
-        if observed.dim() != 4 or observed.shape[1] <= self.velocity_frames:
-            raise ValueError(f"observed: expected [B, T_obs > velocity_frames = {self.velocity_frames}, V, C], "
-                             f"got shape {tuple(observed.shape)}")
-        validate_skeletons(observed[:, None], None, cfg, name="observed")
+        self._check_observed(observed)
         b, _, v, c = observed.shape
         if self.ablate_encoder:
             context = observed.new_zeros(b, self.context_dim)
@@ -119,7 +156,7 @@ class MotionPredictor(nn.Module):
             elif context.shape != (b, self.context_dim):
                 raise ValueError(f"context: expected [{b}, {self.context_dim}], got {tuple(context.shape)}")
             context = (context - self.feature_mean) / self.feature_std
-        condition = self.condition(context)
+        condition = self._condition(context)
         h = self.init_hidden(condition)
         last = observed[:, -1]
         anchor = last[:, cfg.center_joint : cfg.center_joint + 1]  # [B, 1, C]

@@ -3,12 +3,14 @@
 The encoder reads the ``--observe`` frames (60 at 30 fps) of one body; a residual GRU decoder (after
 Martinez et al., CVPR 2017) predicts the next ``--horizon`` frames (12), starting from the last observed
 pose and a smoothed velocity and reading its own previous prediction at every step, conditioned on the
-encoder's sequence features and last clip embedding (see :class:`~hitrs_fast.tasks.MotionPredictor`); it
-trains with the mean Euclidean joint distance. Reported: MPJPE in mm per predicted frame and averaged
-(absolute, or ``--root-relative``; the output says which), beside two baselines on the same windows: zero
-velocity (the last observed pose repeated) and constant velocity (the smoothed last velocity repeated).
+encoder's sequence features and its clip embeddings read in time order by a small GRU (see
+:class:`~hitrs_fast.tasks.MotionPredictor`); it trains with the mean Euclidean joint distance. Reported:
+MPJPE in mm per predicted frame and averaged (absolute, or ``--root-relative``; the output says which),
+beside two baselines on the same windows: zero velocity (the last observed pose repeated) and constant
+velocity (the smoothed last velocity repeated).
 ``--ablate-encoder`` zeroes the encoder's input to the decoder: the ablation shows what the encoder
-contributes.
+contributes. ``--context-reader last_clip`` conditions on the sequence features and the last clip only (the
+earlier wiring, kept for comparison).
 
 Examples::
 
@@ -51,6 +53,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="MPJPE after subtracting the root joint (H3.6M convention); default: absolute")
     p.add_argument("--ablate-encoder", action="store_true",
                    help="zero the encoder's input to the decoder (ablation: what the encoder contributes)")
+    p.add_argument("--context-reader", choices=MotionPredictor.CONTEXT_READERS, default="clips",
+                   help="what of the encoder conditions the decoder: 'clips' (default) the sequence features and "
+                   "all clip embeddings read in time order by a small GRU; 'last_clip' the sequence features and "
+                   "the last clip's embedding")
     return p
 
 
@@ -73,7 +79,7 @@ def cut_windows(store, videos: np.ndarray, length: int, stride: int, body: int) 
 
 @torch.no_grad()
 def _contexts(model: MotionPredictor, windows: torch.Tensor, observe: int, device) -> torch.Tensor:
-    """Encoder contexts ``[N, feature_dim]`` of the windows' observed frames (encoder in eval mode)."""
+    """Encoder contexts ``[N, context_dim]`` of the windows' observed frames (encoder in eval mode)."""
     model.encoder.eval()
     return torch.cat([model.context(windows[i:i + 128, :observe].to(device)) for i in range(0, len(windows), 128)])
 
@@ -100,8 +106,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
           f"{args.test_split!r} (stride {recipe['test_stride']})", flush=True)
     recipe = job.plan(math.ceil(math.ceil(train.shape[0] / int(recipe["batch_size"])) / int(recipe["grad_accum"])))
     model = job.build_model(lambda encoder: MotionPredictor(encoder, args.horizon, int(recipe["hidden"]),
+                                                            observe=args.observe,
                                                             ablate_encoder=args.ablate_encoder,
-                                                            velocity_frames=args.velocity_frames),
+                                                            velocity_frames=args.velocity_frames,
+                                                            context_reader=args.context_reader),
                             train_windows=int(train.shape[0]), test_windows=int(test.shape[0]))
     draw = {"batch_size": int(recipe["batch_size"])}  # the run's, or the head warm-up's while it runs
     obs = args.observe
@@ -165,7 +173,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     coordinates = "root-relative (root joint subtracted)" if args.root_relative else "absolute (camera space)"
     result = job.finish({
         "task": TASK, "mode": args.mode, "init": job.encoder_info["init"], "observe": obs, "horizon": args.horizon,
-        "ablate_encoder": args.ablate_encoder, "velocity_frames": args.velocity_frames,
+        "ablate_encoder": args.ablate_encoder, "context_reader": args.context_reader,
+        "velocity_frames": args.velocity_frames,
         "root_relative": args.root_relative, "coordinates": coordinates, "body": args.body,
         "train_windows": int(train.shape[0]), "test_windows": int(test.shape[0]),
         "last_epoch": {**res.last, "per_frame_mm": res.last_payload["per_frame_mm"]},

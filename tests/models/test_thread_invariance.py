@@ -129,7 +129,7 @@ def test_pretraining_step_is_the_same_at_every_thread_count():
 def test_downstream_steps_are_the_same_at_every_thread_count():
     torch.manual_seed(0)
     cfg = HiTRSConfig.preset("tiny")
-    motion = MotionPredictor(HiTRS(cfg), horizon=12, hidden=128)
+    motion = MotionPredictor(HiTRS(cfg), horizon=12, hidden=128, observe=24)
     torch.nn.init.normal_(motion.out.weight, std=0.01)  # a zero output layer would hide its input's bits
     windows = _skeletons(64, 36, seed=1)
     detector = FrameDetector(HiTRS(cfg), num_classes=5, head="tcn", tcn_layers=2)

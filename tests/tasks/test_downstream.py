@@ -60,20 +60,22 @@ def test_head_shapes():
     x_ctx = torch.randn(2, 2, 10 + 2 * p, 25, 3)
     frames, owner = torch.tensor([0, 9, 3]), torch.tensor([0, 1, 1])
     assert det(x_ctx, frames, owner).shape == (3, 5)
-    mp = MotionPredictor(enc, horizon=4, hidden=8)
+    mp = MotionPredictor(enc, horizon=4, hidden=8, observe=14)
     assert mp(torch.randn(2, 14, 25, 3)).shape == (2, 4, 25, 3)
 
 
 def test_motion_predictor_starts_at_zero_velocity():
     # The output layer is zero-initialised: before training the forecast is the last pose repeated.
     torch.manual_seed(0)
-    mp = MotionPredictor(HiTRS(_tiny(), backend="torch"), horizon=5, hidden=8).eval()
+    mp = MotionPredictor(HiTRS(_tiny(), backend="torch"), horizon=5, hidden=8, observe=14).eval()
     obs = torch.randn(2, 14, 25, 3)
     torch.testing.assert_close(mp(obs), zero_velocity_baseline(obs, 5))
     ctx = mp.context(obs)
     torch.testing.assert_close(mp(obs, ctx), mp(obs))
     with pytest.raises(ValueError, match="context"):
         mp(obs, ctx[:, :3])
+    with pytest.raises(ValueError, match="observe = 14"):
+        mp(obs[:, 1:])
 
 
 def test_constant_velocity_baseline_and_smoothed_velocity():
@@ -111,7 +113,7 @@ def test_motion_decoder_extrapolates_observed_constant_velocity():
 
     train, test = windows(64), windows(32)
     torch.manual_seed(1)
-    model = MotionPredictor(HiTRS(_tiny(), backend="torch"), horizon=4, hidden=32, ablate_encoder=True)
+    model = MotionPredictor(HiTRS(_tiny(), backend="torch"), horizon=4, hidden=32, observe=12, ablate_encoder=True)
     _train_decoder(model, train, 12, steps=120, lr=3e-3)
     with torch.no_grad():
         err = mpjpe(model(test[:, :12]), test[:, 12:]).mean
@@ -122,9 +124,9 @@ def test_motion_decoder_extrapolates_observed_constant_velocity():
 def test_motion_ablation_sees_no_history_beyond_the_last_velocity():
     torch.manual_seed(0)
     enc = HiTRS(_tiny(), backend="torch").eval()
-    full = MotionPredictor(enc, horizon=4, hidden=8, velocity_frames=2).eval()
+    full = MotionPredictor(enc, horizon=4, hidden=8, observe=14, velocity_frames=2).eval()
     torch.nn.init.normal_(full.out.weight, std=1.0)  # a decoder that moves (cm per frame)
-    ablated = MotionPredictor(enc, horizon=4, hidden=8, velocity_frames=2, ablate_encoder=True).eval()
+    ablated = MotionPredictor(enc, horizon=4, hidden=8, observe=14, velocity_frames=2, ablate_encoder=True).eval()
     ablated.load_state_dict(full.state_dict())
     a = torch.randn(2, 14, 25, 3)
     b = torch.randn(2, 14, 25, 3)
@@ -138,7 +140,36 @@ def test_motion_ablation_sees_no_history_beyond_the_last_velocity():
         assert ((ablated(a) - a[:, -1:]) - (ablated(c) - c[:, -1:])).abs().max() > 1e-3
 
 
-def test_motion_encoder_helps_where_the_history_decides_the_future():
+def test_motion_context_holds_every_clip_in_time_order():
+    """The default context is the sequence features followed by all W = ceil(observe / stride) clip
+    embeddings; the decoder's clip reader is order-sensitive (a GRU), so swapping two clips changes the
+    condition, and ``last_clip`` holds the sequence features and the last of those clips."""
+    torch.manual_seed(0)
+    enc = HiTRS(_tiny(), backend="torch").eval()
+    cfg = enc.config
+    obs = torch.randn(3, 20, 25, 3)
+    clips = MotionPredictor(enc, horizon=4, hidden=8, observe=20).eval()
+    last = MotionPredictor(enc, horizon=4, hidden=8, observe=20, context_reader="last_clip").eval()
+    w = -(-20 // cfg.clip_stride)
+    assert clips.num_clips == w and clips.context_dim == cfg.feature_dim + w * cfg.clip_dim
+    assert last.context_dim == cfg.feature_dim + cfg.clip_dim
+    with torch.no_grad():
+        out = enc(obs[:, None])
+        ctx = clips.context(obs)
+        torch.testing.assert_close(ctx[:, :cfg.feature_dim], out.sequence_features[:, 0])
+        torch.testing.assert_close(ctx[:, cfg.feature_dim:].view(3, w, -1), out.clip_embeddings[:, 0, :w])
+        torch.testing.assert_close(last.context(obs), torch.cat([ctx[:, :cfg.feature_dim], ctx[:, -cfg.clip_dim:]], 1))
+        swapped = ctx.clone().view(3, -1)
+        first, second = (slice(cfg.feature_dim + k * cfg.clip_dim, cfg.feature_dim + (k + 1) * cfg.clip_dim)
+                         for k in (0, 1))
+        swapped[:, first], swapped[:, second] = ctx[:, second], ctx[:, first]
+        assert (clips._condition(ctx) - clips._condition(swapped)).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="context_reader"):
+        MotionPredictor(enc, observe=20, context_reader="mean")
+
+
+@pytest.mark.parametrize("reader", MotionPredictor.CONTEXT_READERS)
+def test_motion_encoder_helps_where_the_history_decides_the_future(reader):
     """Windows whose last frames are identical in pose and velocity but whose future direction was set by a
     gesture early in the observation: only the encoder (a frozen random one here, its contexts computed
     once) can tell them apart; the ablated decoder stays at the mean motion, the zero-velocity forecast."""
@@ -156,13 +187,14 @@ def test_motion_encoder_helps_where_the_history_decides_the_future():
     train, test = windows(128), windows(64)
     torch.manual_seed(1)
     encoder = HiTRS(_tiny(), backend="torch").eval()
-    probe = MotionPredictor(encoder, horizon=4, hidden=32)
+    probe = MotionPredictor(encoder, horizon=4, hidden=32, observe=14, context_reader=reader)
     with torch.no_grad():
         contexts = {"train": probe.context(train[:, :14]), "test": probe.context(test[:, :14])}
     losses = {}
     for ablate in (False, True):
         torch.manual_seed(2)
-        model = MotionPredictor(encoder, horizon=4, hidden=32, ablate_encoder=ablate)
+        model = MotionPredictor(encoder, horizon=4, hidden=32, observe=14, ablate_encoder=ablate,
+                                context_reader=reader)
         model.set_feature_norm(contexts["train"])  # a random encoder's contexts vary little: standardise them
         _train_decoder(model, train, 14, contexts["train"])
         with torch.no_grad():
@@ -484,7 +516,7 @@ def test_detect_end_to_end(stores):
     assert s["features"] == "skeleton" and s["head"] == "tcn" and 0 <= s["last_epoch"]["mAP_a"] <= 1
 
 
-def test_predict_motion_end_to_end(stores):
+def test_predict_motion_end_to_end(stores, capsys):
     root = stores["root"]
     base = ["--data", stores["long"], "--recipe", str(stores["recipes"]["motion"]), "--observe", "20",
             "--horizon", "4"]
@@ -495,6 +527,16 @@ def test_predict_motion_end_to_end(stores):
     assert s["constant_velocity"]["mean_mm"] > 0 and s["coordinates"] == "absolute (camera space)"
     assert s["head_warmup"]["last_epoch"]["epoch"] == 1
     assert _run("predict_motion", base + ["--mode", "linear", "--run-dir", str(root / "mot-lin")]) == 0
+    assert json.loads((root / "mot-lin" / "summary.json").read_text())["context_reader"] == "clips"
+    # A checkpoint resumed by a differently built model: one line naming the checkpoint and a tensor, exit 2,
+    # and the run's files as they were.
+    before = {f: (root / "mot-lin" / f).read_bytes() for f in ("config.json", "checkpoint.pt", "summary.json")}
+    capsys.readouterr()
+    assert _run("predict_motion", base + ["--mode", "linear", "--context-reader", "last_clip", "--resume",
+                                          "--run-dir", str(root / "mot-lin")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "checkpoint.pt was written for another model" in err and "clip_reader" in err, err
+    assert before == {f: (root / "mot-lin" / f).read_bytes() for f in before}
 
 
 def test_detection_ground_truth_runs():
