@@ -38,6 +38,21 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def check_checkpoint_fits(model: nn.Module, ckpt_path: Path) -> None:
+    """Refuses (:class:`UsageError`, one line) to resume ``ckpt_path`` into ``model`` when its tensors' names or
+    shapes differ, e.g. a run resumed with another head option; called before anything of the run is rewritten."""
+    saved = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)["model"]
+    built = model.state_dict()
+    differ = sorted(set(saved) ^ set(built)) + [k for k in built if k in saved and saved[k].shape != built[k].shape]
+    if differ:
+        key = differ[0]
+        where = (f"{key}: checkpoint {tuple(saved[key].shape)}, built {tuple(built[key].shape)}"
+                 if key in saved and key in built else f"{key} only in the {'checkpoint' if key in saved else 'model'}")
+        raise UsageError(f"--resume: {ckpt_path} was written for another model than these arguments build "
+                         f"({len(differ)} tensors differ, e.g. {where}); resume with the arguments that started the "
+                         "run, or start a new --run-dir")
+
+
 def fit(
     *,
     model: nn.Module,
@@ -85,8 +100,14 @@ def fit(
     ckpt_path = run_dir / "checkpoint.pt"
     if resume:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError) as err:  # torch's own message lists every tensor: keep its first line
+            first = str(err).strip().splitlines()[0]
+            raise UsageError(f"--resume: {ckpt_path} was written for another model or optimiser than these "
+                             f"arguments and recipe build ({first}); resume with the arguments and version that "
+                             "started the run, or start a new --run-dir") from err
         history, best, last = state["history"], state["best"], state["last"]
         best_payload, last_payload = state.get("best_payload"), state.get("last_payload")
         start = int(state["epoch"]) + 1

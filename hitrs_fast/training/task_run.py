@@ -32,7 +32,7 @@ from torch import nn
 
 from hitrs_fast.models import HiTRS
 from hitrs_fast.training.encoder import build_encoder, check_mode, freeze_encoder
-from hitrs_fast.training.loop import FitResult, fit
+from hitrs_fast.training.loop import FitResult, check_checkpoint_fits, fit
 from hitrs_fast.training.recipes import MODES, SCALE_WORDS, describe_scale, plan_epochs, resolve_recipe, store_scale
 from hitrs_fast.training.run import (  # noqa: F401 - run_cli: the tasks' main
     CommandParser,
@@ -176,6 +176,8 @@ class TaskRun:
         torch.manual_seed(a.seed + 1)  # the head's init does not depend on how the encoder was built
         self.model = head(encoder).to(self.device)
         freeze_encoder(self.model, a.mode)
+        if a.resume:  # before config.json is rewritten: a refused resume leaves the run as it was
+            check_checkpoint_fits(self.model, self.run_dir / "checkpoint.pt")
         atomic_write_json(self.run_dir / "config.json", {
             "args": vars(a), "recipe_file": self.recipe_path, "recipe": self.recipe, "encoder": self.encoder_info,
             "data": str(self.store.root), **config})

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from hitrs_fast.training.checkpoint import CheckpointManager
-from hitrs_fast.training.loop import fit
+from hitrs_fast.training.loop import check_checkpoint_fits, fit
 from hitrs_fast.training.optim import parameter_groups, warmup_linear_decay
 from hitrs_fast.training.pretrain import UsageError, build_parser, resolve
 
@@ -119,6 +119,24 @@ def test_encoder_lr_scale_trains_the_encoder_at_its_own_lr(tmp_path):
     for name, lr in (("encoder.weight", 1e-3), ("encoder.bias", 1e-3), ("head.weight", 1e-2), ("head.bias", 1e-2)):
         moved = (dict(model.named_parameters())[name].detach() - before[name]).abs()
         torch.testing.assert_close(moved, torch.full_like(moved, lr), rtol=1e-3, atol=0.0)
+
+
+def test_resume_with_other_parameter_groups_is_one_clear_line(tmp_path):
+    """A fine-tune started without encoder_lr_scale (2 parameter groups) and resumed with it (4): the epoch loop
+    refuses with one line naming the checkpoint, not torch's optimizer error."""
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.encoder, model.head = torch.nn.Linear(4, 4), torch.nn.Linear(4, 3)
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    recipe = {"epochs": 1, "grad_accum": 1, "lr": 1e-2, "weight_decay": 0.01, "schedule": "constant", "eval_every": 1}
+    args = dict(model=model, mode="finetune", run_dir=tmp_path, batches=lambda epoch: [(x, y)],
+                loss_fn=lambda b: torch.nn.functional.cross_entropy(model.head(model.encoder(b[0])), b[1]),
+                evaluate=lambda epoch: ({"acc": 0.0}, None), primary="acc", higher_is_better=True, seed=0,
+                desc="t", progress=False)
+    fit(recipe=recipe, resume=False, **args)
+    check_checkpoint_fits(model, tmp_path / "checkpoint.pt")  # same model: accepted
+    with pytest.raises(UsageError, match=r"--resume: .*checkpoint\.pt was written for another model or optimiser"):
+        fit(recipe={**recipe, "epochs": 2, "encoder_lr_scale": 0.1}, resume=True, **args)
 
 
 def test_no_decay_groups():
