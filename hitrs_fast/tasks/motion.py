@@ -1,4 +1,4 @@
-"""Motion prediction (the paper's §4.6): observe ``T_obs`` frames, predict the next ``horizon``.
+"""Motion prediction (the paper's §4.6): observe ``observe`` frames, predict the next ``horizon``.
 
 :class:`MotionPredictor` is the residual GRU decoder of Martinez et al. (CVPR 2017, "On human motion
 prediction using recurrent neural networks", arXiv:1705.02445) conditioned on the Hi-TRS encoder;
@@ -61,8 +61,8 @@ class MotionPredictor(nn.Module):
     time order and its last state, with the sequence features, is squeezed to ``condition_dim`` numbers
     (linear + tanh). ``context_reader="last_clip"`` (the earlier wiring, kept for comparison) squeezes the
     sequence features and the last clip's embedding instead. Reading the clips in order measured better than
-    the last clip or any pooled summary: the forecast needs the recent dynamics, which the pooled features
-    blur (docs/downstream.md). The condition sets the GRU decoder's initial state (linear + tanh) and is part
+    the last clip or attention pooling over the clips: the forecast needs the recent dynamics, which pooled
+    features blur (docs/downstream.md). The condition sets the GRU decoder's initial state (linear + tanh) and is part
     of its input at every step. With ``ablate_encoder=True`` the context is zeroed: the decoder then
     forecasts from the last pose and velocity alone, and the difference measures what the encoder
     contributes.
@@ -94,7 +94,7 @@ class MotionPredictor(nn.Module):
         self.ablate_encoder = ablate_encoder
         self.velocity_frames = velocity_frames
         self.context_reader = context_reader
-        self.num_clips = -(-observe // cfg.clip_stride)  # every observed frame is present: W = ceil(T / stride)
+        self.num_clips = -(-observe // cfg.clip_stride)  # the encoder reads all observe frames: W = ceil(T / stride)
         read_clips = self.num_clips if context_reader == "clips" else 1
         self.context_dim = cfg.feature_dim + read_clips * cfg.clip_dim
         pose = cfg.num_joints * cfg.in_channels
@@ -134,7 +134,7 @@ class MotionPredictor(nn.Module):
         validate_skeletons(observed[:, None], None, self.encoder.config, name="observed")
 
     def _condition(self, context: torch.Tensor) -> torch.Tensor:
-        """Standardised context ``[B, context_dim]`` -> condition ``[B, condition_dim]``."""
+        """Standardised (ablated: zero) context ``[B, context_dim]`` -> condition ``[B, condition_dim]``."""
         if self.context_reader == "clips":
             features = self.encoder.config.feature_dim
             clips = context[:, features:].unflatten(1, (self.num_clips, -1))  # [B, W, clip_dim]

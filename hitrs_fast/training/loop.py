@@ -38,19 +38,30 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def check_checkpoint_fits(model: nn.Module, ckpt_path: Path) -> None:
-    """Refuses (:class:`UsageError`, one line) to resume ``ckpt_path`` into ``model`` when its tensors' names or
-    shapes differ, e.g. a run resumed with another head option; called before anything of the run is rewritten."""
-    saved = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)["model"]
-    built = model.state_dict()
+def optimizer_groups(model: nn.Module, recipe: dict[str, Any]) -> list[dict]:
+    """The AdamW parameter groups :func:`fit` builds for ``model`` under ``recipe`` (a recipe's
+    ``encoder_lr_scale`` splits off ``model.encoder``)."""
+    return parameter_groups(model, float(recipe["weight_decay"]), recipe.get("encoder_lr_scale"))
+
+
+def check_resumable(model: nn.Module, recipe: dict[str, Any], state: dict[str, Any], ckpt_path: Path) -> None:
+    """Refuses (:class:`UsageError`, one line) to resume the checkpoint ``state`` (read from ``ckpt_path``) into
+    ``model`` when its tensors' names or shapes differ (e.g. another head option), or when its optimiser's
+    parameter groups differ from those ``recipe`` builds (e.g. another ``encoder_lr_scale`` or ``--mode``)."""
+    saved, built = state["model"], model.state_dict()
     differ = sorted(set(saved) ^ set(built)) + [k for k in built if k in saved and saved[k].shape != built[k].shape]
     if differ:
         key = differ[0]
         where = (f"{key}: checkpoint {tuple(saved[key].shape)}, built {tuple(built[key].shape)}"
                  if key in saved and key in built else f"{key} only in the {'checkpoint' if key in saved else 'model'}")
         raise UsageError(f"--resume: {ckpt_path} was written for another model than these arguments build "
-                         f"({len(differ)} tensors differ, e.g. {where}); resume with the arguments that started the "
-                         "run, or start a new --run-dir")
+                         f"({len(differ)} tensors differ, e.g. {where})")
+    saved_groups = [len(g["params"]) for g in state["optimizer"]["param_groups"]]
+    built_groups = [len(g["params"]) for g in optimizer_groups(model, recipe)]
+    if saved_groups != built_groups:
+        raise UsageError(f"--resume: {ckpt_path} was written with another optimiser than these arguments and recipe "
+                         f"build (parameter groups of {saved_groups} tensors, now {built_groups}: the recipe's "
+                         "encoder_lr_scale or --mode changed)")
 
 
 def fit(
@@ -89,9 +100,8 @@ def fit(
     if not params:
         raise UsageError("nothing to train: every parameter is frozen")
     # A recipe's encoder_lr_scale (fine-tuning) trains model.encoder at lr x that scale, same schedule.
-    optimizer = torch.optim.AdamW(parameter_groups(model, float(recipe["weight_decay"]),
-                                                   recipe.get("encoder_lr_scale")),
-                                  lr=float(recipe["lr"]), betas=(0.9, 0.999), eps=1e-8)
+    optimizer = torch.optim.AdamW(optimizer_groups(model, recipe), lr=float(recipe["lr"]), betas=(0.9, 0.999),
+                                  eps=1e-8)
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {}
     last: dict[str, Any] = {}
@@ -100,14 +110,9 @@ def fit(
     ckpt_path = run_dir / "checkpoint.pt"
     if resume:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError) as err:  # torch's own message lists every tensor: keep its first line
-            first = str(err).strip().splitlines()[0]
-            raise UsageError(f"--resume: {ckpt_path} was written for another model or optimiser than these "
-                             f"arguments and recipe build ({first}); resume with the arguments and version that "
-                             "started the run, or start a new --run-dir") from err
+        check_resumable(model, recipe, state, ckpt_path)  # one line, not torch's list of every tensor
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
         history, best, last = state["history"], state["best"], state["last"]
         best_payload, last_payload = state.get("best_payload"), state.get("last_payload")
         start = int(state["epoch"]) + 1

@@ -78,10 +78,11 @@ def cut_windows(store, videos: np.ndarray, length: int, stride: int, body: int) 
 
 
 @torch.no_grad()
-def _contexts(model: MotionPredictor, windows: torch.Tensor, observe: int, device) -> torch.Tensor:
+def _contexts(model: MotionPredictor, windows: torch.Tensor, device) -> torch.Tensor:
     """Encoder contexts ``[N, context_dim]`` of the windows' observed frames (encoder in eval mode)."""
     model.encoder.eval()
-    return torch.cat([model.context(windows[i:i + 128, :observe].to(device)) for i in range(0, len(windows), 128)])
+    obs = model.observe
+    return torch.cat([model.context(windows[i:i + 128, :obs].to(device)) for i in range(0, len(windows), 128)])
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     def cache_contexts(standardize: bool) -> None:
         # Frozen encoder in eval mode, no augmentation: its contexts are fixed, so compute them once.
-        cached["train"], cached["test"] = _contexts(model, train, obs, device), _contexts(model, test, obs, device)
+        cached["train"], cached["test"] = _contexts(model, train, device), _contexts(model, test, device)
         if standardize:
             model.set_feature_norm(cached["train"])
 

@@ -22,6 +22,7 @@ Run directory of every downstream run::
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +33,7 @@ from torch import nn
 
 from hitrs_fast.models import HiTRS
 from hitrs_fast.training.encoder import build_encoder, check_mode, freeze_encoder
-from hitrs_fast.training.loop import FitResult, check_checkpoint_fits, fit
+from hitrs_fast.training.loop import FitResult, check_resumable, fit
 from hitrs_fast.training.recipes import MODES, SCALE_WORDS, describe_scale, plan_epochs, resolve_recipe, store_scale
 from hitrs_fast.training.run import (  # noqa: F401 - run_cli: the tasks' main
     CommandParser,
@@ -45,6 +46,8 @@ from hitrs_fast.training.run import (  # noqa: F401 - run_cli: the tasks' main
     run_cli,
     set_threads,
 )
+
+_ABSENT = object()  # an argument missing from an older run's config.json
 
 
 def task_parser(script: str, doc: str | None, default_data: str, prog: str | None = None) -> argparse.ArgumentParser:
@@ -177,11 +180,33 @@ class TaskRun:
         self.model = head(encoder).to(self.device)
         freeze_encoder(self.model, a.mode)
         if a.resume:  # before config.json is rewritten: a refused resume leaves the run as it was
-            check_checkpoint_fits(self.model, self.run_dir / "checkpoint.pt")
+            self._check_resumable()
         atomic_write_json(self.run_dir / "config.json", {
             "args": vars(a), "recipe_file": self.recipe_path, "recipe": self.recipe, "encoder": self.encoder_info,
             "data": str(self.store.root), **config})
         return self.model
+
+    def _check_resumable(self) -> None:
+        """:func:`check_resumable` on the run's checkpoint; a refusal names the arguments that differ from the
+        run's ``config.json``."""
+        ckpt = self.run_dir / "checkpoint.pt"
+        try:
+            check_resumable(self.model, self.recipe, torch.load(ckpt, map_location="cpu", weights_only=False,
+                                                                mmap=True), ckpt)
+        except UsageError as err:
+            try:
+                saved = json.loads((self.run_dir / "config.json").read_text())["args"]
+            except (OSError, ValueError, KeyError):
+                saved = None
+            now = vars(self.args)
+            changed = [] if saved is None else [
+                f"--{k.replace('_', '-')} (run: {saved[k]!r}, now {now.get(k)!r})" if k in saved else
+                f"--{k.replace('_', '-')} (not in the run's config.json, now {now[k]!r}: the run predates it)"
+                for k in sorted(set(saved) | set(now)) if k not in ("resume", "no_progress")
+                and saved.get(k, _ABSENT) != now.get(k, _ABSENT)]
+            hint = f"; changed since the run started: {', '.join(changed)}" if changed else ""
+            raise UsageError(f"{err}{hint}; resume with the arguments and version that started the run, or start a "
+                             "new --run-dir") from None
 
     def fit(self, *, batches, loss_fn, evaluate, primary: str, higher_is_better: bool, desc: str) -> FitResult:
         """:func:`hitrs_fast.training.loop.fit` with this run's model, mode, recipe, directory, seed and

@@ -536,6 +536,7 @@ def test_predict_motion_end_to_end(stores, capsys):
                                           "--run-dir", str(root / "mot-lin")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "checkpoint.pt was written for another model" in err and "clip_reader" in err, err
+    assert "changed since the run started: --context-reader (run: 'clips', now 'last_clip')" in err, err
     assert before == {f: (root / "mot-lin" / f).read_bytes() for f in before}
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from hitrs_fast.training.checkpoint import CheckpointManager
-from hitrs_fast.training.loop import check_checkpoint_fits, fit
+from hitrs_fast.training.loop import check_resumable, fit
 from hitrs_fast.training.optim import parameter_groups, warmup_linear_decay
 from hitrs_fast.training.pretrain import UsageError, build_parser, resolve
 
@@ -134,9 +134,15 @@ def test_resume_with_other_parameter_groups_is_one_clear_line(tmp_path):
                 evaluate=lambda epoch: ({"acc": 0.0}, None), primary="acc", higher_is_better=True, seed=0,
                 desc="t", progress=False)
     fit(recipe=recipe, resume=False, **args)
-    check_checkpoint_fits(model, tmp_path / "checkpoint.pt")  # same model: accepted
-    with pytest.raises(UsageError, match=r"--resume: .*checkpoint\.pt was written for another model or optimiser"):
-        fit(recipe={**recipe, "epochs": 2, "encoder_lr_scale": 0.1}, resume=True, **args)
+    ckpt = tmp_path / "checkpoint.pt"
+    check_resumable(model, recipe, torch.load(ckpt, weights_only=False), ckpt)  # same model and groups: accepted
+    scaled = {**recipe, "epochs": 2, "encoder_lr_scale": 0.1}
+    with pytest.raises(UsageError, match=r"checkpoint\.pt was written with another optimiser .* \[2, 2\] tensors, "
+                       r"now \[1, 1, 1, 1\]: the recipe's encoder_lr_scale"):
+        fit(recipe=scaled, resume=True, **args)
+    model.head = torch.nn.Linear(4, 5)
+    with pytest.raises(UsageError, match=r"another model .* head.weight: checkpoint \(3, 4\), built \(5, 4\)"):
+        fit(recipe=recipe, resume=True, **args)
 
 
 def test_no_decay_groups():
