@@ -526,6 +526,10 @@ def test_predict_motion_end_to_end(stores, capsys):
     assert s["last_epoch"]["mpjpe_mm"] > 0 and s["zero_velocity"]["mean_mm"] > 0
     assert s["constant_velocity"]["mean_mm"] > 0 and s["coordinates"] == "absolute (camera space)"
     assert s["head_warmup"]["last_epoch"]["epoch"] == 1
+    # The fine-tune (after its head warm-up) resumes for a second epoch: the resume checks accept their own run.
+    assert _run("predict_motion", base + ["--init", stores["ckpt"], "--epochs", "2", "--resume",
+                                          "--run-dir", str(root / "mot")]) == 0
+    assert json.loads((root / "mot" / "summary.json").read_text())["last_epoch"]["epoch"] == 2
     assert _run("predict_motion", base + ["--mode", "linear", "--run-dir", str(root / "mot-lin")]) == 0
     assert json.loads((root / "mot-lin" / "summary.json").read_text())["context_reader"] == "clips"
     # A checkpoint resumed by a differently built model: one line naming the checkpoint and a tensor, exit 2,
