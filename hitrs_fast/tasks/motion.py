@@ -13,6 +13,7 @@ from torch import nn
 
 from hitrs_fast.models import HiTRS, validate_skeletons
 from hitrs_fast.tasks.features import set_feature_norm
+from hitrs_fast.windowing import num_clips
 
 # The decoder reads and writes velocities in centimetres per frame (inputs are metres): joint speeds of a
 # person are then of order 1, like its other inputs.
@@ -94,7 +95,7 @@ class MotionPredictor(nn.Module):
         self.ablate_encoder = ablate_encoder
         self.velocity_frames = velocity_frames
         self.context_reader = context_reader
-        self.num_clips = -(-observe // cfg.clip_stride)  # the encoder reads all observe frames: W = ceil(T / stride)
+        self.num_clips = int(num_clips(torch.tensor(observe), cfg))  # the encoder reads all observe frames
         read_clips = self.num_clips if context_reader == "clips" else 1
         self.context_dim = cfg.feature_dim + read_clips * cfg.clip_dim
         pose = cfg.num_joints * cfg.in_channels
@@ -121,6 +122,10 @@ class MotionPredictor(nn.Module):
         (``feature_readout``; the V-TRS CLS in the paper) followed by the C-TRS embeddings of all ``num_clips``
         clips in time order, flattened (``context_reader="clips"``), or of the last clip (``"last_clip"``)."""
         self._check_observed(observed)
+        return self._context(observed)
+
+    def _context(self, observed: torch.Tensor) -> torch.Tensor:
+        """:meth:`context` of an already checked ``observed``."""
         out = self.encoder(observed[:, None])
         clips = out.clip_embeddings[:, 0, :self.num_clips]  # [B, W, clip_dim]
         if self.context_reader == "last_clip":
@@ -152,7 +157,7 @@ class MotionPredictor(nn.Module):
             context = observed.new_zeros(b, self.context_dim)
         else:
             if context is None:
-                context = self.context(observed)
+                context = self._context(observed)
             elif context.shape != (b, self.context_dim):
                 raise ValueError(f"context: expected [{b}, {self.context_dim}], got {tuple(context.shape)}")
             context = (context - self.feature_mean) / self.feature_std
