@@ -32,16 +32,18 @@ For each seed (0, 1, 2 by default):
    thread spread), the command, the device, versions, the date and timings.
 
 Every run is reused when its directory under ``--run-dir`` already holds a finished run of the same
-command and the same code (:func:`code_fingerprint`: the package, the training scripts and the recipes; after
-any change to them every run is made again, where the command line alone would miss a changed recipe), so seeds
-may run as parallel invocations with one ``--seeds S`` each (and ``--spread-threads``
-with nothing, or the spread seed's invocation alone with them) and one last invocation gathers them. Every
-number in the page is read from the runs' ``summary.json`` / ``probe.json`` files.
+command and the same code (:func:`code_fingerprint`: the script, every package module it can import and its
+recipes, so a change to them makes the run again, where the command line alone would miss a changed recipe, and
+a change elsewhere, e.g. to another task's head, keeps it), so seeds may run as parallel invocations with one
+``--seeds S`` each (and ``--spread-threads`` with nothing, or the spread seed's invocation alone with them) and
+one last invocation gathers them. Every number in the page is read from the runs' ``summary.json`` /
+``probe.json`` files.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import functools
 import hashlib
 import json
@@ -194,14 +196,72 @@ def seed_runs(args: argparse.Namespace) -> tuple[RunSpec, ...]:
     )
 
 
+# Where the sources of each installed package live in the repository (pyproject.toml's package-dir).
+SOURCE_ROOTS = {"hitrs_fast.kernels": "kernels", "hitrs_fast.configs": "training/configs", "hitrs_fast": "hitrs_fast"}
+# The recipe files each script reads (besides its modules): its task's downstream recipes, or DeepSpeed's configs.
+SCRIPT_DATA = {"recognize": "training/configs/downstream/recognition_*.json",
+               "detect": "training/configs/downstream/detection_*.json",
+               "predict_motion": "training/configs/downstream/motion_*.json",
+               "pretrain": "training/configs/*.json"}
+
+
+def _module_file(name: str) -> Path | None:
+    """The repository file of module ``name`` of this package (None: another package, or not a module)."""
+    for prefix, root in SOURCE_ROOTS.items():  # the longer prefixes first
+        if name == prefix or name.startswith(prefix + "."):
+            base = REPO.joinpath(root, *name[len(prefix):].split(".")[1:])
+            for path in ((base.with_suffix(".py"),) if name != prefix else ()) + (base / "__init__.py",):
+                if path.is_file():
+                    return path
+            return None
+    return None
+
+
+def _imports_of(path: Path, name: str) -> set[str]:
+    """Every ``hitrs_fast`` module ``path`` (module ``name``) may import, at any depth of its code (imports
+    inside functions included); ``from a import b`` counts ``a.b`` too, which is dropped if not a module."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolved against this module's package
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return {m for m in found if m.split(".")[0] == "hitrs_fast"}
+
+
+def source_files(script: str) -> list[Path]:
+    """The files a run of ``training/<script>.py`` depends on: the script, every package module it can import
+    (the transitive closure of :func:`_imports_of`, packages' ``__init__`` included) and its recipe files."""
+    files = {REPO / "training" / f"{script}.py", *REPO.glob(SCRIPT_DATA[script])}
+    seen: set[str] = set()
+    todo = list(_imports_of(REPO / "training" / f"{script}.py", "__main__"))
+    while todo:
+        parts = todo.pop().split(".")
+        for depth in range(1, len(parts) + 1):  # importing a.b.c runs a and a.b first
+            name = ".".join(parts[:depth])
+            if name in seen:
+                continue
+            seen.add(name)
+            path = _module_file(name)
+            if path is not None:
+                files.add(path)
+                todo.extend(_imports_of(path, name))
+    return sorted(files)
+
+
 @functools.cache
-def code_fingerprint() -> str:
-    """sha256 of what a run's numbers depend on besides its command line: the package and kernel sources, the
-    training scripts and the recipes (this page's own renderer excluded, so re-rendering reuses every run)."""
+def code_fingerprint(script: str) -> str:
+    """sha256 of what a run of ``training/<script>.py`` depends on besides its command line
+    (:func:`source_files`): a change elsewhere (another task's head or recipe, this page's renderer) keeps
+    the run."""
     digest = hashlib.sha256()
-    files = [*REPO.glob("hitrs_fast/**/*.py"), *REPO.glob("hitrs_fast/**/*.json"), *REPO.glob("kernels/**/*.py"),
-             *REPO.glob("training/**/*.py"), *REPO.glob("training/**/*.json")]
-    for path in sorted(f for f in files if f.name != "results.py"):
+    for path in source_files(script):
         digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
@@ -211,7 +271,7 @@ def _run_script(name: str, argv: list[str], run_dir: Path, gather: bool = False)
     never run, None unless finished)."""
     summary = run_dir / "summary.json"
     argv_file = run_dir / "argv.json"
-    record = {"argv": argv, "code": code_fingerprint()}
+    record = {"argv": argv, "code": code_fingerprint(name)}
     if summary.exists() and argv_file.exists() and json.loads(argv_file.read_text()) == record:
         return json.loads(summary.read_text())  # an identical finished run (re-invocation after an interruption)
     if gather:
@@ -241,7 +301,9 @@ def pretrain(level: str, seed: int, args: argparse.Namespace, run_root: Path, da
     done = run / "results-run.json"  # the options of the finished run, its thread count and wall time
     if (run / "probe.json").exists() and done.exists():
         record = json.loads(done.read_text())
-        if record["options"] == options and record.get("code") == code_fingerprint() and record["threads"] == threads:
+        same = (record["options"], record.get("code"), record["threads"]) == (options, code_fingerprint("pretrain"),
+                                                                                threads)
+        if same:
             return run / "encoder.pt", json.loads((run / "probe.json").read_text()), record["seconds"]
     if args.gather:
         return None
@@ -257,7 +319,8 @@ def pretrain(level: str, seed: int, args: argparse.Namespace, run_root: Path, da
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     seconds = time.perf_counter() - t0
-    atomic_write_json(done, {"options": options, "code": code_fingerprint(), "threads": threads, "seconds": seconds})
+    atomic_write_json(done, {"options": options, "code": code_fingerprint("pretrain"), "threads": threads,
+                             "seconds": seconds})
     return run / "encoder.pt", json.loads((run / "probe.json").read_text()), seconds
 
 

@@ -150,35 +150,71 @@ def test_a_finished_run_is_reused_only_for_the_same_command_and_code(tmp_path, m
         return 0
 
     monkeypatch.setitem(results.TASKS, "recognize", fake_task)
-    monkeypatch.setattr(results, "code_fingerprint", lambda: "code-a")
+    monkeypatch.setattr(results, "code_fingerprint", lambda script: "code-a")
     first = results._run_script("recognize", ["--mode", "linear"], tmp_path / "run")
     again = results._run_script("recognize", ["--mode", "linear"], tmp_path / "run")
     assert len(calls) == 1 and first["value"] == again["value"] == 1
     assert results._run_script("recognize", ["--mode", "finetune"], tmp_path / "run")["value"] == 2
-    monkeypatch.setattr(results, "code_fingerprint", lambda: "code-b")  # e.g. a recipe file edited
+    monkeypatch.setattr(results, "code_fingerprint", lambda script: "code-b")  # e.g. a recipe file edited
     assert results._run_script("recognize", ["--mode", "finetune"], tmp_path / "run")["value"] == 3
     assert results._run_script("recognize", ["--mode", "finetune"], tmp_path / "run", gather=True)["value"] == 3
 
 
-def test_the_code_fingerprint_covers_the_recipes_and_not_the_page_renderer(tmp_path, monkeypatch):
+def test_a_runs_fingerprint_covers_what_its_script_imports_and_reads_and_nothing_else(tmp_path, monkeypatch):
+    """A run is made again when a module its script can import changes (also one imported inside a function,
+    relatively) or its task's recipe; another task's recipe or module, or the renderer, keeps it."""
     results = _results_module()
-    recipe = tmp_path / "training" / "configs" / "downstream" / "recognition_synthetic.json"
-    recipe.parent.mkdir(parents=True)
-    recipe.write_text('{"lr": 0.001}')
-    (tmp_path / "hitrs_fast").mkdir()
-    (tmp_path / "hitrs_fast" / "heads.py").write_text("A = 1\n")
-    (tmp_path / "training" / "results.py").write_text("# the renderer\n")
+    files = {
+        "training/recognize.py": "from hitrs_fast.training.recognize import main\n",
+        "training/results.py": "# the renderer\n",
+        "hitrs_fast/__init__.py": "",
+        "hitrs_fast/training/__init__.py": "",
+        "hitrs_fast/training/recognize.py": "def main():\n    from ..heads import A\n    return A\n",
+        "hitrs_fast/heads.py": "from . import kernels\nA = 1\n",
+        "kernels/__init__.py": "",
+        "hitrs_fast/motion.py": "B = 1\n",
+        "training/configs/downstream/recognition_synthetic.json": '{"lr": 0.001}',
+        "training/configs/downstream/motion_synthetic.json": '{"lr": 0.001}',
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
     monkeypatch.setattr(results, "REPO", tmp_path)
+    assert [str(f.relative_to(tmp_path)) for f in results.source_files("recognize")] == [
+        "hitrs_fast/__init__.py", "hitrs_fast/heads.py", "hitrs_fast/training/__init__.py",
+        "hitrs_fast/training/recognize.py", "kernels/__init__.py",
+        "training/configs/downstream/recognition_synthetic.json", "training/recognize.py"]
 
     def fingerprint():
         results.code_fingerprint.cache_clear()
-        return results.code_fingerprint()
+        return results.code_fingerprint("recognize")
 
     base = fingerprint()
-    (tmp_path / "training" / "results.py").write_text("# the renderer, changed\n")
+    for name, edit, changes in (("training/results.py", "# changed\n", False),
+                                ("hitrs_fast/motion.py", "B = 2\n", False),
+                                ("training/configs/downstream/motion_synthetic.json", '{"lr": 0.002}', False),
+                                ("training/configs/downstream/recognition_synthetic.json", '{"lr": 0.002}', True),
+                                ("hitrs_fast/heads.py", "from . import kernels\nA = 2\n", True),
+                                ("kernels/__init__.py", "C = 1\n", True)):
+        before = (tmp_path / name).read_text()
+        (tmp_path / name).write_text(edit)
+        assert (fingerprint() != base) == changes, name
+        (tmp_path / name).write_text(before)
     assert fingerprint() == base
-    recipe.write_text('{"lr": 0.002}')
-    assert fingerprint() != base
-    recipe.write_text('{"lr": 0.001}')
-    (tmp_path / "hitrs_fast" / "heads.py").write_text("A = 2\n")
-    assert fingerprint() != base
+
+
+def test_every_module_a_script_loads_is_in_its_fingerprint():
+    """The import scan misses nothing the real scripts load at import (dynamic imports would escape it)."""
+    import subprocess
+    import sys
+
+    results = _results_module()
+    for script in results.SCRIPT_DATA:
+        path = str(REPO / "training" / f"{script}.py")
+        loaded = subprocess.run(
+            [sys.executable, "-c", f"import sys, runpy; runpy.run_path({path!r}, run_name='imported')\n"
+             "print(' '.join(m for m in sys.modules if m.startswith('hitrs_fast')))"],
+            capture_output=True, text=True, timeout=300, check=True).stdout.split()
+        covered = set(results.source_files(script))
+        missing = [m for m in loaded if (path := results._module_file(m)) is not None and path not in covered]
+        assert loaded and not missing, (script, missing)
