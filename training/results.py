@@ -1,7 +1,7 @@
 """Produces ``docs/results.md``: what pre-training at each level of Hi-TRS brings to every downstream task
 on the synthetic sets, in the layout of the paper's Table 4 (random init, F, F+C, F+C+V), CPU only.
 
-    python training/results.py            # several hours on 1 busy CPU core; writes docs/results.md
+    python training/results.py --jobs 2   # hours on CPU cores (see the page's timings); writes docs/results.md
 
 For each seed (0, 1, 2 by default):
 
@@ -34,10 +34,10 @@ For each seed (0, 1, 2 by default):
 Every run is reused when its directory under ``--run-dir`` already holds a finished run of the same
 command and the same code (:func:`code_fingerprint`: the script, every package module it can import and its
 recipes, so a change to them makes the run again, where the command line alone would miss a changed recipe, and
-a change elsewhere, e.g. to another task's head, keeps it), so seeds may run as parallel invocations with one
-``--seeds S`` each (and ``--spread-threads`` with nothing, or the spread seed's invocation alone with them) and
-one last invocation gathers them. Every number in the page is read from the runs' ``summary.json`` /
-``probe.json`` files.
+a change elsewhere, e.g. to another task's head, keeps it). ``--jobs N`` makes N runs at a time, each in a
+subprocess logging to ``<run dir>.log`` (a downstream run waits for the pre-training it reads), then reads them
+all in the order one job would; an interrupted invocation keeps its finished runs. Every number in the page is
+read from the runs' ``summary.json`` / ``probe.json`` files.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -62,7 +63,7 @@ import numpy as np
 import torch
 
 from hitrs_fast.config import HiTRSConfig
-from hitrs_fast.data.synthetic import synthetic_cache_path
+from hitrs_fast.data.synthetic import cached_synthetic, synthetic_cache_path
 from hitrs_fast.training import detect, predict_motion, recognize
 from hitrs_fast.training.run import atomic_write_json
 
@@ -102,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gather", action="store_true",
                    help="run nothing: write the page from the runs under --run-dir that finished (a missing run "
                    "leaves its cell empty)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs made at a time, each a subprocess with --threads torch threads (default 1: one after "
+                   "another, in this process); e.g. the number of cores / --threads")
     p.add_argument("--device", default="cpu")
     return p
 
@@ -266,9 +270,19 @@ def code_fingerprint(script: str) -> str:
     return digest.hexdigest()
 
 
-def _run_script(name: str, argv: list[str], run_dir: Path, gather: bool = False) -> dict[str, Any] | None:
-    """``training/<name>.py ARGV --run-dir RUN_DIR``, run in this process (reused when finished; ``gather``:
-    never run, None unless finished)."""
+def launch(cmd: list[str], env: dict[str, str], log: Path | None) -> int:
+    """Run ``cmd`` in the repository (its output to ``log`` when given: parallel runs would interleave);
+    returns its exit code."""
+    if log is None:
+        return subprocess.run(cmd, cwd=REPO, env=env).returncode
+    with open(log, "w") as out:
+        return subprocess.run(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+
+
+def _run_script(name: str, argv: list[str], run_dir: Path, gather: bool = False,
+                log: Path | None = None) -> dict[str, Any] | None:
+    """``training/<name>.py ARGV --run-dir RUN_DIR``, reused when finished (``gather``: never run, None unless
+    finished); run in this process, or (``log``) in a subprocess writing its output there."""
     summary = run_dir / "summary.json"
     argv_file = run_dir / "argv.json"
     record = {"argv": argv, "code": code_fingerprint(name)}
@@ -279,9 +293,14 @@ def _run_script(name: str, argv: list[str], run_dir: Path, gather: bool = False)
     if run_dir.exists():
         shutil.rmtree(run_dir)
     t0 = time.perf_counter()
-    rc = TASKS[name](argv + ["--run-dir", str(run_dir), "--no-progress"])
+    full = argv + ["--run-dir", str(run_dir), "--no-progress"]
+    if log is None:
+        rc = TASKS[name](full)
+    else:
+        rc = launch([sys.executable, str(REPO / "training" / f"{name}.py"), *full], dict(os.environ), log)
     if rc != 0:
-        raise SystemExit(f"results.py: {name}.py {' '.join(argv)} failed with exit code {rc}")
+        raise SystemExit(f"results.py: {name}.py {' '.join(argv)} failed with exit code {rc}"
+                         + (f" (its output: {log})" if log else ""))
     atomic_write_json(argv_file, record)
     out = json.loads(summary.read_text())
     out["wall_seconds"] = time.perf_counter() - t0
@@ -289,20 +308,40 @@ def _run_script(name: str, argv: list[str], run_dir: Path, gather: bool = False)
     return out
 
 
-def pretrain(level: str, seed: int, args: argparse.Namespace, run_root: Path, data_dir: Path,
-             threads: int) -> tuple[Path, dict[str, Any], float] | None:
-    """One pre-training run (DeepSpeed, in a subprocess, ``threads`` torch threads) with its probe; returns
-    (encoder.pt, probe, seconds) (``args.gather``: None unless finished)."""
-    run = run_root / f"pretrain-{level}-seed{seed}"
-    options = ["--seed", str(seed), "--synthetic-per-class", str(args.per_class), "--cache-dir", str(data_dir)]
+class Pretraining(NamedTuple):
+    """One pre-training run (a column's encoder): ``level`` on ``seed`` with ``threads``, in ``run_dir``."""
+
+    level: str
+    seed: int
+    threads: int
+    run_dir: Path
+
+
+class Run(NamedTuple):
+    """One downstream run: ``spec`` with ``argv`` in ``run_dir``, for ``column`` (None: a run of the seed, shown
+    under random init); ``needs``: the pre-training whose encoder it reads (None: random init)."""
+
+    spec: RunSpec
+    column: str | None
+    argv: list[str]
+    run_dir: Path
+    needs: Pretraining | None
+
+
+def pretrain(job: Pretraining, args: argparse.Namespace, data_dir: Path,
+             log: Path | None = None) -> tuple[Path, dict[str, Any], float] | None:
+    """One pre-training run (DeepSpeed, in a subprocess; its output to ``log`` when given) with its probe;
+    returns (encoder.pt, probe, seconds) (``args.gather``: None unless finished)."""
+    run = job.run_dir
+    options = ["--seed", str(job.seed), "--synthetic-per-class", str(args.per_class), "--cache-dir", str(data_dir)]
     options += ["--steps", str(args.pretrain_steps)] if args.pretrain_steps else []
-    for field, value in LEVELS[level].items():
+    for field, value in LEVELS[job.level].items():
         options += ["--set", f"{field}={str(value).lower()}"]
     done = run / "results-run.json"  # the options of the finished run, its thread count and wall time
     if (run / "probe.json").exists() and done.exists():
         record = json.loads(done.read_text())
         same = (record["options"], record.get("code"), record["threads"]) == (options, code_fingerprint("pretrain"),
-                                                                                threads)
+                                                                                job.threads)
         if same:
             return run / "encoder.pt", json.loads((run / "probe.json").read_text()), record["seconds"]
     if args.gather:
@@ -317,9 +356,12 @@ def pretrain(level: str, seed: int, args: argparse.Namespace, run_root: Path, da
            "--run-dir", str(run), "--ckpt-every", "0"]
     print("+", " ".join(cmd), flush=True)
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    rc = launch(cmd, {**os.environ, "OMP_NUM_THREADS": str(job.threads)}, log)
+    if rc != 0:
+        raise SystemExit(f"results.py: pre-training {job.level} (seed {job.seed}) failed with exit code {rc}"
+                         + (f" (its output: {log})" if log else ""))
     seconds = time.perf_counter() - t0
-    atomic_write_json(done, {"options": options, "code": code_fingerprint("pretrain"), "threads": threads,
+    atomic_write_json(done, {"options": options, "code": code_fingerprint("pretrain"), "threads": job.threads,
                              "seconds": seconds})
     return run / "encoder.pt", json.loads((run / "probe.json").read_text()), seconds
 
@@ -327,11 +369,37 @@ def pretrain(level: str, seed: int, args: argparse.Namespace, run_root: Path, da
 Rows = dict[str, dict[str, list[float]]]  # result key -> column -> one value per seed
 
 
+def seed_plan(seed: int, threads: int, columns: tuple[str, ...], args: argparse.Namespace, run_root: Path,
+              seed_level: bool) -> tuple[list[Pretraining], list[Run]]:
+    """The pre-training and downstream runs of one seed with ``threads`` torch threads for ``columns``
+    (``seed_level``: with the seed's own runs; False for a thread re-run), in the order they are read."""
+    data_dir = Path(args.run_dir) / "data"  # one synthetic cache for every thread count
+    ctx = {"seed": seed, "common": ["--cache-dir", str(data_dir), "--seed", str(seed), "--threads", str(threads),
+                                    "--device", args.device],
+           "trimmed": str(synthetic_cache_path(data_dir, "trimmed", seed, args.per_class))}  # pre-training's set
+    ctx["motion"] = ["--synthetic-sequences", str(args.long_sequences), "--data-seed", str(seed), *ctx["common"]]
+    pretrainings = [Pretraining(level, seed, threads, run_root / f"pretrain-{level}-seed{seed}")
+                    for level in LEVELS if level in columns]
+    encoders: dict[str, Pretraining | None] = {RANDOM: None} if RANDOM in columns else {}
+    encoders.update({job.level: job for job in pretrainings})
+    runs = [Run(spec, None, spec.argv("random", ctx), run_root / f"s{seed}-{spec.tag}", None)
+            for spec in (seed_runs(args) if seed_level else ()) if spec.script in args.tasks]
+    # Row by row (every column of a run, then the next run): an interrupted invocation leaves whole rows.
+    for spec in column_runs(args):
+        if spec.script in args.tasks:
+            for column, needs in encoders.items():
+                init = "random" if needs is None else str(needs.run_dir / "encoder.pt")
+                tag = column.replace(" ", "-").replace("+", "")
+                runs.append(Run(spec, column, spec.argv(init, ctx), run_root / f"s{seed}-{tag}-{spec.tag}", needs))
+    return pretrainings, runs
+
+
 def run_seed(seed: int, threads: int, columns: tuple[str, ...], args: argparse.Namespace, run_root: Path,
              rows: Rows, timings: dict[str, float], per_frame: dict[str, list[list[float]]] | None) -> None:
-    """Pre-training and every downstream run of one seed with ``threads`` torch threads, for ``columns``;
-    appends their numbers to ``rows`` (and the motion errors per frame to ``per_frame``)."""
-    data_dir = Path(args.run_dir) / "data"  # one synthetic cache for every thread count
+    """Pre-training and every downstream run of one seed with ``threads`` torch threads, for ``columns`` (those
+    already made by :func:`run_in_parallel` are read); appends their numbers to ``rows`` (and the motion errors per
+    frame to ``per_frame``; None: a thread re-run, without the seed's own runs)."""
+    data_dir = Path(args.run_dir) / "data"
 
     def add(values: dict[str, float], column: str) -> None:
         for key, value in values.items():
@@ -340,82 +408,110 @@ def run_seed(seed: int, threads: int, columns: tuple[str, ...], args: argparse.N
     def timed(stage: str, seconds: float) -> None:
         timings[stage] = timings.get(stage, 0.0) + seconds
 
-    encoders = {RANDOM: "random"} if RANDOM in columns else {}
-    ctx = {"seed": seed, "common": ["--cache-dir", str(data_dir), "--seed", str(seed), "--threads", str(threads),
-                                    "--device", args.device],
-           "trimmed": str(synthetic_cache_path(data_dir, "trimmed", seed, args.per_class))}  # pre-training's set
-    ctx["motion"] = ["--synthetic-sequences", str(args.long_sequences), "--data-seed", str(seed), *ctx["common"]]
-    for level in LEVELS:
-        if level not in columns:
-            continue
-        done = pretrain(level, seed, args, run_root, data_dir, threads)
+    pretrainings, runs = seed_plan(seed, threads, columns, args, run_root, per_frame is not None)
+    missing = set()
+    for job in pretrainings:
+        done = pretrain(job, args, data_dir)
         if done is None:
+            missing.add(job)
             continue
         enc, probe, secs = done
         timed("pre-training (with its probe)", secs)
-        encoders[level] = str(enc)
-        add({"probe": probe["pretrained"]["test_top1"]}, level)
-        if level == "F+C+V":  # its probe also measures the random-init encoders (seeds seed + 1 + k)
+        add({"probe": probe["pretrained"]["test_top1"]}, job.level)
+        if job.level == "F+C+V":  # its probe also measures random-init encoders (seeds seed + 1 + k)
             add({"probe": probe["random_init"]["test_top1"]}, RANDOM)
-
-    def once(spec: RunSpec) -> None:  # a run of the seed, not of a column (shown in the random-init column)
-        r = _run_script(spec.script, spec.argv("random", ctx), run_root / f"s{seed}-{spec.tag}", args.gather)
+    for run in runs:
+        r = None if run.needs in missing else _run_script(run.spec.script, run.argv, run.run_dir, args.gather)
         if r is None:
-            return
-        add(spec.values(r), RANDOM)
-        timed(spec.stage, r["wall_seconds"])
-        if spec.tag == "motion-ablation":
-            per_frame.setdefault("decoder without the encoder (ablation)", []).append(
-                r["last_epoch"]["per_frame_mm"])
+            continue
+        add(run.spec.values(r), run.column or RANDOM)
+        timed(run.spec.stage, r["wall_seconds"])
+        if per_frame is None:
+            continue
+        if run.spec.tag == "motion-ablation":
+            per_frame.setdefault("decoder without the encoder (ablation)", []).append(r["last_epoch"]["per_frame_mm"])
             for name in ("zero_velocity", "constant_velocity"):
                 per_frame.setdefault(name.replace("_", "-"), []).append(r[name]["per_frame_mm"])
+        elif run.spec.tag == "motion-finetune":
+            per_frame.setdefault(run.column, []).append(r["last_epoch"]["per_frame_mm"])
 
-    seed_level = per_frame is not None  # False: a thread re-run, of the columns' runs only
-    for spec in seed_runs(args) if seed_level else ():
-        if spec.script in args.tasks:
-            once(spec)
-    # Row by row (every column of a run, then the next run): an interrupted invocation leaves whole rows.
-    for spec in column_runs(args):
-        if spec.script not in args.tasks:
-            continue
-        for column, init in encoders.items():
-            tag = column.replace(" ", "-").replace("+", "")
-            r = _run_script(spec.script, spec.argv(init, ctx), run_root / f"s{seed}-{tag}-{spec.tag}", args.gather)
-            if r is None:
-                continue
-            add(spec.values(r), column)
-            timed(spec.stage, r["wall_seconds"])
-            if seed_level and spec.tag == "motion-finetune":
-                per_frame.setdefault(column, []).append(r["last_epoch"]["per_frame_mm"])
+
+def run_in_parallel(jobs: int, plans: list[tuple[list[Pretraining], list[Run]]], seeds: set[int],
+                    args: argparse.Namespace) -> None:
+    """Make every run of ``plans`` (seed_plan's, of ``seeds``) with ``jobs`` at a time, each a subprocess logging
+    to ``<run dir>.log``; a downstream run starts once the pre-training it reads has finished. The synthetic
+    sets are generated first, one at a time (two commands must not write one set together)."""
+    data_dir = Path(args.run_dir) / "data"
+    sets = ([("trimmed", args.per_class)] + [("untrimmed", args.untrimmed_sequences)] * ("detect" in args.tasks)
+            + [("long", args.long_sequences)] * ("predict_motion" in args.tasks))
+    for seed in sorted(seeds):
+        for kind, size in sets:
+            cached_synthetic(data_dir, kind, seed, size)
+    # The spread seed's re-run at the main thread count is the main runs: each run once.
+    pretrainings = list(dict.fromkeys(job for jobs, _ in plans for job in jobs))
+    runs = list({run.run_dir: run for _, planned in plans for run in planned}.values())
+    waiting: dict[Pretraining, list[Run]] = {}
+    ready: list[Run] = []
+    for run in runs:
+        (waiting.setdefault(run.needs, []) if run.needs else ready).append(run)
+
+    def downstream(run: Run) -> None:
+        print(f"  start {run.run_dir.name}", flush=True)
+        _run_script(run.spec.script, run.argv, run.run_dir, log=run.run_dir.with_name(run.run_dir.name + ".log"))
+        print(f"  done  {run.run_dir.name}", flush=True)
+
+    with ThreadPoolExecutor(jobs) as pool:  # every job is a subprocess: the threads only wait
+        # The pre-trainings first: the longest jobs, and the others wait for them.
+        pending = {pool.submit(pretrain, job, args, data_dir, job.run_dir.with_name(job.run_dir.name + ".log")): job
+                   for job in pretrainings}
+        pending.update({pool.submit(downstream, run): None for run in ready})
+        try:
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    future.result()  # a failed run stops the invocation (its message names the run and log)
+                    job = pending.pop(future)
+                    pending.update({pool.submit(downstream, run): None for run in waiting.pop(job, [])})
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # the queued runs never start; the running ones finish
+            raise
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.spread_seed = args.seeds[0] if args.spread_seed is None else args.spread_seed
-    if args.threads < 1 or any(n < 1 for n in args.spread_threads):
-        raise SystemExit("results.py: --threads and --spread-threads must be >= 1")
+    if args.threads < 1 or any(n < 1 for n in args.spread_threads) or args.jobs < 1:
+        raise SystemExit("results.py: --threads, --spread-threads and --jobs must be >= 1")
     torch.set_num_threads(args.threads)
     root = Path(args.run_dir)
     root.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    # (seed, threads, columns, run root, seed level): the main runs, then the spread seed's thread re-runs
+    invocations = [(seed, args.threads, (RANDOM, *args.levels), root, True) for seed in args.seeds]
+    spread = args.spread_threads and SPREAD_COLUMN in args.levels
+    if spread:
+        invocations.append((args.spread_seed, args.threads, (SPREAD_COLUMN,), root, False))
+        invocations += [(args.spread_seed, n, (SPREAD_COLUMN,), root / f"threads{n}", False)
+                        for n in sorted(set(args.spread_threads) - {args.threads})]
+    if args.jobs > 1 and not args.gather:
+        plans = [seed_plan(seed, threads, columns, args, run_root, seed_level)
+                 for seed, threads, columns, run_root, seed_level in invocations]
+        run_in_parallel(args.jobs, plans, {invocation[0] for invocation in invocations}, args)
     rows: Rows = {}
     timings: dict[str, float] = {}
     per_frame: dict[str, list[list[float]]] = {}
-    for seed in args.seeds:
-        run_seed(seed, args.threads, (RANDOM, *args.levels), args, root, rows, timings, per_frame)
-    spread_seed = args.spread_seed
     by_threads: dict[int, Rows] = {}  # thread count -> rows of the spread seed
-    if args.spread_threads and SPREAD_COLUMN in args.levels:
-        by_threads[args.threads] = {}
-        run_seed(spread_seed, args.threads, (SPREAD_COLUMN,), args, root, by_threads[args.threads], {}, None)
-        for n in sorted(set(args.spread_threads) - {args.threads}):
-            by_threads[n] = {}
-            run_seed(spread_seed, n, (SPREAD_COLUMN,), args, root / f"threads{n}", by_threads[n], timings, None)
+    for seed, threads, columns, run_root, seed_level in invocations:
+        if seed_level:
+            run_seed(seed, threads, columns, args, run_root, rows, timings, per_frame)
+        else:  # the spread seed's re-runs: the main thread count's are the main runs (not timed twice)
+            run_seed(seed, threads, columns, args, run_root, by_threads.setdefault(threads, {}),
+                     {} if threads == args.threads else timings, None)
     total = time.perf_counter() - t_start
     (root / "results.json").write_text(json.dumps({"rows": rows, "timings": timings, "per_frame": per_frame,
                                                    "by_threads": by_threads, "total_seconds": total}, indent=2))
     page = render(args, rows, timings, per_frame, total, sys.argv[1:] if argv is None else argv, by_threads,
-                  spread_seed)
+                  args.spread_seed)
     Path(args.output).write_text(page)
     print(f"wrote {args.output} ({total / 60:.1f} min)")
     return 0

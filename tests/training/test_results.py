@@ -218,3 +218,113 @@ def test_every_module_a_script_loads_is_in_its_fingerprint():
         covered = set(results.source_files(script))
         missing = [m for m in loaded if (path := results._module_file(m)) is not None and path not in covered]
         assert loaded and not missing, (script, missing)
+
+
+def _fake_summary(run_dir: Path) -> dict:
+    """A summary with every key the page reads, its numbers drawn from the run's name (the same in any run
+    root)."""
+    import zlib
+
+    v = zlib.crc32(run_dir.name.encode()) % 1000 / 1000
+    motion = {"mean_mm": 50 + v, "per_frame_mm": [10 + v * i for i in range(12)]}
+    return {"last_epoch": {"top1": v, "mAP_a": v, "mAP_v": v / 2, "mpjpe_mm": 40 + v,
+                           "per_frame_mm": motion["per_frame_mm"]},
+            "head_warmup": {"last_epoch": {"mAP_a": v / 3, "mAP_v": v / 4, "mpjpe_mm": 41 + v,
+                                           "mpjpe_last_frame_mm": 60 + v}},
+            "zero_velocity": motion, "constant_velocity": motion}
+
+
+def _fake_run(argv: list[str]) -> None:
+    import json
+
+    run_dir = Path(argv[argv.index("--run-dir") + 1])
+    run_dir.mkdir(parents=True)
+    if "--ckpt-every" in argv:  # a pre-training
+        (run_dir / "encoder.pt").write_bytes(b"")
+        (run_dir / "probe.json").write_text(json.dumps({"pretrained": {"test_top1": 0.8},
+                                                        "random_init": {"test_top1": 0.6}}))
+    else:
+        assert argv[argv.index("--init") + 1] == "random" or Path(argv[argv.index("--init") + 1]).exists()
+        (run_dir / "summary.json").write_text(json.dumps(_fake_summary(run_dir)))
+
+
+def test_parallel_runs_give_the_page_of_sequential_ones_and_wait_for_their_encoders(tmp_path, monkeypatch):
+    """``--jobs 3``: at most 3 runs at a time (and more than one), every downstream run after the
+    pre-training whose encoder it reads, the synthetic sets made before any run; the rows equal ``--jobs 1``'s."""
+    import json
+    import threading
+    import time
+
+    results = _results_module()
+    lock, events, running, peak = threading.Lock(), [], [0], [0]
+    made_sets = []
+
+    def fake_launch(cmd, env, log):
+        assert made_sets and log is not None
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            events.append(("start", cmd))
+        # One slow pre-training: the runs reading its encoder would otherwise start before it ends.
+        time.sleep(1.0 if cmd[cmd.index("--run-dir") + 1].endswith("pretrain-F-seed0") else 0.05)
+        _fake_run(cmd)
+        with lock:
+            running[0] -= 1
+            events.append(("end", cmd))
+        return 0
+
+    monkeypatch.setattr(results, "launch", fake_launch)
+    monkeypatch.setattr(results, "cached_synthetic", lambda *a: made_sets.append(a))
+    monkeypatch.setattr(results, "code_fingerprint", lambda script: "code")
+    for task in results.TASKS:
+        monkeypatch.setitem(results.TASKS, task, lambda argv: _fake_run(argv) or 0)
+    common = ["--seeds", "0", "1", "--levels", "F", "F+C+V", "--spread-threads", "2"]
+    assert results.main([*common, "--jobs", "3", "--run-dir", str(tmp_path / "par"),
+                         "--output", str(tmp_path / "par.md")]) == 0
+    assert peak[0] == 3
+    finished: set[str] = set()
+    for kind, cmd in events:
+        run_dir = cmd[cmd.index("--run-dir") + 1]
+        if kind == "end":
+            finished.add(run_dir)
+        elif "--init" in cmd and cmd[cmd.index("--init") + 1] != "random":
+            assert str(Path(cmd[cmd.index("--init") + 1]).parent) in finished, run_dir
+    assert len(finished) == len(events) // 2  # every run made once
+    assert {(kind, seed) for _, kind, seed, _ in made_sets} == {(k, s) for k in ("trimmed", "untrimmed", "long")
+                                                                for s in (0, 1)}
+
+    # The same invocation one run at a time, in this process (the fake tasks), reads the same numbers.
+    monkeypatch.setattr(results, "launch", lambda cmd, env, log: (_fake_run(cmd), 0)[1])
+    assert results.main([*common, "--run-dir", str(tmp_path / "seq"), "--output", str(tmp_path / "seq.md")]) == 0
+    par, seq = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("par", "seq"))
+    assert par["rows"] == seq["rows"] and par["per_frame"] == seq["per_frame"]
+    assert par["by_threads"] == seq["by_threads"] and set(par["by_threads"]) == {"1", "2"}
+
+
+def test_a_failed_parallel_run_stops_the_invocation_and_names_its_log(tmp_path, monkeypatch):
+    import time
+
+    import pytest
+
+    results = _results_module()
+    started = []
+
+    def fake_launch(cmd, env, log):
+        started.append(cmd)
+        if "--ckpt-every" in cmd:
+            _fake_run(cmd)
+            return 0
+        time.sleep(0.2)
+        log.write_text("Traceback ...\n")
+        return 1
+
+    monkeypatch.setattr(results, "launch", fake_launch)
+    monkeypatch.setattr(results, "cached_synthetic", lambda *a: None)
+    monkeypatch.setattr(results, "code_fingerprint", lambda script: "code")
+    with pytest.raises(SystemExit, match=r"failed with exit code 1 \(its output: .*\.log\)"):
+        results.main(["--seeds", "0", "--levels", "F+C+V", "--jobs", "2", "--run-dir", str(tmp_path / "r"),
+                      "--output", str(tmp_path / "page.md")])
+    # The pre-training, the two runs that started with it and at most one per job while the failure was seen;
+    # not the other 10 queued runs.
+    assert len(started) <= 5
+    assert not (tmp_path / "page.md").exists()
