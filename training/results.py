@@ -33,8 +33,9 @@ For each seed (0, 1, 2 by default):
 
 Every run is reused when its directory under ``--run-dir`` already holds a finished run of the same
 command and the same code (:func:`code_fingerprint`: the script, every package module it can import and its
-recipes, so a change to them makes the run again, where the command line alone would miss a changed recipe, and
-a change elsewhere, e.g. to another task's head, keeps it). ``--jobs N`` makes N runs at a time, each in a
+recipes, and the encoder file it reads, so a change to them makes the run again, where the command line alone
+would miss a changed recipe, and a change elsewhere, e.g. to another task's recipe or training module, keeps
+it). ``--jobs N`` makes N runs at a time, each in a
 subprocess logging to ``<run dir>.log`` (a downstream run waits for the pre-training it reads), then reads them
 all in the order one job would; an interrupted invocation keeps its finished runs. Every number in the page is
 read from the runs' ``summary.json`` / ``probe.json`` files.
@@ -44,12 +45,14 @@ from __future__ import annotations
 
 import argparse
 import ast
-import functools
+import contextlib
 import hashlib
+import importlib
 import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -259,24 +262,52 @@ def source_files(script: str) -> list[Path]:
     return sorted(files)
 
 
-@functools.cache
 def code_fingerprint(script: str) -> str:
     """sha256 of what a run of ``training/<script>.py`` depends on besides its command line
-    (:func:`source_files`): a change elsewhere (another task's head or recipe, this page's renderer) keeps
-    the run."""
+    (:func:`source_files`): a change elsewhere (another task's recipe or training module, this page's renderer)
+    keeps the run."""
     digest = hashlib.sha256()
     for path in source_files(script):
         digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
+_CHILDREN: set[subprocess.Popen] = set()  # the runs of this invocation under way (--jobs)
+
+
 def launch(cmd: list[str], env: dict[str, str], log: Path | None) -> int:
     """Run ``cmd`` in the repository (its output to ``log`` when given: parallel runs would interleave);
     returns its exit code."""
-    if log is None:
-        return subprocess.run(cmd, cwd=REPO, env=env).returncode
-    with open(log, "w") as out:
-        return subprocess.run(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") if log is not None else contextlib.nullcontext() as out:
+        child = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out,
+                                 stderr=subprocess.STDOUT if out is not None else None)
+        _CHILDREN.add(child)
+        try:
+            return child.wait()
+        finally:
+            _CHILDREN.discard(child)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _record(name: str, argv: list[str]) -> dict[str, Any]:
+    """What a finished run must match to be reused: its command, its code and (``--init FILE``) the encoder it
+    read, whose pre-training may have been made again under the same path."""
+    record: dict[str, Any] = {"argv": argv, "code": code_fingerprint(name)}
+    init = argv[argv.index("--init") + 1] if "--init" in argv else "random"
+    if init != "random":
+        record["encoder_sha256"] = _sha256(Path(init))
+    return record
+
+
+def _check_unchanged(before: dict[str, Any], after: dict[str, Any], what: str) -> None:
+    if before != after:
+        raise SystemExit(f"results.py: the code, recipes or encoder of {what} changed while it ran; its result is "
+                         "not recorded (run again once the edits are done)")
 
 
 def _run_script(name: str, argv: list[str], run_dir: Path, gather: bool = False,
@@ -285,7 +316,7 @@ def _run_script(name: str, argv: list[str], run_dir: Path, gather: bool = False,
     finished); run in this process, or (``log``) in a subprocess writing its output there."""
     summary = run_dir / "summary.json"
     argv_file = run_dir / "argv.json"
-    record = {"argv": argv, "code": code_fingerprint(name)}
+    record = _record(name, argv)
     if summary.exists() and argv_file.exists() and json.loads(argv_file.read_text()) == record:
         return json.loads(summary.read_text())  # an identical finished run (re-invocation after an interruption)
     if gather:
@@ -301,6 +332,7 @@ def _run_script(name: str, argv: list[str], run_dir: Path, gather: bool = False,
     if rc != 0:
         raise SystemExit(f"results.py: {name}.py {' '.join(argv)} failed with exit code {rc}"
                          + (f" (its output: {log})" if log else ""))
+    _check_unchanged(record, _record(name, argv), str(run_dir))
     atomic_write_json(argv_file, record)
     out = json.loads(summary.read_text())
     out["wall_seconds"] = time.perf_counter() - t0
@@ -355,14 +387,15 @@ def pretrain(job: Pretraining, args: argparse.Namespace, data_dir: Path,
     cmd = [launcher, "--master_port", str(port), str(REPO / "training" / "pretrain.py"), *options,
            "--run-dir", str(run), "--ckpt-every", "0"]
     print("+", " ".join(cmd), flush=True)
+    code = code_fingerprint("pretrain")
     t0 = time.perf_counter()
     rc = launch(cmd, {**os.environ, "OMP_NUM_THREADS": str(job.threads)}, log)
     if rc != 0:
         raise SystemExit(f"results.py: pre-training {job.level} (seed {job.seed}) failed with exit code {rc}"
                          + (f" (its output: {log})" if log else ""))
     seconds = time.perf_counter() - t0
-    atomic_write_json(done, {"options": options, "code": code_fingerprint("pretrain"), "threads": job.threads,
-                             "seconds": seconds})
+    _check_unchanged(code, code_fingerprint("pretrain"), str(run))
+    atomic_write_json(done, {"options": options, "code": code, "threads": job.threads, "seconds": seconds})
     return run / "encoder.pt", json.loads((run / "probe.json").read_text()), seconds
 
 
@@ -472,8 +505,12 @@ def run_in_parallel(jobs: int, plans: list[tuple[list[Pretraining], list[Run]]],
                     future.result()  # a failed run stops the invocation (its message names the run and log)
                     job = pending.pop(future)
                     pending.update({pool.submit(downstream, run): None for run in waiting.pop(job, [])})
-        except BaseException:
-            pool.shutdown(cancel_futures=True)  # the queued runs never start; the running ones finish
+        except BaseException as error:
+            print(f"results.py: stopping ({type(error).__name__}: {error}); interrupting {len(_CHILDREN)} run(s) "
+                  "under way", file=sys.stderr, flush=True)
+            pool.shutdown(wait=False, cancel_futures=True)  # the queued runs never start
+            for child in list(_CHILDREN):
+                child.send_signal(signal.SIGINT)  # a run stops cleanly on it; nothing is recorded for it
             raise
 
 
@@ -482,6 +519,12 @@ def main(argv: list[str] | None = None) -> int:
     args.spread_seed = args.seeds[0] if args.spread_seed is None else args.spread_seed
     if args.threads < 1 or any(n < 1 for n in args.spread_threads) or args.jobs < 1:
         raise SystemExit("results.py: --threads, --spread-threads and --jobs must be >= 1")
+    for package in ("hitrs_fast", "hitrs_fast.kernels", "hitrs_fast.configs"):
+        where = Path(importlib.import_module(package).__file__).resolve()
+        if REPO not in where.parents:
+            raise SystemExit(f"results.py: {package} is imported from {where.parent}, not from this checkout {REPO}: "
+                             "the runs' fingerprints would describe other code (install this checkout)")
+    args.run_dir = str(Path(args.run_dir).resolve())  # the runs are made from the repository's directory
     torch.set_num_threads(args.threads)
     root = Path(args.run_dir)
     root.mkdir(parents=True, exist_ok=True)

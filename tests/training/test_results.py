@@ -160,6 +160,56 @@ def test_a_finished_run_is_reused_only_for_the_same_command_and_code(tmp_path, m
     assert results._run_script("recognize", ["--mode", "finetune"], tmp_path / "run", gather=True)["value"] == 3
 
 
+def test_a_run_is_made_again_when_the_encoder_it_reads_was_made_again(tmp_path, monkeypatch):
+    """The encoder is named by its path only: a pre-training made again (other code or options) under the
+    same path must remake the runs that read it."""
+    import json
+
+    results = _results_module()
+    calls = []
+
+    def fake_task(argv):
+        calls.append(argv)
+        run_dir = Path(argv[argv.index("--run-dir") + 1])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "summary.json").write_text(json.dumps({"value": len(calls)}))
+        return 0
+
+    monkeypatch.setitem(results.TASKS, "recognize", fake_task)
+    monkeypatch.setattr(results, "code_fingerprint", lambda script: "code")
+    encoder = tmp_path / "pretrain" / "encoder.pt"
+    encoder.parent.mkdir()
+    encoder.write_bytes(b"first")
+    argv = ["--mode", "linear", "--init", str(encoder)]
+    assert results._run_script("recognize", argv, tmp_path / "run")["value"] == 1
+    assert results._run_script("recognize", argv, tmp_path / "run")["value"] == 1
+    encoder.write_bytes(b"made again")
+    assert results._run_script("recognize", argv, tmp_path / "run")["value"] == 2
+
+
+def test_a_run_whose_code_changed_while_it_ran_is_not_recorded(tmp_path, monkeypatch):
+    import json
+
+    import pytest
+
+    results = _results_module()
+    code = ["before"]
+
+    def fake_task(argv):
+        run_dir = Path(argv[argv.index("--run-dir") + 1])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "summary.json").write_text(json.dumps({"value": 1}))
+        code[0] = "edited"  # e.g. a recipe saved while the run was training
+        return 0
+
+    monkeypatch.setitem(results.TASKS, "recognize", fake_task)
+    monkeypatch.setattr(results, "code_fingerprint", lambda script: code[0])
+    with pytest.raises(SystemExit, match="changed while it ran; its result is not recorded"):
+        results._run_script("recognize", ["--mode", "linear"], tmp_path / "run")
+    assert not (tmp_path / "run" / "argv.json").exists()
+    assert results._run_script("recognize", ["--mode", "linear"], tmp_path / "run", gather=True) is None
+
+
 def test_a_runs_fingerprint_covers_what_its_script_imports_and_reads_and_nothing_else(tmp_path, monkeypatch):
     """A run is made again when a module its script can import changes (also one imported inside a function,
     relatively) or its task's recipe; another task's recipe or module, or the renderer, keeps it."""
@@ -186,7 +236,6 @@ def test_a_runs_fingerprint_covers_what_its_script_imports_and_reads_and_nothing
         "training/configs/downstream/recognition_synthetic.json", "training/recognize.py"]
 
     def fingerprint():
-        results.code_fingerprint.cache_clear()
         return results.code_fingerprint("recognize")
 
     base = fingerprint()
@@ -255,6 +304,8 @@ def test_parallel_runs_give_the_page_of_sequential_ones_and_wait_for_their_encod
     import threading
     import time
 
+    import pytest
+
     results = _results_module()
     lock, events, running, peak = threading.Lock(), [], [0], [0]
     made_sets = []
@@ -276,9 +327,9 @@ def test_parallel_runs_give_the_page_of_sequential_ones_and_wait_for_their_encod
     monkeypatch.setattr(results, "launch", fake_launch)
     monkeypatch.setattr(results, "cached_synthetic", lambda *a: made_sets.append(a))
     monkeypatch.setattr(results, "code_fingerprint", lambda script: "code")
-    for task in results.TASKS:
-        monkeypatch.setitem(results.TASKS, task, lambda argv: _fake_run(argv) or 0)
     common = ["--seeds", "0", "1", "--levels", "F", "F+C+V", "--spread-threads", "2"]
+    for task in results.TASKS:  # the parallel pass makes every run: reading them must not make any
+        monkeypatch.setitem(results.TASKS, task, lambda argv: pytest.fail(f"made in-process: {argv}"))
     assert results.main([*common, "--jobs", "3", "--run-dir", str(tmp_path / "par"),
                          "--output", str(tmp_path / "par.md")]) == 0
     assert peak[0] == 3
@@ -294,7 +345,14 @@ def test_parallel_runs_give_the_page_of_sequential_ones_and_wait_for_their_encod
                                                                 for s in (0, 1)}
 
     # The same invocation one run at a time, in this process (the fake tasks), reads the same numbers.
-    monkeypatch.setattr(results, "launch", lambda cmd, env, log: (_fake_run(cmd), 0)[1])
+    def sequential_launch(cmd, env, log):  # a pre-training is always a subprocess, a downstream run is not
+        assert "--ckpt-every" in cmd and log is None, cmd
+        _fake_run(cmd)
+        return 0
+
+    monkeypatch.setattr(results, "launch", sequential_launch)
+    for task in results.TASKS:
+        monkeypatch.setitem(results.TASKS, task, lambda argv: _fake_run(argv) or 0)
     assert results.main([*common, "--run-dir", str(tmp_path / "seq"), "--output", str(tmp_path / "seq.md")]) == 0
     par, seq = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("par", "seq"))
     assert par["rows"] == seq["rows"] and par["per_frame"] == seq["per_frame"]
@@ -328,3 +386,35 @@ def test_a_failed_parallel_run_stops_the_invocation_and_names_its_log(tmp_path, 
     # not the other 10 queued runs.
     assert len(started) <= 5
     assert not (tmp_path / "page.md").exists()
+
+
+def test_a_failed_parallel_run_interrupts_the_runs_under_way(tmp_path, monkeypatch):
+    """Real subprocesses: one run sleeps for minutes, the other fails; the invocation stops within seconds (the
+    sleeper gets SIGINT) instead of waiting for it. A log's folder is made when missing."""
+    import sys
+    import time
+
+    import pytest
+
+    results = _results_module()
+    real_launch = results.launch
+    downstream = []
+
+    def launch(cmd, env, log):
+        if "--ckpt-every" in cmd:
+            _fake_run(cmd)
+            return real_launch([sys.executable, "-c", "pass"], env, log)
+        downstream.append(cmd)
+        code = "import time; time.sleep(300)" if len(downstream) == 1 else "import time; time.sleep(1); exit(3)"
+        return real_launch([sys.executable, "-c", code], env, log)
+
+    monkeypatch.setattr(results, "launch", launch)
+    monkeypatch.setattr(results, "cached_synthetic", lambda *a: None)
+    monkeypatch.setattr(results, "code_fingerprint", lambda script: "code")
+    t0 = time.perf_counter()
+    with pytest.raises(SystemExit, match="failed with exit code 3"):
+        results.main(["--seeds", "0", "--levels", "F+C+V", "--tasks", "recognize", "--jobs", "2",
+                      "--run-dir", str(tmp_path / "runs" / "new"), "--output", str(tmp_path / "page.md")])
+    assert time.perf_counter() - t0 < 60
+    log = tmp_path / "threads2" / "pretrain.log"  # a thread re-run's folder does not exist yet
+    assert real_launch([sys.executable, "-c", "print('out')"], {}, log) == 0 and log.read_text() == "out\n"
