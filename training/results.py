@@ -714,8 +714,9 @@ def render(args, rows, timings, per_frame, total, argv, by_threads=None, spread_
         "",
         f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; the runs' wall times add up to "
         f"{sum(timings.values()) / 60:.1f} min (this invocation: {total / 60:.1f} min; finished runs are reused) on "
-        f"{args.threads} torch thread{'s' if args.threads > 1 else ''} per run "
-        f"(`{platform.processor() or platform.machine()}`, {os.cpu_count()} logical CPUs visible; the machine was "
+        f"{args.threads} torch thread{'s' if args.threads > 1 else ''} per run"
+        + (f", {args.jobs} runs at a time (`--jobs {args.jobs}`)" if args.jobs > 1 else "")
+        + f" (`{platform.processor() or platform.machine()}`, {os.cpu_count()} logical CPUs visible; the machine was "
         "shared with other jobs, so times are upper bounds).",
         f"- Device: CPU (`--device {args.device}`). Versions: Python {platform.python_version()}, "
         f"torch {torch.__version__}, numpy {np.__version__}.",

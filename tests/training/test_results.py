@@ -32,7 +32,7 @@ def _args(seeds: list[int], threads: int = 1, levels: tuple[str, ...] = ("F", "F
     return argparse.Namespace(seeds=seeds, spread_seed=seeds[0], pretrain_steps=None, per_class=150, threads=threads,
                               device="cpu", untrimmed_sequences=48, long_sequences=96, levels=list(levels),
                               tasks=["recognize", "detect", "predict_motion"],
-                              gather=False)
+                              gather=False, jobs=1)
 
 
 def test_verdict_needs_a_margin_beyond_the_spread():
@@ -357,6 +357,8 @@ def test_parallel_runs_give_the_page_of_sequential_ones_and_wait_for_their_encod
     par, seq = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("par", "seq"))
     assert par["rows"] == seq["rows"] and par["per_frame"] == seq["per_frame"]
     assert par["by_threads"] == seq["by_threads"] and set(par["by_threads"]) == {"1", "2"}
+    assert "3 runs at a time (`--jobs 3`)" in (tmp_path / "par.md").read_text()
+    assert "runs at a time" not in (tmp_path / "seq.md").read_text()
 
 
 def test_a_failed_parallel_run_stops_the_invocation_and_names_its_log(tmp_path, monkeypatch):
