@@ -17,7 +17,7 @@ import torch
 from hitrs_fast.training.checkpoint import CheckpointManager
 from hitrs_fast.training.loop import check_resumable, fit
 from hitrs_fast.training.optim import parameter_groups, warmup_linear_decay
-from hitrs_fast.training.pretrain import UsageError, build_parser, resolve
+from hitrs_fast.training.pretrain import UsageError, build_parser, cpu_allreduce_buffer, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
 DEEPSPEED = shutil.which("deepspeed", path=os.path.dirname(sys.executable)) or shutil.which("deepspeed")
@@ -250,6 +250,12 @@ def test_two_ranks_match_one_rank(tmp_path):
         dump = tmp_path / f"grads{gpus}.pt"
         finish(launch(tmp_path, run_dir, *common, "--dump-grads", str(dump), gpus=gpus), run_dir)
         dumps.append(torch.load(dump))
+        # DeepSpeed's CPU all-reduce segments (one per rank) are released, not left in /dev/shm.
+        port = str(29500 + os.getpid() % 1000 + gpus)
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("MASTER_ADDR", "127.0.0.1")
+            env.setenv("MASTER_PORT", port)
+            assert not [r for r in range(gpus) if cpu_allreduce_buffer(r).exists()], list(Path("/dev/shm").iterdir())
     one, two = dumps
     for key in LOSSES:
         assert abs(one["losses"][key] - two["losses"][key]) < 1e-4 * max(1.0, abs(one["losses"][key])), key
