@@ -52,7 +52,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -290,6 +289,20 @@ def launch(cmd: list[str], env: dict[str, str], log: Path | None) -> int:
             _CHILDREN.discard(child)
 
 
+def stop_children(grace: float = 20.0) -> None:
+    """Stop the runs under way: SIGTERM (a run stops cleanly on it, and unlike SIGINT a background job cannot
+    have it ignored), then SIGKILL for any still running after ``grace`` seconds. Nothing is recorded for them."""
+    children = list(_CHILDREN)
+    for child in children:
+        child.terminate()
+    deadline = time.monotonic() + grace
+    for child in children:
+        try:
+            child.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -509,8 +522,7 @@ def run_in_parallel(jobs: int, plans: list[tuple[list[Pretraining], list[Run]]],
             print(f"results.py: stopping ({type(error).__name__}: {error}); interrupting {len(_CHILDREN)} run(s) "
                   "under way", file=sys.stderr, flush=True)
             pool.shutdown(wait=False, cancel_futures=True)  # the queued runs never start
-            for child in list(_CHILDREN):
-                child.send_signal(signal.SIGINT)  # a run stops cleanly on it; nothing is recorded for it
+            stop_children()
             raise
 
 
