@@ -373,12 +373,18 @@ class Run(NamedTuple):
     needs: Pretraining | None
 
 
-def pretrain(job: Pretraining, args: argparse.Namespace, data_dir: Path,
+def data_dir(args: argparse.Namespace) -> Path:
+    """The synthetic sets' cache, shared by every seed, thread count and run."""
+    return Path(args.run_dir) / "data"
+
+
+def pretrain(job: Pretraining, args: argparse.Namespace,
              log: Path | None = None) -> tuple[Path, dict[str, Any], float] | None:
     """One pre-training run (DeepSpeed, in a subprocess; its output to ``log`` when given) with its probe;
     returns (encoder.pt, probe, seconds) (``args.gather``: None unless finished)."""
     run = job.run_dir
-    options = ["--seed", str(job.seed), "--synthetic-per-class", str(args.per_class), "--cache-dir", str(data_dir)]
+    options = ["--seed", str(job.seed), "--synthetic-per-class", str(args.per_class), "--cache-dir",
+               str(data_dir(args))]
     options += ["--steps", str(args.pretrain_steps)] if args.pretrain_steps else []
     for field, value in LEVELS[job.level].items():
         options += ["--set", f"{field}={str(value).lower()}"]
@@ -419,10 +425,9 @@ def seed_plan(seed: int, threads: int, columns: tuple[str, ...], args: argparse.
               seed_level: bool) -> tuple[list[Pretraining], list[Run]]:
     """The pre-training and downstream runs of one seed with ``threads`` torch threads for ``columns``
     (``seed_level``: with the seed's own runs; False for a thread re-run), in the order they are read."""
-    data_dir = Path(args.run_dir) / "data"  # one synthetic cache for every thread count
-    ctx = {"seed": seed, "common": ["--cache-dir", str(data_dir), "--seed", str(seed), "--threads", str(threads),
+    ctx = {"seed": seed, "common": ["--cache-dir", str(data_dir(args)), "--seed", str(seed), "--threads", str(threads),
                                     "--device", args.device],
-           "trimmed": str(synthetic_cache_path(data_dir, "trimmed", seed, args.per_class))}  # pre-training's set
+           "trimmed": str(synthetic_cache_path(data_dir(args), "trimmed", seed, args.per_class))}  # pre-training's set
     ctx["motion"] = ["--synthetic-sequences", str(args.long_sequences), "--data-seed", str(seed), *ctx["common"]]
     pretrainings = [Pretraining(level, seed, threads, run_root / f"pretrain-{level}-seed{seed}")
                     for level in LEVELS if level in columns]
@@ -445,8 +450,6 @@ def run_seed(seed: int, threads: int, columns: tuple[str, ...], args: argparse.N
     """Pre-training and every downstream run of one seed with ``threads`` torch threads, for ``columns`` (those
     already made by :func:`run_in_parallel` are read); appends their numbers to ``rows`` (and the motion errors per
     frame to ``per_frame``; None: a thread re-run, without the seed's own runs)."""
-    data_dir = Path(args.run_dir) / "data"
-
     def add(values: dict[str, float], column: str) -> None:
         for key, value in values.items():
             rows.setdefault(key, {}).setdefault(column, []).append(float(value))
@@ -457,7 +460,7 @@ def run_seed(seed: int, threads: int, columns: tuple[str, ...], args: argparse.N
     pretrainings, runs = seed_plan(seed, threads, columns, args, run_root, per_frame is not None)
     missing = set()
     for job in pretrainings:
-        done = pretrain(job, args, data_dir)
+        done = pretrain(job, args)
         if done is None:
             missing.add(job)
             continue
@@ -487,12 +490,11 @@ def run_in_parallel(jobs: int, plans: list[tuple[list[Pretraining], list[Run]]],
     """Make every run of ``plans`` (seed_plan's, of ``seeds``) with ``jobs`` at a time, each a subprocess logging
     to ``<run dir>.log``; a downstream run starts once the pre-training it reads has finished. The synthetic
     sets are generated first, one at a time (two commands must not write one set together)."""
-    data_dir = Path(args.run_dir) / "data"
     sets = ([("trimmed", args.per_class)] + [("untrimmed", args.untrimmed_sequences)] * ("detect" in args.tasks)
             + [("long", args.long_sequences)] * ("predict_motion" in args.tasks))
     for seed in sorted(seeds):
         for kind, size in sets:
-            cached_synthetic(data_dir, kind, seed, size)
+            cached_synthetic(data_dir(args), kind, seed, size)
     # The spread seed's re-run at the main thread count is the main runs: each run once.
     pretrainings = list(dict.fromkeys(job for jobs, _ in plans for job in jobs))
     runs = list({run.run_dir: run for _, planned in plans for run in planned}.values())
@@ -508,7 +510,7 @@ def run_in_parallel(jobs: int, plans: list[tuple[list[Pretraining], list[Run]]],
 
     with ThreadPoolExecutor(jobs) as pool:  # every job is a subprocess: the threads only wait
         # The pre-trainings first: the longest jobs, and the others wait for them.
-        pending = {pool.submit(pretrain, job, args, data_dir, job.run_dir.with_name(job.run_dir.name + ".log")): job
+        pending = {pool.submit(pretrain, job, args, job.run_dir.with_name(job.run_dir.name + ".log")): job
                    for job in pretrainings}
         pending.update({pool.submit(downstream, run): None for run in ready})
         try:

@@ -139,12 +139,9 @@ def test_render_of_some_levels_and_tasks_shows_only_those_and_checks_the_goals()
             "95.0 % mAP_a, 55.0 points above the pre-trained tcn head's 40.0 %.") in page
 
 
-def test_a_finished_run_is_reused_only_for_the_same_command_and_code(tmp_path, monkeypatch):
-    """A re-invocation reuses a finished run; a changed recipe file (same command line) makes it again."""
+def _counting_task(calls: list) -> object:
+    """A fake task that records its argv in ``calls`` and writes a summary whose value is the call count."""
     import json
-
-    results = _results_module()
-    calls = []
 
     def fake_task(argv):
         calls.append(argv)
@@ -153,7 +150,14 @@ def test_a_finished_run_is_reused_only_for_the_same_command_and_code(tmp_path, m
         (run_dir / "summary.json").write_text(json.dumps({"value": len(calls)}))
         return 0
 
-    monkeypatch.setitem(results.TASKS, "recognize", fake_task)
+    return fake_task
+
+
+def test_a_finished_run_is_reused_only_for_the_same_command_and_code(tmp_path, monkeypatch):
+    """A re-invocation reuses a finished run; a changed recipe file (same command line) makes it again."""
+    results = _results_module()
+    calls = []
+    monkeypatch.setitem(results.TASKS, "recognize", _counting_task(calls))
     monkeypatch.setattr(results, "code_fingerprint", lambda script: "code-a")
     first = results._run_script("recognize", ["--mode", "linear"], tmp_path / "run")
     again = results._run_script("recognize", ["--mode", "linear"], tmp_path / "run")
@@ -167,19 +171,9 @@ def test_a_finished_run_is_reused_only_for_the_same_command_and_code(tmp_path, m
 def test_a_run_is_made_again_when_the_encoder_it_reads_was_made_again(tmp_path, monkeypatch):
     """The encoder is named by its path only: a pre-training made again (other code or options) under the
     same path must remake the runs that read it."""
-    import json
-
     results = _results_module()
     calls = []
-
-    def fake_task(argv):
-        calls.append(argv)
-        run_dir = Path(argv[argv.index("--run-dir") + 1])
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "summary.json").write_text(json.dumps({"value": len(calls)}))
-        return 0
-
-    monkeypatch.setitem(results.TASKS, "recognize", fake_task)
+    monkeypatch.setitem(results.TASKS, "recognize", _counting_task(calls))
     monkeypatch.setattr(results, "code_fingerprint", lambda script: "code")
     encoder = tmp_path / "pretrain" / "encoder.pt"
     encoder.parent.mkdir()
