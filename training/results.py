@@ -35,9 +35,9 @@ Every run is reused when its directory under ``--run-dir`` already holds a finis
 command and the same code (:func:`code_fingerprint`: the script, every package module it can import and its
 recipes, and the encoder file it reads, so a change to them makes the run again, where the command line alone
 would miss a changed recipe, and a change elsewhere, e.g. to another task's recipe or training module, keeps
-it). ``--jobs N`` makes N runs at a time, each in a
-subprocess logging to ``<run dir>.log`` (a downstream run waits for the pre-training it reads), then reads them
-all in the order one job would; an interrupted invocation keeps its finished runs. Every number in the page is
+it). ``--jobs N`` makes N runs at a time, each in a subprocess logging to ``<run dir>.log`` (a downstream run
+waits for the pre-training it reads; the seeds are finished in order), then reads them all in the order one job
+would; an interrupted invocation keeps its finished runs. Every number in the page is
 read from the runs' ``summary.json`` / ``probe.json`` files.
 """
 
@@ -485,45 +485,74 @@ def run_seed(seed: int, threads: int, columns: tuple[str, ...], args: argparse.N
             per_frame.setdefault(run.column, []).append(r["last_epoch"]["per_frame_mm"])
 
 
+Job = Pretraining | Run
+
+
+def job_queue(plans: list[tuple[list[Pretraining], list[Run]]]) -> list[Job]:
+    """Every job of ``plans`` once, in priority order: each plan's pre-trainings, then its runs, then the next
+    plan's (the spread seed's re-run at the main thread count repeats the main runs: made once)."""
+    queue: dict[Path, Job] = {}
+    for pretrainings, runs in plans:
+        for job in (*pretrainings, *runs):
+            queue.setdefault(job.run_dir, job)
+    return list(queue.values())
+
+
+def next_job(queue: list[Job], finished: set[Pretraining]) -> Job | None:
+    """The first job of ``queue`` (in priority order) that can start: a pre-training, or a run whose
+    pre-training (``needs``) has ``finished``; None when every queued job waits for one."""
+    for job in queue:
+        if isinstance(job, Pretraining) or job.needs is None or job.needs in finished:
+            return job
+    return None
+
+
 def run_in_parallel(jobs: int, plans: list[tuple[list[Pretraining], list[Run]]], seeds: set[int],
                     args: argparse.Namespace) -> None:
     """Make every run of ``plans`` (seed_plan's, of ``seeds``) with ``jobs`` at a time, each a subprocess logging
     to ``<run dir>.log``; a downstream run starts once the pre-training it reads has finished. The synthetic
-    sets are generated first, one at a time (two commands must not write one set together)."""
+    sets are generated first, one at a time (two commands must not write one set together).
+
+    A free slot takes the first job of the plans' order that can start (:func:`next_job`): a plan's
+    pre-training, then its runs, before the next plan's. The seeds are therefore finished one after the other
+    (a later seed's jobs fill a slot only while the earlier seed's remaining runs wait for their encoder), so an
+    invocation stopped part-way leaves whole seeds for ``--gather`` or a smaller ``--seeds``."""
     sets = ([("trimmed", args.per_class)] + [("untrimmed", args.untrimmed_sequences)] * ("detect" in args.tasks)
             + [("long", args.long_sequences)] * ("predict_motion" in args.tasks))
     for seed in sorted(seeds):
         for kind, size in sets:
             cached_synthetic(data_dir(args), kind, seed, size)
-    # The spread seed's re-run at the main thread count is the main runs: each run once.
-    pretrainings = list(dict.fromkeys(job for jobs, _ in plans for job in jobs))
-    runs = list({run.run_dir: run for _, planned in plans for run in planned}.values())
-    waiting: dict[Pretraining, list[Run]] = {}
-    ready: list[Run] = []
-    for run in runs:
-        (waiting.setdefault(run.needs, []) if run.needs else ready).append(run)
+    queue = job_queue(plans)
+    finished: set[Pretraining] = set()
 
-    def downstream(run: Run) -> None:
-        print(f"  start {run.run_dir.name}", flush=True)
-        _run_script(run.spec.script, run.argv, run.run_dir, log=run.run_dir.with_name(run.run_dir.name + ".log"))
-        print(f"  done  {run.run_dir.name}", flush=True)
+    def make(job: Job) -> None:
+        log = job.run_dir.with_name(job.run_dir.name + ".log")
+        print(f"  start {job.run_dir.name}", flush=True)
+        if isinstance(job, Pretraining):
+            pretrain(job, args, log)
+        else:
+            _run_script(job.spec.script, job.argv, job.run_dir, log=log)
+        print(f"  done  {job.run_dir.name}", flush=True)
 
     with ThreadPoolExecutor(jobs) as pool:  # every job is a subprocess: the threads only wait
-        # The pre-trainings first: the longest jobs, and the others wait for them.
-        pending = {pool.submit(pretrain, job, args, job.run_dir.with_name(job.run_dir.name + ".log")): job
-                   for job in pretrainings}
-        pending.update({pool.submit(downstream, run): None for run in ready})
+        pending: dict[Any, Job] = {}
         try:
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
+            while queue or pending:
+                while len(pending) < jobs and (job := next_job(queue, finished)) is not None:
+                    queue.remove(job)
+                    pending[pool.submit(make, job)] = job
+                if not pending:  # cannot happen: every run's pre-training is in its plan
+                    raise RuntimeError(f"results.py: {len(queue)} run(s) wait for a pre-training that is not planned")
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
                     future.result()  # a failed run stops the invocation (its message names the run and log)
                     job = pending.pop(future)
-                    pending.update({pool.submit(downstream, run): None for run in waiting.pop(job, [])})
+                    if isinstance(job, Pretraining):
+                        finished.add(job)
         except BaseException as error:
             print(f"results.py: stopping ({type(error).__name__}: {error}); interrupting {len(_CHILDREN)} run(s) "
                   "under way", file=sys.stderr, flush=True)
-            pool.shutdown(wait=False, cancel_futures=True)  # the queued runs never start
+            pool.shutdown(wait=False, cancel_futures=True)
             stop_children()
             raise
 

@@ -359,6 +359,35 @@ def test_parallel_runs_give_the_page_of_sequential_ones_and_wait_for_their_encod
     assert "runs at a time" not in (tmp_path / "seq.md").read_text()
 
 
+def test_parallel_runs_finish_the_seeds_in_order(tmp_path):
+    """A free slot takes the earliest seed's next job that can start: its pre-training, then its runs; a later
+    seed's job only while the earlier seed's remaining runs wait for their encoder."""
+    results = _results_module()
+    args = _args([0, 1], levels=("F+C+V",))
+    args.run_dir = str(tmp_path)
+    plans = [results.seed_plan(seed, 1, (results.RANDOM, "F+C+V"), args, tmp_path, True) for seed in (0, 1)]
+    queue = results.job_queue(plans + [results.seed_plan(0, 1, ("F+C+V",), args, tmp_path, False)])
+    assert len(queue) == sum(len(p) + len(r) for p, r in plans)  # the spread re-run at 1 thread: the main runs
+    (pre0,), runs0 = plans[0]
+    (pre1,), runs1 = plans[1]
+    waiting0 = [run for run in runs0 if run.needs == pre0]
+    assert waiting0 and len(waiting0) < len(runs0)
+
+    def take(finished):
+        job = results.next_job(queue, finished)
+        queue.remove(job)
+        return job
+
+    assert take(set()) == pre0
+    assert [take(set()) for _ in range(len(runs0) - len(waiting0))] == [r for r in runs0 if r.needs is None]
+    assert take(set()) == pre1  # seed 0's remaining runs wait for its encoder
+    assert take({pre0}) == waiting0[0]  # once it exists they come before seed 1's
+    while queue[0] in waiting0:
+        take({pre0})
+    assert results.next_job(queue, {pre0}) == runs1[0] and results.next_job(queue[:0], set()) is None
+    assert all(results.next_job([run], {pre0}) is None for run in runs1 if run.needs == pre1)
+
+
 def test_a_failed_parallel_run_stops_the_invocation_and_names_its_log(tmp_path, monkeypatch):
     import time
 
