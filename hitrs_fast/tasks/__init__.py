@@ -11,9 +11,21 @@
   starts from the last observed pose and velocity.
 """
 
-from hitrs_fast.tasks.detection import DETECTION_HEADS, FRAME_FEATURES, FrameDetector
-from hitrs_fast.tasks.motion import MotionPredictor, constant_velocity_baseline, euclidean_loss, smoothed_velocity
-from hitrs_fast.tasks.recognition import ActionRecognizer
+import importlib
 
-__all__ = ["DETECTION_HEADS", "FRAME_FEATURES", "ActionRecognizer", "FrameDetector", "MotionPredictor",
-           "constant_velocity_baseline", "euclidean_loss", "smoothed_velocity"]
+# Each head's module is imported on first use of one of its names (PEP 562): a command imports its own head's
+# module, so its runs do not depend on the other heads' code (training/results.py fingerprints what a run imports).
+_MODULE_OF = {"DETECTION_HEADS": "detection", "FRAME_FEATURES": "detection", "FrameDetector": "detection",
+              "MotionPredictor": "motion", "constant_velocity_baseline": "motion", "euclidean_loss": "motion",
+              "smoothed_velocity": "motion", "ActionRecognizer": "recognition"}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_MODULE_OF))

@@ -42,7 +42,7 @@ from torch import nn
 
 from hitrs_fast.eval.detection import evaluate_detection
 from hitrs_fast.eval.segments import proposals_from_frame_probs
-from hitrs_fast.tasks import DETECTION_HEADS, FRAME_FEATURES, FrameDetector
+from hitrs_fast.tasks.detection import DETECTION_HEADS, FRAME_FEATURES, FrameDetector
 from hitrs_fast.training.head_warmup import head_warmup_recipe, wants_head_warmup, warm_up_head
 from hitrs_fast.training.run import UsageError, atomic_torch_save
 from hitrs_fast.training.task_run import TaskRun, run_cli, task_parser

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from hitrs_fast.eval.metrics import mpjpe, zero_velocity_baseline
-from hitrs_fast.tasks import MotionPredictor, constant_velocity_baseline, euclidean_loss
+from hitrs_fast.tasks.motion import MotionPredictor, constant_velocity_baseline, euclidean_loss
 from hitrs_fast.training.head_warmup import head_warmup_recipe, wants_head_warmup, warm_up_head
 from hitrs_fast.training.run import UsageError
 from hitrs_fast.training.task_run import TaskRun, run_cli, task_parser

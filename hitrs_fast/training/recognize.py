@@ -29,7 +29,7 @@ from torch import nn
 from hitrs_fast.data.streams import STREAMS, apply_stream
 from hitrs_fast.eval.metrics import fuse_scores, knn_accuracy, topk_accuracy
 from hitrs_fast.eval.subsets import class_balanced_subset, load_index_list
-from hitrs_fast.tasks import ActionRecognizer
+from hitrs_fast.tasks.recognition import ActionRecognizer
 from hitrs_fast.training.probe import chance_level
 from hitrs_fast.training.run import UsageError, atomic_torch_save, atomic_write_json
 from hitrs_fast.training.task_run import TaskRun, run_cli, task_parser
