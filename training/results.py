@@ -738,6 +738,18 @@ def goals(rows: Rows, spread: dict[str, float]) -> list[str]:
     return out
 
 
+def cpu_numerics() -> str:
+    """The CPU and the code paths its float numerics took: PyTorch's CPU kernels (``ATEN_CPU_CAPABILITY``) and MKL's
+    (``MKL_CBWR``, the commands' strict mode unless set) follow the CPU's vector unit, and so do the bits."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        model = names[0] if names else model
+    return (f"`{model}`; PyTorch's CPU kernels on its `{torch.backends.cpu.get_cpu_capability()}` path, MKL with "
+            f"`MKL_CBWR={os.environ.get('MKL_CBWR', 'AUTO,STRICT')}`")
+
+
 def render(args, rows, timings, per_frame, total, argv, by_threads=None, spread_seed=None) -> str:
     by_threads = by_threads or {}
     spread = thread_spread(by_threads)
@@ -763,8 +775,10 @@ def render(args, rows, timings, per_frame, total, argv, by_threads=None, spread_
         + (f", {args.jobs} runs at a time (`--jobs {args.jobs}`)" if args.jobs > 1 else "")
         + f" (`{platform.processor() or platform.machine()}`, {os.cpu_count()} logical CPUs visible; the machine was "
         "shared with other jobs, so times are upper bounds).",
-        f"- Device: CPU (`--device {args.device}`). Versions: Python {platform.python_version()}, "
-        f"torch {torch.__version__}, numpy {np.__version__}.",
+        f"- Device: CPU (`--device {args.device}`): {cpu_numerics()}. The runs give the same bits at any thread "
+        "count on one kind of CPU, not on a CPU with another vector unit (e.g. AVX2 instead of AVX-512), whose "
+        "numbers differ as a different seed's would (docs/training.md). "
+        f"Versions: Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}.",
         (f"- Seeds {args.seeds}: mean ± sample s.d. over {n} seeds." if n > 1 else
          f"- **One seed only** ({args.seeds[0]}): every cell is a single run, without an s.d.; the `+`/`−` "
          "verdicts below compare single values.")

@@ -105,6 +105,10 @@ def test_render_of_one_seed_says_so_and_shows_single_values():
     assert "python training/results.py --seeds 0" in page and "**One seed only** (0)" in page
     probe_row = next(line for line in page.splitlines() if line.startswith("| pre-training probe"))
     assert probe_row.endswith("| 30.0 | 40.0 | 50.0 | **60.0** |") and "±" not in probe_row
+    # The bits depend on the CPU's code paths: the page names them.
+    import torch
+
+    assert f"PyTorch's CPU kernels on its `{torch.backends.cpu.get_cpu_capability()}` path, MKL with `MKL_CBWR=" in page
 
 
 def test_render_of_some_levels_and_tasks_shows_only_those_and_checks_the_goals():
