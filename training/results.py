@@ -797,9 +797,11 @@ def render(args, rows, timings, per_frame, total, argv, by_threads=None, spread_
         "",
     ]
     seeds = [str(seed) for seed in build_parser().get_default("seeds") if seed not in args.seeds]
-    missing = [what for what, left in (("seeds " + ", ".join(seeds), bool(seeds)), ("the levels " + ", ".join(
-        level for level in LEVELS if level not in levels), levels != list(LEVELS)), ("the tasks " + ", ".join(
-        task for task in TASKS if task not in args.tasks), list(args.tasks) != list(TASKS))) if left]
+    missing = [what for what, left in (
+        (f"seed{'s' * (len(seeds) > 1)} " + ", ".join(seeds), bool(seeds)),
+        ("the levels " + ", ".join(level for level in LEVELS if level not in levels), levels != list(LEVELS)),
+        ("the tasks " + ", ".join(task for task in TASKS if task not in args.tasks), list(args.tasks) != list(TASKS)),
+    ) if left]
     if missing:
         out += [f"**A partial page**: it lacks {'; '.join(missing)}. `python training/results.py` (the "
                 "defaults) makes the whole page, reusing the finished runs of this one.", ""]
@@ -897,7 +899,8 @@ def render(args, rows, timings, per_frame, total, argv, by_threads=None, spread_
         "order by a small GRU; the ablation zeroes that conditioning. The constant-velocity baseline repeats the "
         "velocity the decoder starts from (the mean of the last 4 frame differences). @400 ms is the 12th "
         "predicted frame.",
-        "- Every run gives the same bits at any torch thread count (`--threads`; MKL's strict reproducible mode, "
+        "- Every run gives the same bits at any torch thread count (`--threads`) on one kind of CPU (MKL's strict "
+        "reproducible mode, "
         "thread-invariant LayerNorm gradients and clip gathers, checked op by op in "
         "tests/models/test_thread_invariance.py); "
         + ("the thread spread above re-checks it on this page's runs, and every verdict needs a margin beyond it."

@@ -74,6 +74,9 @@ def test_render_lays_out_the_levels_and_marks_the_best():
     assert len(verdicts) == len(results.TABLE)
     assert "seed 0: -15.0, seed 1: -15.0, seed 2: -15.0 mm" in page  # paired motion differences at 400 ms
     assert "Thread spread" not in page  # no re-runs at other thread counts given
+    assert "A partial page" not in page
+    two = results.render(_args([0, 1]), _rows(results, [0, 1]), {}, {}, 60.0, [])
+    assert "**A partial page**: it lacks seed 2." in two
 
 
 def test_render_shows_the_thread_spread_and_every_verdict_uses_it():
