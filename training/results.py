@@ -773,7 +773,7 @@ def render(args, rows, timings, per_frame, total, argv, by_threads=None, spread_
         f"{sum(timings.values()) / 60:.1f} min (this invocation: {total / 60:.1f} min; finished runs are reused) on "
         f"{args.threads} torch thread{'s' if args.threads > 1 else ''} per run"
         + (f", {args.jobs} runs at a time (`--jobs {args.jobs}`)" if args.jobs > 1 else "")
-        + f" (`{platform.processor() or platform.machine()}`, {os.cpu_count()} logical CPUs visible; the machine was "
+        + f" ({os.cpu_count()} logical CPUs visible, the CPU named below; the machine was "
         "shared with other jobs, so times are upper bounds).",
         f"- Device: CPU (`--device {args.device}`): {cpu_numerics()}. The runs give the same bits at any thread "
         "count on one kind of CPU, not on a CPU with another vector unit (e.g. AVX2 instead of AVX-512), whose "
