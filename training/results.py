@@ -706,9 +706,11 @@ def goals(rows: Rows, spread: dict[str, float]) -> list[str]:
     ablation = col("motion_ablation_400ms", RANDOM)
     if pre and ablation:
         v = verdict(pre, ablation, False, spread.get("motion_finetune_400ms", 0.0))
+        worse = (f"; worse on {sum(a > b for a, b in zip(ablation, pre, strict=True))} of {len(pre)} seeds, paired"
+                 if len(pre) == len(ablation) > 1 else "")
         out.append(line("motion, the encoder ablation clearly worse (beyond the s.d.s and thread spread)",
                         v == "+" if len(pre) > 1 else ONE_SEED,
-                        f"{np.mean(ablation):.1f} mm without the encoder vs {np.mean(pre):.1f} mm with it"))
+                        f"{np.mean(ablation):.1f} mm without the encoder vs {np.mean(pre):.1f} mm with it{worse}"))
     rnd = col("motion_finetune_400ms", RANDOM)
     if pre and rnd and len(pre) != len(rnd):
         out.append(line("motion, pre-trained (F+C+V) better than random init on every seed", None,
@@ -736,6 +738,14 @@ def goals(rows: Rows, spread: dict[str, float]) -> list[str]:
         out.append(f"- the raw-skeleton reference (the tcn head on every train label of the raw frames, no encoder) "
                    f"reaches {ref:.1f} % mAP_a, {where} the pre-trained tcn head's {pre:.1f} %.")
     return out
+
+
+def paired_differences(seeds: list[int], a: list[float], b: list[float]) -> str:
+    """``a - b`` seed by seed, then their mean ± s.d. (the spread of a paired difference, which the seeds' shared
+    data make smaller than the s.d. of either row)."""
+    d = np.subtract(a, b)
+    each = ", ".join(f"seed {s}: {x:+.1f}" for s, x in zip(seeds, d, strict=True))
+    return each + (f" mm; mean {d.mean():+.1f} ± {d.std(ddof=1):.1f} mm" if d.size > 1 else " mm")
 
 
 def cpu_numerics() -> str:
@@ -854,12 +864,13 @@ def render(args, rows, timings, per_frame, total, argv, by_threads=None, spread_
                    + " | ".join(verdict(rows[key][c], rows[key][RANDOM], higher, spread.get(key, 0.0))
                                 if c in rows[key] and RANDOM in rows[key] else "–" for c in levels) + " |")
     out += ["", "The issue's goals on these sets, checked on the rows above:", ""] + goals(rows, spread)
-    paired = rows.get("motion_finetune_400ms", {})
-    if len(paired.get("F+C+V", [])) == len(paired.get(RANDOM, [])) == n:
-        fcv, rnd = paired["F+C+V"], paired[RANDOM]
-        pairs = ", ".join(f"seed {s}: {a - b:+.1f}" for s, a, b in zip(args.seeds, fcv, rnd, strict=True))
-        out += ["", "Motion prediction, encoder fine-tuned, F+C+V minus random init at 400 ms, per seed (paired; "
-                f"negative = pre-training helps): {pairs} mm."]
+    fcv = rows.get("motion_finetune_400ms", {}).get("F+C+V", [])
+    for other, key, column in (("random init", "motion_finetune_400ms", RANDOM),
+                               ("the decoder without the encoder (ablation)", "motion_ablation_400ms", RANDOM)):
+        base = rows.get(key, {}).get(column, [])
+        if len(fcv) == len(base) == n:
+            out += ["", f"Motion prediction at 400 ms, F+C+V fine-tuned minus {other}, per seed (paired; negative = "
+                    f"the encoder as pre-trained helps): {paired_differences(args.seeds, fcv, base)}."]
     if per_frame:
         frames = len(next(iter(per_frame.values()))[0])
         out += [

@@ -72,7 +72,13 @@ def test_render_lays_out_the_levels_and_marks_the_best():
     assert "| motion prediction, zero-velocity baseline | MPJPE mm @400 ms | 91.0 ± 1.0 | – | – | – |" in page
     verdicts = [line for line in page.splitlines() if line.endswith("| + | + | + |")]
     assert len(verdicts) == len(results.TABLE)
-    assert "seed 0: -15.0, seed 1: -15.0, seed 2: -15.0 mm" in page  # paired motion differences at 400 ms
+    # Paired motion differences at 400 ms, seed by seed and their mean ± s.d.
+    assert "minus random init, per seed (paired; negative = the encoder as pre-trained helps): seed 0: -15.0, " \
+        "seed 1: -15.0, seed 2: -15.0 mm; mean -15.0 ± 0.0 mm." in page
+    assert "minus the decoder without the encoder (ablation), per seed (paired; negative = the encoder as " \
+        "pre-trained helps): seed 0: -25.0, seed 1: -26.0, seed 2: -27.0 mm; mean -26.0 ± 1.0 mm." in page
+    assert ("- motion, the encoder ablation clearly worse (beyond the s.d.s and thread spread): met (91.0 mm "
+            "without the encoder vs 65.0 mm with it; worse on 3 of 3 seeds, paired).") in page
     assert "Thread spread" not in page  # no re-runs at other thread counts given
     assert "A partial page" not in page
     two = results.render(_args([0, 1]), _rows(results, [0, 1]), {}, {}, 60.0, [])
