@@ -741,8 +741,8 @@ def goals(rows: Rows, spread: dict[str, float]) -> list[str]:
 
 
 def paired_differences(seeds: list[int], a: list[float], b: list[float]) -> str:
-    """``a - b`` seed by seed, then their mean ± s.d. (the spread of a paired difference, which the seeds' shared
-    data make smaller than the s.d. of either row)."""
+    """``a - b`` seed by seed, then their mean ± s.d. (a paired difference leaves out what each seed's data does
+    to both rows alike, which the s.d. of either row includes)."""
     d = np.subtract(a, b)
     each = ", ".join(f"seed {s}: {x:+.1f}" for s, x in zip(seeds, d, strict=True))
     return each + (f" mm; mean {d.mean():+.1f} ± {d.std(ddof=1):.1f} mm" if d.size > 1 else " mm")
