@@ -865,9 +865,9 @@ def render(args, rows, timings, per_frame, total, argv, by_threads=None, spread_
                                 if c in rows[key] and RANDOM in rows[key] else "–" for c in levels) + " |")
     out += ["", "The issue's goals on these sets, checked on the rows above:", ""] + goals(rows, spread)
     fcv = rows.get("motion_finetune_400ms", {}).get("F+C+V", [])
-    for other, key, column in (("random init", "motion_finetune_400ms", RANDOM),
-                               ("the decoder without the encoder (ablation)", "motion_ablation_400ms", RANDOM)):
-        base = rows.get(key, {}).get(column, [])
+    for other, key in (("random init", "motion_finetune_400ms"),
+                       ("the decoder without the encoder (ablation)", "motion_ablation_400ms")):
+        base = rows.get(key, {}).get(RANDOM, [])  # the ablation is a once-per-seed row, kept in this column too
         if len(fcv) == len(base) == n:
             out += ["", f"Motion prediction at 400 ms, F+C+V fine-tuned minus {other}, per seed (paired; negative = "
                     f"the encoder as pre-trained helps): {paired_differences(args.seeds, fcv, base)}."]
